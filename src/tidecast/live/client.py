@@ -1,0 +1,61 @@
+"""What the hub knows of each publisher and player, for the API and for kicking."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tidecast.live.stream import LiveStream
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_client_id() -> str:
+    """SRS-style short connection id, also the logging context id."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+class Client:
+    """A connection that published or played a stream."""
+
+    __slots__ = (
+        "app",
+        "closer",
+        "created",
+        "id",
+        "ip",
+        "page_url",
+        "recv_bytes",
+        "send_bytes",
+        "stream",
+        "swf_url",
+        "tc_url",
+        "type",
+        "vhost",
+    )
+
+    def __init__(self, cid: str, ip: str, kind: str, closer: Callable[[], None]) -> None:
+        self.id = cid
+        self.ip = ip
+        self.type = kind
+        self.closer = closer
+        self.created = time.monotonic()
+        self.vhost = "__defaultVhost__"
+        self.app = ""
+        self.tc_url = ""
+        self.page_url = ""
+        self.swf_url = ""
+        self.stream: LiveStream | None = None
+        self.send_bytes = 0
+        self.recv_bytes = 0
+
+    @property
+    def is_publisher(self) -> bool:
+        return self.type.endswith("publish")
+
+    def kick(self) -> None:
+        self.closer()

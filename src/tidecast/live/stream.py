@@ -1,0 +1,324 @@
+"""A live stream: one publisher, its sequence headers and GOP cache, its players.
+
+Everything a publisher sends passes through `on_media` once: timestamps are
+corrected here (so every player gets the same bytes), packets are cached for
+late joiners, and pending packets leave in merged writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tidecast import SERVER_NAME, __version__
+from tidecast.codec import amf0
+from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
+from tidecast.live.client import Client
+from tidecast.live.packet import Packet
+from tidecast.live.player import Player, flv_batch, rtmp_batch
+from tidecast.rtmp.session import encode_status, status_info
+
+if TYPE_CHECKING:
+    from tidecast.config import Vhost
+
+MAX_JITTER_MS = 250
+DEFAULT_FRAME_MS = 10
+_stream_ids = itertools.count(1)
+
+
+class MediaSink(Protocol):
+    """Something besides players that consumes a stream, e.g. the HLS muxer."""
+
+    def on_publish(self) -> None: ...
+
+    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None: ...
+
+    def on_unpublish(self) -> None: ...
+
+
+class TimeJitter:
+    """SRS's `time_jitter`: full (monotonic, from 0, big jumps smoothed), zero, off."""
+
+    __slots__ = ("base", "last_correct", "last_time", "mode")
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_time: int | None = None
+        self.last_correct = 0
+        self.base: int | None = None
+
+    def correct(self, ts: int) -> int:
+        mode = self.mode
+        if mode == "full":
+            last = self.last_time
+            if last is None:
+                delta = 0
+            else:
+                delta = ts - last
+                if delta < -MAX_JITTER_MS or delta > MAX_JITTER_MS:
+                    delta = DEFAULT_FRAME_MS
+            corrected = self.last_correct + delta
+            if corrected < 0:
+                corrected = 0
+            self.last_correct = corrected
+            self.last_time = ts
+            return corrected
+        if mode == "zero":
+            if self.base is None:
+                self.base = ts
+            return max(0, ts - self.base)
+        return ts
+
+
+def _video_codec(payload: bytes) -> int:
+    return payload[0] & 0x0F if payload else 0
+
+
+def _is_video_sequence_header(payload: bytes) -> bool:
+    if len(payload) < 2:
+        return False
+    if payload[0] & 0x80:  # enhanced RTMP: PacketTypeSequenceStart is 0
+        return payload[0] & 0x0F == 0
+    return payload[1] == 0 and _video_codec(payload) in (7, 12)
+
+
+def _is_audio_sequence_header(payload: bytes) -> bool:
+    return len(payload) >= 2 and payload[0] >> 4 == 10 and payload[1] == 0
+
+
+class LiveStream:
+    def __init__(self, vhost: str, app: str, name: str, settings: Vhost, chunk_size: int) -> None:
+        self.id = f"vid-{next(_stream_ids)}"
+        self.vhost = vhost
+        self.app = app
+        self.name = name
+        self.settings = settings
+        self.chunk_size = chunk_size
+        self.created = time.monotonic()
+        self.publisher: Client | None = None
+        self.players: list[Player] = []
+        self.sinks: list[MediaSink] = []
+        self.metadata: Packet | None = None
+        self.metadata_values: Any = None
+        self.video_sh: Packet | None = None
+        self.audio_sh: Packet | None = None
+        self.gop: list[Packet] = []
+        self.pending: list[Packet] = []
+        self._pending_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.jitter = TimeJitter(settings.play.time_jitter)
+        self.frames = 0
+        self.recv_bytes = 0
+        self.dropped_frames = 0
+        self.sent_by_departed = 0
+        self.publish_count = 0
+        self.upstream: Any = None  # set by the edge for the API's view
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def url(self) -> str:
+        return f"/{self.app}/{self.name}"
+
+    @property
+    def active(self) -> bool:
+        return self.publisher is not None
+
+    def apply_settings(self, settings: Vhost) -> None:
+        self.settings = settings
+        self.jitter.mode = settings.play.time_jitter
+        if not settings.play.gop_cache:
+            self.gop = []
+
+    # ------------------------------------------------------------ publisher side
+
+    def on_publish(self, publisher: Client) -> None:
+        self.publisher = publisher
+        self.publish_count += 1
+        self.jitter.reset()
+        self.gop = []
+        self.metadata = self.video_sh = self.audio_sh = None
+        for sink in self.sinks:
+            sink.on_publish()
+        if self.publish_count > 1:
+            self._send_status_to_rtmp_players(
+                status_info("status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
+            )
+
+    def on_unpublish(self) -> None:
+        self.flush()
+        self.publisher = None
+        self.gop = []
+        self.metadata = self.video_sh = self.audio_sh = None
+        for sink in self.sinks:
+            sink.on_unpublish()
+        self._send_status_to_rtmp_players(
+            status_info("status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
+        )
+
+    def _send_status_to_rtmp_players(self, info: dict[str, Any]) -> None:
+        data = encode_status(info, self.chunk_size)
+        for player in self.players:
+            if player.batch is rtmp_batch and player.in_sync:
+                player.write(data)
+
+    def on_metadata(self, values: Any) -> None:
+        if isinstance(values, dict):
+            values = amf0.EcmaArray(values)
+            values["server"] = f"{SERVER_NAME.upper()}/{__version__}"
+            values["server_version"] = __version__
+        self.metadata_values = values
+        pkt = Packet(TAG_SCRIPT, 0, amf0.encode("onMetaData", values), self.chunk_size)
+        self.metadata = pkt
+        self._queue(pkt)
+
+    def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        ts = self.jitter.correct(timestamp)
+        self.frames += 1
+        self.recv_bytes += len(payload)
+        keyframe = False
+        seq = False
+        if type_id == TAG_VIDEO:
+            seq = _is_video_sequence_header(payload)
+            keyframe = not seq and bool(payload) and payload[0] & 0x70 == 0x10
+        elif type_id == TAG_AUDIO:
+            seq = _is_audio_sequence_header(payload)
+        pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe, seq)
+        if seq:
+            if type_id == TAG_VIDEO:
+                self.video_sh = pkt
+            else:
+                self.audio_sh = pkt
+        elif self.settings.play.gop_cache:
+            gop = self.gop
+            if keyframe:
+                gop.clear()
+                gop.append(pkt)
+            elif gop:
+                gop.append(pkt)
+                if len(gop) > self.settings.play.gop_cache_max_frames:
+                    gop.clear()
+        for sink in self.sinks:
+            sink.on_message(type_id, ts, payload)
+        self._queue(pkt)
+
+    # ------------------------------------------------------------ merged writes
+
+    def _queue(self, pkt: Packet) -> None:
+        pending = self.pending
+        pending.append(pkt)
+        play = self.settings.play
+        latency = 0 if self.settings.min_latency else play.mw_latency
+        msgs = 0 if self.settings.min_latency else play.mw_msgs
+        if len(pending) > msgs and pkt.timestamp - pending[0].timestamp >= latency:
+            self.flush()
+        elif self._timer is None:
+            # A sparse stream (audio only, a stalled encoder) still leaves within
+            # about one merge window of wall time.
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(latency, 20) / 1000.0, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        queue_ms = self.settings.play.queue_length * 1000.0
+        shared: dict[Any, bytes] = {}
+        gone: list[Player] = []
+        for player in self.players:
+            transport = player.transport
+            if transport.is_closing():
+                gone.append(player)
+                continue
+            if player.in_sync:
+                if transport.get_write_buffer_size() <= 256 * 1024:
+                    build = player.batch
+                    data = shared.get(build)
+                    if data is None:
+                        data = shared[build] = build(pending)
+                    transport.write(data)
+                    player.send_bytes += len(data)
+                    continue
+                player.in_sync = False
+            if player.paused:
+                continue
+            before = player.dropped
+            player.enqueue(pending, queue_ms)
+            self.dropped_frames += player.dropped - before
+            if player.try_catch_up():
+                player.in_sync = True
+        for player in gone:
+            self.remove_player(player)
+
+    # ------------------------------------------------------------ players
+
+    def add_player(self, player: Player) -> None:
+        """Send the join burst (metadata, headers, GOP), then keep the player in sync."""
+        self.flush()
+        burst: list[Packet] = [p for p in (self.metadata, self.video_sh, self.audio_sh) if p is not None]
+        if self.gop:
+            burst.extend(self.gop)
+            player.in_sync = True
+        elif self.video_sh is not None or self.publisher is None:
+            # No cached keyframe to start from: hold video until the next one.
+            player.wait_keyframe = self.video_sh is not None
+            player.in_sync = self.video_sh is None
+        else:
+            player.in_sync = True
+        player.stream = self
+        if burst:
+            player.write(player.batch(burst))
+        self.players.append(player)
+
+    def remove_player(self, player: Player) -> None:
+        try:
+            self.players.remove(player)
+        except ValueError:
+            return
+        player.stream = None
+        self.sent_by_departed += player.send_bytes
+        if player.on_leave is not None:
+            player.on_leave()
+
+    def set_paused(self, player: Player, paused: bool) -> None:
+        player.paused = paused
+        if paused:
+            player.in_sync = False
+            player.queue.clear()
+        else:
+            player.wait_keyframe = self.video_sh is not None
+
+    def sweep(self) -> None:
+        """Drop players whose sockets closed while no media flowed."""
+        for player in [p for p in self.players if p.transport.is_closing()]:
+            self.remove_player(player)
+
+    @property
+    def send_bytes(self) -> int:
+        return self.sent_by_departed + sum(p.send_bytes for p in self.players)
+
+    @property
+    def idle(self) -> bool:
+        return self.publisher is None and not self.players
+
+    def describe_codecs(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        from tidecast.live.codecs import describe_audio, describe_video
+
+        video = describe_video(self.video_sh.payload) if self.video_sh else None
+        audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
+        return video, audio
+
+
+def all_players(streams: Iterable[LiveStream]) -> Iterable[Player]:
+    for stream in streams:
+        yield from stream.players
