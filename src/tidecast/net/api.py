@@ -1,0 +1,293 @@
+"""The SRS-compatible HTTP API (/api/v1/...): same paths, same JSON shapes.
+
+Errors keep SRS's envelope: HTTP 200 with a non-zero `code`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tidecast import __version__
+from tidecast.live.client import Client
+from tidecast.live.player import Player
+from tidecast.live.stream import LiveStream
+from tidecast.sysinfo import loadavg, mem_total_kbyte, rss_kbyte
+
+if TYPE_CHECKING:
+    from tidecast.server import Server
+
+ERROR_STREAM_NOT_FOUND = 2048
+ERROR_CLIENT_NOT_FOUND = 2049
+ERROR_VHOST_NOT_FOUND = 1062
+ERROR_RAW_DISABLED = 1061
+ERROR_NOT_SUPPORTED = 1000
+
+
+def _version_tuple() -> tuple[int, int, int]:
+    parts = (__version__.split(".") + ["0", "0", "0"])[:3]
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+class Api:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.server_id = f"vid-{os.getpid():x}{int(server.started) % 100000:05d}"
+        self.service_id = os.urandom(4).hex()
+
+    # ------------------------------------------------------------ envelope
+
+    def reply(self, request: web.Request, code: int = 0, **fields: Any) -> web.Response:
+        body: dict[str, Any] = {
+            "code": code,
+            "server": self.server_id,
+            "service": self.service_id,
+            "pid": str(os.getpid()),
+        }
+        body.update(fields)
+        text = json.dumps(body, ensure_ascii=False)
+        callback = request.query.get("callback")
+        if callback:
+            return web.Response(text=f"{callback}({text})", content_type="text/javascript")
+        return web.Response(text=text, content_type="application/json")
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v1/versions", self.versions),
+            web.get("/api/v1/summaries", self.summaries),
+            web.get("/api/v1/vhosts", self.vhosts),
+            web.get("/api/v1/vhosts/{id}", self.vhosts),
+            web.get("/api/v1/streams", self.streams),
+            web.get("/api/v1/streams/", self.streams),
+            web.get("/api/v1/streams/{id}", self.streams),
+            web.get("/api/v1/clients", self.clients),
+            web.get("/api/v1/clients/", self.clients),
+            web.get("/api/v1/clients/{id}", self.clients),
+            web.delete("/api/v1/clients/{id}", self.kick),
+            web.get("/api/v1/raw", self.raw),
+            web.route("*", "/api/v1/clusters", self.clusters),
+            web.get("/api/v1", self.index),
+            web.get("/api/", self.index),
+            web.get("/api", self.index),
+        ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        urls = {
+            "versions": "the version of tidecast",
+            "summaries": "the summary (pid, argv, pwd, cpu, mem) of tidecast",
+            "vhosts": "all vhosts",
+            "streams": "all streams",
+            "clients": "all clients",
+            "raw": "raw api for reload",
+            "clusters": "origin cluster query",
+        }
+        return self.reply(request, urls=urls)
+
+    async def versions(self, request: web.Request) -> web.Response:
+        major, minor, revision = _version_tuple()
+        data = {"major": major, "minor": minor, "revision": revision, "version": __version__}
+        return self.reply(request, data=data)
+
+    async def summaries(self, request: web.Request) -> web.Response:
+        server = self.server
+        rss = rss_kbyte()
+        total = mem_total_kbyte() or 1
+        load1, load5, load15 = loadavg()
+        recv, send = server.hub.total_bytes()
+        sampler = server.cpu
+        data = {
+            "ok": True,
+            "now_ms": int(time.time() * 1000),
+            "self": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "argv": " ".join(sys.argv),
+                "cwd": os.getcwd(),
+                "mem_kbyte": rss,
+                "mem_percent": round(rss / total, 4),
+                "cpu_percent": round(sampler.process_percent / 100.0, 4),
+                "srs_uptime": int(time.time() - server.started),
+            },
+            "system": {
+                "cpu_percent": round(sampler.system_percent / 100.0, 4),
+                "disk_read_KBps": 0,
+                "disk_write_KBps": 0,
+                "disk_busy_percent": 0,
+                "mem_ram_kbyte": total,
+                "mem_ram_percent": round(rss / total, 4),
+                "mem_swap_kbyte": 0,
+                "mem_swap_percent": 0,
+                "cpus": os.cpu_count() or 1,
+                "cpus_online": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+                "uptime": time.monotonic(),
+                "ilde_time": 0,
+                "load_1m": load1,
+                "load_5m": load5,
+                "load_15m": load15,
+                "net_sample_time": int(time.time() * 1000),
+                "net_recv_bytes": 0,
+                "net_send_bytes": 0,
+                "net_recvi_bytes": 0,
+                "net_sendi_bytes": 0,
+                "srs_sample_time": int(time.time() * 1000),
+                "srs_recv_bytes": recv,
+                "srs_send_bytes": send,
+                "conn_sys": len(server.connections),
+                "conn_sys_et": len(server.connections),
+                "conn_sys_tw": 0,
+                "conn_sys_udp": 0,
+                "conn_srs": len(server.connections),
+            },
+        }
+        return self.reply(request, data=data)
+
+    # ------------------------------------------------------------ vhosts
+
+    def _vhost_json(self, name: str) -> dict[str, Any]:
+        server = self.server
+        settings = server.config.vhosts[name]
+        streams = [s for s in server.hub.streams.values() if s.vhost == name]
+        clients = [c for c in server.hub.clients.values() if c.vhost == name]
+        recv_kbps, send_kbps = server.rates.kbps(f"vhost:{name}")
+        return {
+            "id": f"vhost-{name}",
+            "name": name,
+            "enabled": settings.enabled,
+            "clients": len(clients),
+            "streams": len(streams),
+            "send_bytes": sum(s.send_bytes for s in streams),
+            "recv_bytes": sum(s.recv_bytes for s in streams),
+            "kbps": {"recv_30s": recv_kbps, "send_30s": send_kbps},
+            "hls": {"enabled": settings.hls.enabled, "fragment": settings.hls.hls_fragment},
+        }
+
+    async def vhosts(self, request: web.Request) -> web.Response:
+        vid = request.match_info.get("id")
+        names = list(self.server.config.vhosts)
+        if vid:
+            for name in names:
+                if vid in (f"vhost-{name}", name):
+                    return self.reply(request, vhost=self._vhost_json(name))
+            return self.reply(request, code=ERROR_VHOST_NOT_FOUND)
+        return self.reply(request, vhosts=[self._vhost_json(n) for n in names])
+
+    # ------------------------------------------------------------ streams
+
+    def stream_json(self, stream: LiveStream) -> dict[str, Any]:
+        recv_kbps, send_kbps = self.server.rates.kbps(stream.id)
+        video, audio = stream.describe_codecs()
+        doc: dict[str, Any] = {
+            "id": stream.id,
+            "name": stream.name,
+            "vhost": f"vhost-{stream.vhost}",
+            "app": stream.app,
+            "tcUrl": stream.publisher.tc_url if stream.publisher else "",
+            "url": stream.url,
+            "live_ms": int(time.time() * 1000),
+            "clients": len(stream.players) + (1 if stream.publisher else 0),
+            "frames": stream.frames,
+            "send_bytes": stream.send_bytes,
+            "recv_bytes": stream.recv_bytes,
+            "kbps": {"recv_30s": recv_kbps, "send_30s": send_kbps},
+            "publish": {"active": stream.active, "cid": stream.publisher.id if stream.publisher else None},
+            "video": video,
+            "audio": audio,
+            "dropped_frames": stream.dropped_frames,
+        }
+        if stream.upstream is not None:
+            doc["upstream"] = stream.upstream.describe()
+        return doc
+
+    async def streams(self, request: web.Request) -> web.Response:
+        sid = request.match_info.get("id")
+        streams = list(self.server.hub.streams.values())
+        if sid:
+            for stream in streams:
+                if stream.id == sid:
+                    return self.reply(request, stream=self.stream_json(stream))
+            return self.reply(request, code=ERROR_STREAM_NOT_FOUND)
+        start, count = _paging(request)
+        return self.reply(request, streams=[self.stream_json(s) for s in streams[start : start + count]])
+
+    # ------------------------------------------------------------ clients
+
+    def client_json(self, client: Client) -> dict[str, Any]:
+        stream = client.stream
+        return {
+            "id": client.id,
+            "vhost": f"vhost-{client.vhost}",
+            "stream": stream.id if stream else "",
+            "ip": client.ip,
+            "pageUrl": client.page_url,
+            "swfUrl": client.swf_url,
+            "tcUrl": client.tc_url,
+            "url": stream.url if stream else "",
+            "name": stream.name if stream else "",
+            "type": client.type,
+            "publish": client.is_publisher,
+            "alive": round(time.monotonic() - client.created, 3),
+            "send_bytes": client.send_bytes,
+            "recv_bytes": client.recv_bytes,
+            "kbps": {"recv_30s": 0, "send_30s": 0},
+            "dropped_frames": client.dropped if isinstance(client, Player) else 0,
+        }
+
+    async def clients(self, request: web.Request) -> web.Response:
+        cid = request.match_info.get("id")
+        clients = self.server.hub.clients
+        if cid:
+            client = clients.get(cid)
+            if client is None:
+                return self.reply(request, code=ERROR_CLIENT_NOT_FOUND)
+            return self.reply(request, client=self.client_json(client))
+        start, count = _paging(request)
+        listed = list(clients.values())[start : start + count]
+        return self.reply(request, clients=[self.client_json(c) for c in listed])
+
+    async def kick(self, request: web.Request) -> web.Response:
+        client = self.server.hub.clients.get(request.match_info["id"])
+        if client is None:
+            return self.reply(request, code=ERROR_CLIENT_NOT_FOUND)
+        client.kick()
+        return self.reply(request)
+
+    # ------------------------------------------------------------ raw and clusters
+
+    async def raw(self, request: web.Request) -> web.Response:
+        raw_api = self.server.config.http_api.raw_api
+        rpc = request.query.get("rpc", "")
+        if not raw_api.enabled:
+            return self.reply(request, code=ERROR_RAW_DISABLED)
+        if rpc == "reload":
+            if not raw_api.allow_reload:
+                return self.reply(request, code=ERROR_RAW_DISABLED)
+            ok = self.server.reload("api")
+            return self.reply(request) if ok else self.reply(request, code=1023)
+        if rpc == "reload-fetch":
+            return self.reply(request, data=dict(self.server.reload_state))
+        return self.reply(request, code=ERROR_NOT_SUPPORTED)
+
+    async def clusters(self, request: web.Request) -> web.Response:
+        handler = getattr(self.server, "clusters_query", None)
+        if handler is None:
+            return self.reply(request, data={"query": dict(request.query), "origin": None})
+        data = handler(request.query)
+        return self.reply(request, data=data)
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    try:
+        start = max(0, int(request.query.get("start", "0")))
+    except ValueError:
+        start = 0
+    try:
+        count = int(request.query.get("count", "10"))
+    except ValueError:
+        count = 10
+    return start, max(10, count)

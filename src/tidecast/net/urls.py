@@ -1,0 +1,70 @@
+"""Splitting RTMP and HTTP request targets into vhost, app, stream and query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+DEFAULT_VHOST = "__defaultVhost__"
+
+
+@dataclass(slots=True)
+class StreamTarget:
+    vhost: str  # as requested: ?vhost=, else the host name
+    app: str
+    stream: str
+    query: str  # kept whole for auth hooks and edge traversal
+
+    @property
+    def url(self) -> str:
+        return f"/{self.app}/{self.stream}"
+
+
+def _split_query(s: str) -> tuple[str, str]:
+    path, _, query = s.partition("?")
+    return path, query
+
+
+def _vhost_param(*queries: str) -> str:
+    for query in queries:
+        if not query:
+            continue
+        # SRS also accepts `...vhost...` spelt with ... as the separator (old Flash).
+        params = parse_qs(query.replace("...", "&"), keep_blank_values=True)
+        for key in ("vhost", "domain"):
+            if params.get(key):
+                return params[key][0]
+    return ""
+
+
+def rtmp_target(tc_url: str, app: str, stream: str) -> StreamTarget:
+    """Resolve what a connect + play/publish asked for."""
+    app_path, app_query = _split_query(app)
+    stream_name, stream_query = _split_query(stream)
+    host = ""
+    tc_query = ""
+    if tc_url:
+        try:
+            parts = urlsplit(tc_url)
+            host = parts.hostname or ""
+            tc_query = parts.query
+            if not app_path:
+                app_path, app_query = _split_query(parts.path.lstrip("/"))
+        except ValueError:
+            host = ""
+    vhost = _vhost_param(stream_query, app_query, tc_query) or host or DEFAULT_VHOST
+    query = "&".join(q for q in (app_query, stream_query) if q)
+    return StreamTarget(vhost, app_path.strip("/"), stream_name, query)
+
+
+def parse_rtmp_url(url: str) -> tuple[str, int, str, str]:
+    """`rtmp://host[:port]/app/stream` into (host, port, app, stream); stream may be empty."""
+    parts = urlsplit(url)
+    if parts.scheme != "rtmp" or not parts.hostname:
+        raise ValueError(f"not an rtmp:// URL: {url!r}")
+    path = parts.path.lstrip("/")
+    app, _, stream = path.partition("/")
+    if parts.query:
+        stream = f"{stream}?{parts.query}" if stream else stream
+        app = app if stream else f"{app}?{parts.query}"
+    return parts.hostname, parts.port or 1935, app, stream
