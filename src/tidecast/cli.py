@@ -1,0 +1,187 @@
+"""Command line: serve, config check, and the signal helpers for preStop hooks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from tidecast import __version__
+
+DEFAULT_CONFIGS = ("conf/srs.conf", "conf/tidecast.conf")
+
+log = logging.getLogger("tidecast.server")
+
+
+def _default_config() -> str:
+    for path in DEFAULT_CONFIGS:
+        if os.path.exists(path):
+            return path
+    return DEFAULT_CONFIGS[-1]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tidecast", description="Live-streaming server, drop-in for SRS.")
+    p.add_argument("-v", "--version", action="version", version=f"tidecast {__version__}")
+    sub = p.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the server (foreground unless the config says daemon on)")
+    serve.add_argument("-c", "--config", help=f"config file (default: {' or '.join(DEFAULT_CONFIGS)})")
+    serve.add_argument("-e", "--env-only", action="store_true", help="no file: defaults plus SRS_* variables")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command")
+    check = config_sub.add_parser("check", help="validate a config file and print the effective settings")
+    check.add_argument("-c", "--config", help="config file")
+    check.add_argument("-e", "--env-only", action="store_true")
+
+    for name, what in (
+        ("grace", "graceful quit (SIGQUIT): drain, then exit; for preStop hooks"),
+        ("reload", "reload the config (SIGHUP)"),
+        ("stop", "fast quit (SIGTERM)"),
+        ("reopen", "reopen log files (SIGUSR1)"),
+    ):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("-c", "--config", help="config file, to find the pid file")
+        cmd.add_argument("-p", "--pid-file", help="pid file of the running server")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.config, args.env_only)
+    if args.command == "config" and args.config_command == "check":
+        return _check(args.config, args.env_only)
+    if args.command in ("grace", "reload", "stop", "reopen"):
+        return _signal(args.command, args.config, args.pid_file)
+    _parser().print_help()
+    return 2
+
+
+def _load(path: str | None, env_only: bool):  # type: ignore[no-untyped-def]
+    from tidecast.config import load_config
+
+    if env_only or os.environ.get("SRS_ENV_ONLY", "").lower() in ("on", "1", "true"):
+        return load_config(None, env_only=True)
+    return load_config(path or _default_config())
+
+
+def _check(path: str | None, env_only: bool) -> int:
+    from tidecast.config import ConfigError
+    from tidecast.log import setup_logging
+
+    setup_logging()
+    try:
+        config = _load(path, env_only)
+    except ConfigError as exc:
+        print(f"tidecast: config check failed: {exc}", file=sys.stderr)
+        return 1
+    print(config.dump())
+    print(f"tidecast: the config file {config.path or '(env only)'} is ok", file=sys.stderr)
+    return 0
+
+
+def _signal(command: str, path: str | None, pid_file: str | None) -> int:
+    signo = {
+        "grace": signal.SIGQUIT,
+        "reload": signal.SIGHUP,
+        "stop": signal.SIGTERM,
+        "reopen": signal.SIGUSR1,
+    }[command]
+    if pid_file is None:
+        try:
+            pid_file = _load(path, False).pid
+        except Exception:
+            pid_file = "./objs/srs.pid"
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as exc:
+        print(f"tidecast {command}: cannot read the pid file {pid_file}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signo)
+    except ProcessLookupError:
+        print(f"tidecast {command}: no process {pid} (stale pid file {pid_file})", file=sys.stderr)
+        return 1
+    print(f"tidecast {command}: sent {signal.Signals(signo).name} to {pid}")
+    return 0
+
+
+def _daemonize() -> None:
+    """Classic double fork: the server detaches from the terminal that started it."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def _write_pid(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _serve(path: str | None, env_only: bool) -> int:
+    from tidecast.config import ConfigError
+    from tidecast.config.watch import in_container
+    from tidecast.log import setup_logging
+
+    setup_logging()
+    try:
+        config = _load(path, env_only)
+    except ConfigError as exc:
+        log.error("config: %s", exc)
+        return 1
+    setup_logging(config.srs_log_tank, config.srs_log_level, config.srs_log_file, config.log_format)
+    if config.daemon:
+        if config.disable_daemon_for_docker and in_container(config):
+            log.info("daemon off: running in a container (disable_daemon_for_docker)")
+        else:
+            if config.srs_log_tank != "file":
+                log.info("daemon on: detaching; logs go nowhere unless srs_log_tank is file")
+            _daemonize()
+    _write_pid(config.pid)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_run(config))
+    finally:
+        try:
+            with open(config.pid) as f:
+                if f.read().strip() == str(os.getpid()):
+                    os.unlink(config.pid)
+        except OSError:
+            pass
+
+
+async def _run(config) -> int:  # type: ignore[no-untyped-def]
+    from tidecast.server import Server
+
+    server = Server(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot start: %s (is another server on the port?)", exc)
+        return 1
+    return await server.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
