@@ -1,0 +1,258 @@
+"""Real-process test helpers: a tidecast server on loopback, ffmpeg publishers and players."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def http_json(url: str, method: str = "GET", timeout: float = 5.0) -> Any:
+    status, body, _ = http_get(url, timeout=timeout, method=method)
+    assert status == 200, f"{url}: HTTP {status} {body[:200]!r}"
+    return json.loads(body)
+
+
+class TidecastProcess:
+    """A `tidecast serve` child process with its own config, ports and working dir."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        vhost: str = "",
+        globals_: str = "",
+        host: str = "127.0.0.1",
+        http: bool = True,
+        env: dict[str, str] | None = None,
+        config_text: str | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.host = host
+        self.rtmp_port = free_port(host)
+        self.api_port = free_port(host)
+        self.http_port = free_port(host)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.html = self.workdir / "html"
+        self.html.mkdir(exist_ok=True)
+        self.conf = self.workdir / "tidecast.conf"
+        self.log_path = self.workdir / "tidecast.log"
+        if config_text is None:
+            config_text = (
+                f"listen {host}:{self.rtmp_port};\n"
+                "max_connections 1000;\n"
+                "daemon off;\n"
+                "srs_log_tank console;\n"
+                "pid ./objs/srs.pid;\n"
+                f"{globals_}\n"
+                f"http_api {{ enabled on; listen {host}:{self.api_port}; "
+                "raw_api { enabled on; allow_reload on; } }\n"
+            )
+            if http:
+                config_text += f"http_server {{ enabled on; listen {host}:{self.http_port}; dir ./html; }}\n"
+            config_text += f"vhost __defaultVhost__ {{\n{vhost}\n}}\n"
+        self.conf.write_text(config_text)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rtmp(self) -> str:
+        return f"rtmp://{self.host}:{self.rtmp_port}"
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def start(self, wait: bool = True) -> TidecastProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tidecast", "serve", "-c", str(self.conf)],
+            cwd=self.workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tidecast exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                status, _, _ = http_get(f"{self.api}/readyz", timeout=1.0)
+                if status == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"tidecast not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signo: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signo)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def rss_kb(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def api_json(self, path: str, method: str = "GET") -> Any:
+        return http_json(f"{self.api}{path}", method=method)
+
+
+def make_clip(path: Path, seconds: int = 6, bitrate: str = "600k") -> Path:
+    """H.264 + AAC FLV, a keyframe every second (25 fps, GOP 25)."""
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate, "-g", "25", "-keyint_min", "25",
+            "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "64k",
+            "-f", "flv", str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+class Publisher:
+    """ffmpeg looping a clip in real time to an RTMP URL."""
+
+    def __init__(self, clip: Path, url: str, loops: int = -1, log: Path | None = None) -> None:
+        self.url = url
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-re", "-stream_loop", str(loops), "-i", str(clip), "-c", "copy", "-f", "flv", url],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def wait_stream_live(server: TidecastProcess, name: str = "livestream", timeout: float = 10.0) -> dict[str, Any]:
+    def live() -> dict[str, Any] | None:
+        for s in server.api_json("/api/v1/streams?count=100")["streams"]:
+            if s["name"] == name and s["publish"]["active"] and s["video"] is not None:
+                return dict(s)
+        return None
+
+    return dict(wait_for(live, timeout, what=f"stream {name} to be live"))
+
+
+def ffprobe_json(url_or_path: str, *extra: str, timeout: float = 30.0) -> Any:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", *extra, url_or_path],
+        capture_output=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def record(url: str, out: Path, seconds: float, timeout: float = 40.0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-y", "-rw_timeout", "15000000", "-i", url, "-t", str(seconds), "-c", "copy", str(out)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def decode_errors(path: Path) -> str:
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, timeout=60
+    )
+    return out.stderr.decode(errors="replace")
+
+
+def media_duration(path: Path) -> float:
+    info = ffprobe_json(str(path))
+    return float(info["format"].get("duration", 0.0))
+
+
+@contextlib.contextmanager
+def running(server: TidecastProcess) -> Iterator[TidecastProcess]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
