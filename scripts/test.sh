@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need (ffmpeg, haproxy, the package with its test extras)
+# and runs lint, type checks and the test suite. Used as-is by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+python3 -m ruff check src tests bench
+echo "== mypy"
+python3 -m mypy
+echo "== pytest"
+python3 -m pytest -q "$@"
