@@ -309,9 +309,7 @@ class RtmpSession:
 
     def _command(self, name: str, tid: float, *values: Any, stream_id: int = 0) -> None:
         payload = amf0.encode(name, tid, *values)
-        self._out.append(
-            self._encoder.encode(C.CSID_COMMAND, C.COMMAND_AMF0, 0, stream_id, payload)
-        )
+        self._out.append(self._encoder.encode(C.CSID_COMMAND, C.COMMAND_AMF0, 0, stream_id, payload))
 
     def _result(self, tid: float, *values: Any) -> None:
         self._command("_result", tid, *values)
@@ -362,7 +360,9 @@ class RtmpSession:
     def accept_play(self, stream_name: str) -> None:
         enc = self._encoder
         self._out.append(enc.user_control(C.UC_STREAM_BEGIN, STREAM_ID))
-        self._status(status_info("status", "NetStream.Play.Reset", "Playing and resetting stream.", details=stream_name))
+        self._status(
+            status_info("status", "NetStream.Play.Reset", "Playing and resetting stream.", details=stream_name)
+        )
         self._status(status_info("status", "NetStream.Play.Start", "Started playing stream.", details=stream_name))
         access = amf0.encode("|RtmpSampleAccess", True, True)
         self._out.append(enc.encode(C.CSID_DATA, C.DATA_AMF0, 0, STREAM_ID, access))

@@ -1,0 +1,274 @@
+"""The RTMP chunk stream: messages split into interleaved chunks, both ways.
+
+`ChunkDecoder` turns received bytes into whole messages; it understands all
+four chunk header types, extended timestamps, and applies Set Chunk Size and
+Abort itself because they change how the very next bytes are framed.
+`encode_message` is the send side used on the fan-out hot path: one call per
+media message, whose bytes are then shared by every RTMP player.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tidecast.errors import ProtocolError
+from tidecast.rtmp import constants as C
+
+_U32 = struct.Struct(">I")
+_U32LE = struct.Struct("<I")
+_TS_EXTENDED = C.EXTENDED_TIMESTAMP
+_HEADER_SIZES = (11, 7, 3, 0)
+
+
+class ChunkError(ProtocolError):
+    """Chunk framing that cannot be followed."""
+
+
+class Message:
+    """One RTMP message, reassembled from its chunks."""
+
+    __slots__ = ("csid", "payload", "stream_id", "timestamp", "type_id")
+
+    def __init__(self, type_id: int, timestamp: int, stream_id: int, payload: bytes, csid: int = 0) -> None:
+        self.type_id = type_id
+        self.timestamp = timestamp
+        self.stream_id = stream_id
+        self.payload = payload
+        self.csid = csid
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(type={self.type_id}, ts={self.timestamp}, stream={self.stream_id}, "
+            f"csid={self.csid}, {len(self.payload)} bytes)"
+        )
+
+
+class _ChunkStream:
+    __slots__ = ("delta", "extended", "length", "parts", "received", "stream_id", "timestamp", "type_id")
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        self.delta = 0
+        self.length = -1  # no header seen yet
+        self.type_id = 0
+        self.stream_id = 0
+        self.extended = False
+        self.parts: list[bytes] = []
+        self.received = 0
+
+
+class ChunkDecoder:
+    """Receive side: bytes in, complete messages out."""
+
+    def __init__(self, max_message_size: int = 16 * 1024 * 1024) -> None:
+        self.chunk_size = C.DEFAULT_CHUNK_SIZE
+        self.max_message_size = max_message_size
+        self.bytes_received = 0
+        self._buf = bytearray()
+        self._streams: dict[int, _ChunkStream] = {}
+
+    def feed(self, data: bytes) -> list[Message]:
+        self.bytes_received += len(data)
+        buf = self._buf
+        buf += data
+        out: list[Message] = []
+        pos = 0
+        end = len(buf)
+        streams = self._streams
+        while pos < end:
+            b0 = buf[pos]
+            fmt = b0 >> 6
+            csid = b0 & 0x3F
+            p = pos + 1
+            if csid == 0:
+                if p + 1 > end:
+                    break
+                csid = buf[p] + 64
+                p += 1
+            elif csid == 1:
+                if p + 2 > end:
+                    break
+                csid = buf[p] + (buf[p + 1] << 8) + 64
+                p += 2
+            header_size = _HEADER_SIZES[fmt]
+            if p + header_size > end:
+                break
+            cs = streams.get(csid)
+            if cs is None:
+                if fmt != 0:
+                    raise ChunkError(
+                        f"chunk stream {csid} starts with a type-{fmt} header; "
+                        "its first chunk must carry a full (type-0) header"
+                    )
+                cs = streams[csid] = _ChunkStream()
+            continuing = cs.received > 0
+            if continuing and fmt != 3:
+                raise ChunkError(
+                    f"chunk stream {csid}: a type-{fmt} header arrived before the previous "
+                    f"message ({cs.received}/{cs.length} bytes) was complete"
+                )
+            ts_field = 0
+            length = cs.length
+            type_id = cs.type_id
+            stream_id = cs.stream_id
+            if fmt <= 2:
+                ts_field = (buf[p] << 16) | (buf[p + 1] << 8) | buf[p + 2]
+                if fmt <= 1:
+                    length = (buf[p + 3] << 16) | (buf[p + 4] << 8) | buf[p + 5]
+                    type_id = buf[p + 6]
+                    if fmt == 0:
+                        stream_id = _U32LE.unpack_from(buf, p + 7)[0]
+                extended = ts_field == _TS_EXTENDED
+            else:
+                if length < 0:
+                    raise ChunkError(f"chunk stream {csid}: type-3 chunk with no previous header")
+                extended = cs.extended
+            p += header_size
+            if extended:
+                if p + 4 > end:
+                    break
+                ext = _U32.unpack_from(buf, p)[0]
+                if fmt == 3 and continuing:
+                    # Some encoders drop the extended field on continuation
+                    # chunks; it is present only if it repeats the timestamp.
+                    if ext == (cs.timestamp & 0xFFFFFFFF) or ext == cs.delta:
+                        p += 4
+                else:
+                    ts_field = ext
+                    p += 4
+            if length > self.max_message_size:
+                raise ChunkError(
+                    f"chunk stream {csid}: message of {length} bytes exceeds the {self.max_message_size}-byte limit"
+                )
+            take = length - cs.received
+            if take > self.chunk_size:
+                take = self.chunk_size
+            if p + take > end:
+                break
+            # The whole chunk is here: commit the header, then the payload.
+            if not continuing:
+                if fmt == 0:
+                    cs.timestamp = ts_field
+                    cs.delta = ts_field
+                elif fmt <= 2:
+                    cs.delta = ts_field
+                    cs.timestamp += ts_field
+                else:
+                    cs.timestamp += cs.delta
+                cs.length = length
+                cs.type_id = type_id
+                cs.stream_id = stream_id
+                if fmt <= 2:
+                    cs.extended = extended
+            if take:
+                cs.parts.append(bytes(buf[p : p + take]))
+                cs.received += take
+            pos = p + take
+            if cs.received >= length:
+                payload = cs.parts[0] if len(cs.parts) == 1 else b"".join(cs.parts)
+                cs.parts = []
+                cs.received = 0
+                msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid)
+                if type_id <= C.ABORT and stream_id == 0:
+                    self._control(msg)
+                out.append(msg)
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _control(self, msg: Message) -> None:
+        if len(msg.payload) < 4:
+            return
+        value = _U32.unpack_from(msg.payload)[0] & 0x7FFFFFFF
+        if msg.type_id == C.SET_CHUNK_SIZE:
+            if value < 1:
+                raise ChunkError(f"Set Chunk Size to {value}: must be at least 1")
+            self.chunk_size = value
+        elif msg.type_id == C.ABORT:
+            cs = self._streams.get(value)
+            if cs is not None:
+                cs.parts = []
+                cs.received = 0
+
+
+def _basic_header(fmt: int, csid: int) -> bytes:
+    if csid < 64:
+        return bytes(((fmt << 6) | csid,))
+    if csid < 320:
+        return bytes((fmt << 6, csid - 64))
+    rest = csid - 64
+    return bytes(((fmt << 6) | 1, rest & 0xFF, rest >> 8))
+
+
+_BASIC0 = [_basic_header(0, i) for i in range(64)]
+_BASIC3 = [_basic_header(3, i) for i in range(64)]
+
+
+def encode_message(csid: int, type_id: int, timestamp: int, stream_id: int, payload: bytes, chunk_size: int) -> bytes:
+    """Serialize one message: a type-0 first chunk, then type-3 continuations.
+
+    Every message starting with a full header lets the same bytes go to any
+    player regardless of what that player was sent before.
+    """
+    timestamp &= 0xFFFFFFFF
+    length = len(payload)
+    if csid < 64:
+        first = _BASIC0[csid]
+        cont = _BASIC3[csid]
+    else:
+        first = _basic_header(0, csid)
+        cont = _basic_header(3, csid)
+    if timestamp >= _TS_EXTENDED:
+        ext = _U32.pack(timestamp)
+        header = b"".join(
+            (first, b"\xff\xff\xff", _U32.pack(length)[1:], bytes((type_id,)), _U32LE.pack(stream_id), ext)
+        )
+        cont += ext
+    else:
+        header = b"".join(
+            (first, _U32.pack(timestamp)[1:], _U32.pack(length)[1:], bytes((type_id,)), _U32LE.pack(stream_id))
+        )
+    if length <= chunk_size:
+        return header + payload
+    view = memoryview(payload)
+    parts: list[bytes | memoryview] = [header, view[:chunk_size]]
+    for offset in range(chunk_size, length, chunk_size):
+        parts.append(cont)
+        parts.append(view[offset : offset + chunk_size])
+    return b"".join(parts)
+
+
+class ChunkEncoder:
+    """Send side for one connection: control messages and commands."""
+
+    def __init__(self) -> None:
+        self.chunk_size = C.DEFAULT_CHUNK_SIZE
+
+    def encode(self, csid: int, type_id: int, timestamp: int, stream_id: int, payload: bytes) -> bytes:
+        return encode_message(csid, type_id, timestamp, stream_id, payload, self.chunk_size)
+
+    def _control(self, type_id: int, payload: bytes) -> bytes:
+        return encode_message(C.CSID_PROTOCOL, type_id, 0, 0, payload, self.chunk_size)
+
+    def set_chunk_size(self, size: int) -> bytes:
+        if not 1 <= size <= C.MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size {size} out of range")
+        data = self._control(C.SET_CHUNK_SIZE, _U32.pack(size))
+        self.chunk_size = size
+        return data
+
+    def abort(self, csid: int) -> bytes:
+        return self._control(C.ABORT, _U32.pack(csid))
+
+    def acknowledgement(self, sequence: int) -> bytes:
+        return self._control(C.ACKNOWLEDGEMENT, _U32.pack(sequence & 0xFFFFFFFF))
+
+    def window_ack_size(self, size: int) -> bytes:
+        return self._control(C.WINDOW_ACK_SIZE, _U32.pack(size))
+
+    def set_peer_bandwidth(self, size: int, limit_type: int) -> bytes:
+        return self._control(C.SET_PEER_BANDWIDTH, _U32.pack(size) + bytes((limit_type,)))
+
+    def user_control(self, event: int, *values: int) -> bytes:
+        payload = struct.pack(">H", event) + b"".join(_U32.pack(v & 0xFFFFFFFF) for v in values)
+        return self._control(C.USER_CONTROL, payload)

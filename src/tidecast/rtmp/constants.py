@@ -1,0 +1,44 @@
+"""RTMP numbers: message type ids, chunk stream ids and user-control events."""
+
+from __future__ import annotations
+
+# Protocol control messages (chunk stream 2, message stream 0).
+SET_CHUNK_SIZE = 1
+ABORT = 2
+ACKNOWLEDGEMENT = 3
+USER_CONTROL = 4
+WINDOW_ACK_SIZE = 5
+SET_PEER_BANDWIDTH = 6
+
+# Media and command messages. Audio, video and AMF0 data share their ids with
+# FLV tag types, which lets a message body become an FLV tag unchanged.
+AUDIO = 8
+VIDEO = 9
+DATA_AMF3 = 15
+SHARED_OBJECT_AMF3 = 16
+COMMAND_AMF3 = 17
+DATA_AMF0 = 18
+SHARED_OBJECT_AMF0 = 19
+COMMAND_AMF0 = 20
+AGGREGATE = 22
+
+# Chunk stream ids used for what we send. The values follow common server
+# practice so packet captures read the same as other servers'.
+CSID_PROTOCOL = 2
+CSID_COMMAND = 3
+CSID_DATA = 5
+CSID_VIDEO = 6
+CSID_AUDIO = 7
+
+# User control event types.
+UC_STREAM_BEGIN = 0
+UC_STREAM_EOF = 1
+UC_STREAM_DRY = 2
+UC_SET_BUFFER_LENGTH = 3
+UC_STREAM_IS_RECORDED = 4
+UC_PING_REQUEST = 6
+UC_PING_RESPONSE = 7
+
+DEFAULT_CHUNK_SIZE = 128
+MAX_CHUNK_SIZE = 0x7FFFFFFF
+EXTENDED_TIMESTAMP = 0xFFFFFF

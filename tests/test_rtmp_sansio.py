@@ -1,0 +1,286 @@
+"""The sans-I/O RTMP layers with bytes alone: AMF, chunks, handshake, session."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidecast.codec import amf0, amf3
+from tidecast.errors import ProtocolError
+from tidecast.rtmp import constants as C
+from tidecast.rtmp import handshake as hs
+from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, encode_message
+from tidecast.rtmp.session import (
+    CommandResult,
+    ConnectRequest,
+    HandshakeDone,
+    Metadata,
+    PlayRequest,
+    PublishRequest,
+    RtmpSession,
+    StreamClosed,
+)
+
+# ---------------------------------------------------------------- AMF
+
+
+def test_amf0_round_trip_of_every_type() -> None:
+    values = [
+        1.5,
+        True,
+        False,
+        "héllo",
+        None,
+        {"a": 1.0, "b": {"c": "d"}},
+        amf0.EcmaArray({"duration": 0.0, "width": 320.0}),
+        [1.0, "x", None],
+        "x" * 70000,
+    ]
+    decoded = amf0.decode_all(amf0.encode(*values))
+    assert decoded == values
+    assert isinstance(decoded[6], amf0.EcmaArray)
+    assert len(amf0.encode("x" * 70000)) == 1 + 4 + 70000  # long string marker
+
+
+def test_amf0_known_bytes() -> None:
+    assert amf0.encode("connect", 1) == b"\x02\x00\x07connect\x00" + struct.pack(">d", 1.0)
+    assert amf0.encode({}) == b"\x03\x00\x00\x09"
+    assert amf0.decode(b"\x06") is None  # undefined
+
+
+def test_amf0_reference_and_date() -> None:
+    data = b"\x0a\x00\x00\x00\x02" + amf0.encode({"k": "v"}) + b"\x07\x00\x01"
+    obj = amf0.decode(data)
+    assert obj[1] == {"k": "v"}
+    date = amf0.decode(b"\x0b" + struct.pack(">dh", 1234.0, 0))
+    assert isinstance(date, amf0.Date) and date == 1234.0
+
+
+def test_amf3_values_inside_amf0() -> None:
+    # AVM+ marker, then AMF3: an integer, a string, a dynamic anonymous object.
+    assert amf0.decode(b"\x11\x04\x7f") == 127.0
+    assert amf0.decode(b"\x11\x06\x07abc") == "abc"
+    obj = b"\x11\x0a\x0b\x01" + b"\x03a" + b"\x04\x05" + b"\x01"
+    assert amf0.decode(obj) == {"a": 5.0}
+    assert amf3.Decoder(b"\x04\xff\xff\xff\xff").value() == -1.0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x02\x00\x05ab", b"\x00\x01", b"\x42", b"\x07\x00\x09", b"\x0a\xff\xff\xff\xff", b"\x02\x00\x02\xff\xfe"],
+)
+def test_amf0_malformed_raises_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        amf0.decode_all(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_amf0_fuzz_only_protocol_errors(data: bytes) -> None:
+    try:
+        amf0.decode_all(data)
+    except ProtocolError:
+        pass
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def test_chunk_round_trip_with_small_chunks_and_extended_timestamps() -> None:
+    enc = ChunkEncoder()
+    dec = ChunkDecoder()
+    payload = os.urandom(1000)
+    wire = enc.encode(C.CSID_VIDEO, C.VIDEO, 0x1234567, 1, payload)  # extended timestamp
+    wire += enc.encode(400, C.AUDIO, 5, 1, b"abc")  # three-byte basic header
+    wire += enc.encode(70, C.AUDIO, 6, 1, b"")  # two-byte basic header, empty message
+    msgs = []
+    for i in range(0, len(wire), 7):  # arbitrary TCP segmentation
+        msgs += dec.feed(wire[i : i + 7])
+    assert [(m.type_id, m.timestamp, m.stream_id, m.payload, m.csid) for m in msgs] == [
+        (C.VIDEO, 0x1234567, 1, payload, C.CSID_VIDEO),
+        (C.AUDIO, 5, 1, b"abc", 400),
+        (C.AUDIO, 6, 1, b"", 70),
+    ]
+    assert dec.bytes_received == len(wire)
+
+
+def test_header_types_1_2_3_accumulate_deltas() -> None:
+    # type 0 at t=100, type 1 (+40, new length), type 2 (+40), type 3 (+40 again).
+    t0 = b"\x04" + (100).to_bytes(3, "big") + (2).to_bytes(3, "big") + b"\x08" + struct.pack("<I", 1) + b"aa"
+    t1 = b"\x44" + (40).to_bytes(3, "big") + (3).to_bytes(3, "big") + b"\x08" + b"bbb"
+    t2 = b"\x84" + (40).to_bytes(3, "big") + b"ccc"
+    t3 = b"\xc4" + b"ddd"
+    msgs = ChunkDecoder().feed(t0 + t1 + t2 + t3)
+    assert [(m.timestamp, m.payload) for m in msgs] == [(100, b"aa"), (140, b"bbb"), (180, b"ccc"), (220, b"ddd")]
+
+
+def test_set_chunk_size_and_abort_apply_to_following_bytes() -> None:
+    enc = ChunkEncoder()
+    dec = ChunkDecoder()
+    wire = enc.set_chunk_size(4096)
+    wire += enc.encode(C.CSID_VIDEO, C.VIDEO, 0, 1, b"v" * 5000)
+    msgs = dec.feed(wire)
+    assert dec.chunk_size == 4096
+    assert msgs[-1].payload == b"v" * 5000
+    # A partial message, aborted, then a new one on the same chunk stream.
+    partial = encode_message(C.CSID_AUDIO, C.AUDIO, 0, 1, b"x" * 5000, 4096)[: 12 + 4096]
+    abort = ChunkEncoder().abort(C.CSID_AUDIO)
+    fresh = encode_message(C.CSID_AUDIO, C.AUDIO, 9, 1, b"ok", 4096)
+    msgs = dec.feed(partial + abort + fresh)
+    assert [m.payload for m in msgs if m.type_id == C.AUDIO] == [b"ok"]
+
+
+def test_encode_message_uses_type0_then_type3() -> None:
+    wire = encode_message(C.CSID_VIDEO, C.VIDEO, 10, 1, b"z" * 300, 128)
+    assert wire[0] == C.CSID_VIDEO  # fmt 0
+    assert wire[12 + 128] == 0xC0 | C.CSID_VIDEO  # fmt 3 continuation
+    assert len(wire) == 12 + 300 + 2
+
+
+def test_chunk_errors() -> None:
+    with pytest.raises(ProtocolError, match="starts with a type-1 header"):
+        ChunkDecoder().feed(b"\x44" + b"\x00" * 7)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        ChunkDecoder(max_message_size=100).feed(b"\x04\x00\x00\x00\x00\x10\x00\x08\x01\x00\x00\x00")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=400))
+def test_chunk_fuzz_only_protocol_errors(data: bytes) -> None:
+    try:
+        ChunkDecoder(max_message_size=1 << 16).feed(data)
+    except ProtocolError:
+        pass
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def _digest_c1(schema: int) -> bytes:
+    c1 = bytearray(struct.pack(">I", 0) + bytes((9, 0, 124, 2)) + os.urandom(1528))
+    offset = hs._digest_offset(bytes(c1), schema)
+    joined = bytes(c1[:offset]) + bytes(c1[offset + 32 :])
+    c1[offset : offset + 32] = hmac.new(hs.PLAYER_KEY_SHORT, joined, hashlib.sha256).digest()
+    return bytes(c1)
+
+
+def test_simple_handshake_echoes_c1() -> None:
+    server = hs.ServerHandshake()
+    c1 = b"\x00" * 8 + os.urandom(1528)
+    reply = server.feed(b"\x03" + c1)
+    assert len(reply) == 1 + 2 * 1536 and reply[1 + 1536 :] == c1
+    assert not server.done
+    server.feed(reply[1:1537] + b"tail")
+    assert server.done and server.leftover == b"tail" and not server.complex
+
+
+@pytest.mark.parametrize("schema", [0, 1])
+def test_complex_handshake_signs_s1_and_s2(schema: int) -> None:
+    c1 = _digest_c1(schema)
+    server = hs.ServerHandshake()
+    reply = server.feed(b"\x03" + c1)
+    assert server.complex
+    s1, s2 = reply[1:1537], reply[1537:]
+    offset = hs._digest_offset(s1, schema)
+    expect = hmac.new(hs.SERVER_KEY_SHORT, s1[:offset] + s1[offset + 32 :], hashlib.sha256).digest()
+    assert s1[offset : offset + 32] == expect
+    c1_digest = c1[hs._digest_offset(c1, schema) :][:32]
+    key = hmac.new(hs.SERVER_KEY, c1_digest, hashlib.sha256).digest()
+    assert s2[-32:] == hmac.new(key, s2[:-32], hashlib.sha256).digest()
+
+
+def test_handshake_rejects_non_rtmp() -> None:
+    with pytest.raises(ProtocolError, match="is not 3"):
+        hs.ServerHandshake().feed(b"GET / HTTP/1.1\r\n")
+
+
+# ---------------------------------------------------------------- session
+
+
+def _pump(a: RtmpSession, b: RtmpSession) -> tuple[list[object], list[object]]:
+    """Exchange bytes until both sides are quiet; returns events seen by a and b."""
+    seen_a: list[object] = []
+    seen_b: list[object] = []
+    for _ in range(20):
+        moved = False
+        for src, dst, seen in ((a, b, seen_b), (b, a, seen_a)):
+            for data in src.data_to_send():
+                moved = True
+                seen += dst.receive_data(data)
+        if not moved:
+            break
+    return seen_a, seen_b
+
+
+def test_publish_and_play_sessions_end_to_end() -> None:
+    server, client = RtmpSession(), RtmpSession(client=True)
+    c_ev, s_ev = _pump(client, server)
+    assert isinstance(c_ev[0], HandshakeDone) and isinstance(s_ev[0], HandshakeDone)
+    client.connect("live", "rtmp://127.0.0.1:1935/live?vhost=v1")
+    _, s_ev = _pump(client, server)
+    req = s_ev[0]
+    assert isinstance(req, ConnectRequest) and req.app == "live" and "vhost=v1" in req.tc_url
+    server.accept_connect(60000, {"srs_server": "tidecast"})
+    client.create_stream()
+    c_ev, _ = _pump(client, server)
+    results = [e for e in c_ev if isinstance(e, CommandResult)]
+    assert results[0].command == "connect" and results[0].ok
+    assert results[1].command == "createStream" and results[1].values[1] == 1.0
+
+    client.publish("cam?token=1")
+    _, s_ev = _pump(client, server)
+    pub = next(e for e in s_ev if isinstance(e, PublishRequest))
+    assert pub.name == "cam?token=1" and pub.publish_type == "live"
+    server.accept_publish(pub.name)
+    client._out.append(client.send_metadata(amf0.EcmaArray({"width": 320.0})))
+    client._out.append(client.send_media(C.VIDEO, 40, b"\x17\x00\x00\x00\x00" + b"v" * 9000))
+    _, s_ev = _pump(client, server)
+    meta = next(e for e in s_ev if isinstance(e, Metadata))
+    assert meta.values == {"width": 320.0}
+    video = [e for e in s_ev if getattr(e, "type_id", None) == C.VIDEO]
+    assert len(video) == 1 and len(video[0].payload) == 9005 and video[0].timestamp == 40
+
+    player_server, player = RtmpSession(), RtmpSession(client=True)
+    _pump(player, player_server)
+    player.connect("live", "rtmp://127.0.0.1/live")
+    _pump(player, player_server)
+    player_server.accept_connect(4096, {})
+    player.create_stream()
+    _pump(player, player_server)
+    player.play("cam")
+    _, s_ev = _pump(player, player_server)
+    play = next(e for e in s_ev if isinstance(e, PlayRequest))
+    assert play.name == "cam"
+    player_server.accept_play(play.name)
+    c_ev, _ = _pump(player, player_server)
+    codes = [e.info.get("code") for e in c_ev if hasattr(e, "info")]
+    assert "NetStream.Play.Start" in codes
+
+
+def test_delete_stream_is_reported() -> None:
+    server, client = RtmpSession(), RtmpSession(client=True)
+    _pump(client, server)
+    client.connect("live", "rtmp://h/live")
+    _pump(client, server)
+    server.accept_connect(4096, {})
+    _pump(client, server)
+    client._call("deleteStream", None, 1.0)
+    _, s_ev = _pump(client, server)
+    assert any(isinstance(e, StreamClosed) for e in s_ev)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=600))
+def test_session_fuzz_after_handshake(data: bytes) -> None:
+    server, client = RtmpSession(), RtmpSession(client=True)
+    _pump(client, server)
+    try:
+        server.receive_data(data)
+    except ProtocolError:
+        pass
