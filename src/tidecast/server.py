@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tidecast import __version__
@@ -61,11 +61,15 @@ class Server:
         self.rates = Rates()
         self.api_service_id = ""
         self.metric_sources: list[Callable[[], Any]] = []
-        self.http_redirects: list[Callable[[str, str, str, Any], str | None]] = []
+        self.http_redirects: list[Callable[[str, str, str, Any], Awaitable[str | None]]] = []
         self._watcher: Any = None
         # Extension points used by the HLS muxers, the edge and the origin cluster.
         self.publish_checks: list[Callable[[LiveStream, StreamTarget], str | None]] = []
-        self.play_redirects: list[Callable[[str, StreamTarget, Any], dict[str, Any] | None]] = []
+        # Gates may ask other nodes (the origin cluster), hence awaitable.
+        self.play_gates: list[Callable[[str, StreamTarget, str], Awaitable[dict[str, Any] | None]]] = []
+        self.publish_gates: list[Callable[[LiveStream, StreamTarget], Awaitable[str | None]]] = []
+        self.edge: Any = None
+        self.clusters_query: Callable[[Any], dict[str, Any]] | None = None
         self.play_hooks: list[Callable[[LiveStream, Player], None]] = []
         self.stop_play_hooks: list[Callable[[LiveStream, Player], None]] = []
         self.publish_hooks: list[Callable[[LiveStream, Client], None]] = []
@@ -108,9 +112,9 @@ class Server:
                     return vhost.hls.hls_path
         return self.config.http_server.dir
 
-    def http_play_redirect(self, vhost: str, app: str, name: str, request: Any) -> str | None:
+    async def http_play_redirect(self, vhost: str, app: str, name: str, request: Any) -> str | None:
         for redirect in self.http_redirects:
-            url = redirect(vhost, app, name, request)
+            url = await redirect(vhost, app, name, request)
             if url is not None:
                 return url
         return None
@@ -124,9 +128,16 @@ class Server:
                 return reason
         return None
 
-    def check_play(self, vhost: str, target: StreamTarget, transport: Any) -> dict[str, Any] | None:
-        for redirect in self.play_redirects:
-            info = redirect(vhost, target, transport)
+    async def check_publish_remote(self, stream: LiveStream, target: StreamTarget) -> str | None:
+        for gate in self.publish_gates:
+            reason = await gate(stream, target)
+            if reason is not None:
+                return reason
+        return None
+
+    async def check_play(self, vhost: str, target: StreamTarget, asked_host: str) -> dict[str, Any] | None:
+        for gate in self.play_gates:
+            info = await gate(vhost, target, asked_host)
             if info is not None:
                 return info
         return None
@@ -165,10 +176,14 @@ class Server:
     # ------------------------------------------------------------ start
 
     async def start(self) -> None:
+        from tidecast.cluster.edge import EdgeManager
+        from tidecast.cluster.origin import OriginCluster
         from tidecast.live.hls_sink import HlsManager
         from tidecast.net.http import start_http
 
         HlsManager(self)
+        EdgeManager(self)
+        OriginCluster(self)
         for listen in self.config.listen:
             await self._open_rtmp(listen)
         await start_http(self)

@@ -30,6 +30,7 @@ class Client:
         "ip",
         "page_url",
         "recv_bytes",
+        "reject",
         "send_bytes",
         "stream",
         "swf_url",
@@ -52,6 +53,8 @@ class Client:
         self.stream: LiveStream | None = None
         self.send_bytes = 0
         self.recv_bytes = 0
+        # Set by connections that can tell their peer why it is refused late.
+        self.reject: Callable[[str], None] | None = None
 
     @property
     def is_publisher(self) -> bool:

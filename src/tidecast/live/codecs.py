@@ -16,7 +16,7 @@ def describe_video(payload: bytes) -> dict[str, Any]:
         profile = _AVC_PROFILES.get(record[1], str(record[1]))
         level = f"{record[3] // 10}.{record[3] % 10}" if record[3] % 10 else str(record[3] // 10)
         return {"codec": "H264", "profile": profile, "level": level, "width": 0, "height": 0}
-    if codec == 12 or payload[:1] and payload[0] & 0x80:
+    if codec == 12 or (payload[:1] and payload[0] & 0x80):
         return {"codec": "HEVC", "profile": "", "level": "", "width": 0, "height": 0}
     return {"codec": f"video-{codec}", "profile": "", "level": "", "width": 0, "height": 0}
 

@@ -18,7 +18,7 @@ from tidecast.codec import amf0
 from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from tidecast.live.client import Client
 from tidecast.live.packet import Packet
-from tidecast.live.player import Player, flv_batch, rtmp_batch
+from tidecast.live.player import Player, rtmp_batch
 from tidecast.rtmp.session import encode_status, status_info
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ class MediaSink(Protocol):
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None: ...
 
+    def on_source_restart(self) -> None:
+        """The edge's upstream changed: forget the old GOP; new headers will follow."""
+        self.flush()
+        self.gop = []
+        self.jitter.rebase()
+
     def on_unpublish(self) -> None: ...
 
 
@@ -52,6 +58,12 @@ class TimeJitter:
         self.last_time: int | None = None
         self.last_correct = 0
         self.base: int | None = None
+
+    def rebase(self) -> None:
+        """A new source: in `full` mode continue from the last output time, so
+        players that stay connected (edge failover, republish) see no jump back."""
+        self.last_time = None
+        self.base = None
 
     def correct(self, ts: int) -> int:
         mode = self.mode
@@ -141,7 +153,7 @@ class LiveStream:
     def on_publish(self, publisher: Client) -> None:
         self.publisher = publisher
         self.publish_count += 1
-        self.jitter.reset()
+        self.jitter.rebase()
         self.gop = []
         self.metadata = self.video_sh = self.audio_sh = None
         for sink in self.sinks:
@@ -150,6 +162,12 @@ class LiveStream:
             self._send_status_to_rtmp_players(
                 status_info("status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
             )
+
+    def on_source_restart(self) -> None:
+        """The edge's upstream changed: forget the old GOP; new headers will follow."""
+        self.flush()
+        self.gop = []
+        self.jitter.rebase()
 
     def on_unpublish(self) -> None:
         self.flush()

@@ -48,7 +48,7 @@ async def serve_flv(server: Server, request: web.Request, vhost_name: str, app: 
     stream = hub.find(settings.name, app, name)
     is_edge = settings.cluster.mode == "remote"
     if (stream is None or (stream.publisher is None and not stream.players)) and not is_edge:
-        redirect = server.http_play_redirect(settings.name, app, name, request)
+        redirect = await server.http_play_redirect(settings.name, app, name, request)
         if redirect is not None:
             raise web.HTTPFound(redirect, headers=CORS)
         raise web.HTTPNotFound(text=f"stream /{app}/{name} is not published here\n", headers=CORS)

@@ -101,6 +101,13 @@ def _static(server: Server) -> Handler:
         headers = dict(CORS)
         if ext == ".m3u8":
             headers["Cache-Control"] = "no-cache"
+            if server.edge is not None and "/" in rel:
+                # HLS on an edge: the request itself keeps the upstream pull alive.
+                app, _, name = rel[: -len(".m3u8")].rpartition("/")
+                vhost = request.query.get("vhost") or request.host.split(":")[0]
+                settings = server.config.vhost(vhost)
+                if settings is not None and settings.hls.enabled:
+                    server.edge.keep_pulling(settings.name, app, name)
         if os.path.isfile(full):
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.errors import ProtocolError
@@ -44,6 +45,7 @@ class RtmpConnection(asyncio.Protocol):
         self.publishing = False
         self.closed = False
         self.received_any = False
+        self.gating = False  # a publish or play waits for a check that asks other nodes
 
     # ------------------------------------------------------------ transport events
 
@@ -204,9 +206,43 @@ class RtmpConnection(asyncio.Protocol):
         return c
 
     def _on_publish(self, req: S.PublishRequest) -> None:
-        if self.client is not None:
+        if self.client is not None or self.gating:
             raise ProtocolError("a second publish or play on one connection")
         target = self._resolve(req.name)
+        if self.server.publish_gates:
+            self.gating = True
+            self.server.loop.create_task(self._gated_publish(target))
+            return
+        self._start_publish(target)
+
+    async def _gated_publish(self, target: StreamTarget) -> None:
+        hub = self.server.hub
+        probe = hub.stream(self.vhost_name, target.app, target.stream)
+        try:
+            reason = await self.server.check_publish_remote(probe, target)
+        except Exception:
+            log.exception("client %s: publish check for %s failed; allowing it", self.ip, target.url)
+            reason = None
+        self.gating = False
+        hub.release(probe)
+        if self.closed:
+            return
+        token = connection_id.set(self.cid)
+        try:
+            if reason is not None:
+                self.session.reject_publish("NetStream.Publish.BadName", reason)
+                log.warning("client %s: publish %s rejected: %s", self.ip, target.url, reason)
+                self.close()
+                return
+            self._start_publish(target)
+            self._flush()
+        except PublishRejected as exc:
+            log.warning("client %s: %s", self.ip, exc)
+            self.close()
+        finally:
+            connection_id.reset(token)
+
+    def _start_publish(self, target: StreamTarget) -> None:
         hub = self.server.hub
         stream = hub.stream(self.vhost_name, target.app, target.stream)
         reason = self.server.check_publish(stream, target)
@@ -219,27 +255,76 @@ class RtmpConnection(asyncio.Protocol):
         kind = "fmle-publish" if self.session.fcpublish else "flash-publish"
         client = self._new_client(kind, target)
         client.stream = stream
+        client.reject = self.reject_publish_late
         self.client = client
         self.stream = stream
         self.publishing = True
         self.last_media = time.monotonic()
         hub.register(client)
         self.session.accept_publish(target.stream)
+        self._flush()
         stream.on_publish(client)
         self.server.on_publish(stream, client)
         log.info("client %s: publish %s/%s started", self.ip, self.vhost_name, stream.url.lstrip("/"))
 
+    def reject_publish_late(self, reason: str) -> None:
+        """A publish accepted here but refused further on (e.g. no origin took an edge's forward)."""
+        if self.closed:
+            return
+        self.session.reject_publish("NetStream.Publish.Rejected", reason)
+        self.close()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
     def _on_play(self, req: S.PlayRequest) -> None:
-        if self.client is not None:
+        if self.client is not None or self.gating:
             raise ProtocolError("a second publish or play on one connection")
         target = self._resolve(req.name)
-        redirect = self.server.check_play(self.vhost_name, target, self.transport)
-        if redirect is not None:
-            self.session.accept_play(target.stream)
-            self.session.send_status(redirect)
-            log.info("client %s: play %s redirected to %s", self.ip, target.url, redirect["ex"]["redirect"])
-            self.server.loop.call_later(3.0, self.close)
+        if self.server.play_gates:
+            self.gating = True
+            self.server.loop.create_task(self._gated_play(target))
             return
+        self._start_play(target)
+
+    def _asked_host(self) -> str:
+        req = self.session.connect_request
+        if req is None:
+            return ""
+        try:
+            return urlsplit(req.tc_url).hostname or ""
+        except ValueError:
+            return ""
+
+    async def _gated_play(self, target: StreamTarget) -> None:
+        try:
+            redirect = await self.server.check_play(self.vhost_name, target, self._asked_host())
+        except Exception:
+            log.exception("client %s: play check for %s failed; playing locally", self.ip, target.url)
+            redirect = None
+        self.gating = False
+        if self.closed:
+            return
+        token = connection_id.set(self.cid)
+        try:
+            if redirect is not None:
+                # SRS's order: Play.Reset/Play.Start first, then the 302 as onStatus.
+                self.session.accept_play(target.stream)
+                self.session.send_status(redirect)
+                self._flush()
+                log.info("client %s: play %s redirected to %s", self.ip, target.url, redirect["ex"]["redirect2"])
+                self.server.loop.call_later(3.0, self.close)
+                return
+            self._start_play(target)
+        except PublishRejected as exc:
+            log.warning("client %s: %s", self.ip, exc)
+            self.close()
+        finally:
+            connection_id.reset(token)
+
+    def _start_play(self, target: StreamTarget) -> None:
         hub = self.server.hub
         stream = hub.stream(self.vhost_name, target.app, target.stream)
         assert self.transport is not None
@@ -249,9 +334,7 @@ class RtmpConnection(asyncio.Protocol):
         self.stream = stream
         hub.register(player)
         self.session.accept_play(target.stream)
-        out = self.session.data_to_send()
-        if out:
-            self.transport.writelines(out)
+        self._flush()
         stream.add_player(player)
         self.server.on_play(stream, player)
         log.info("client %s: play %s/%s started", self.ip, self.vhost_name, stream.url.lstrip("/"))

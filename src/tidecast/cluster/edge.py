@@ -1,0 +1,441 @@
+"""Edge mode (`cluster { mode remote; origin …; }`): pull on demand, forward publishes.
+
+One `EdgeIngester` per stream pulls from an origin while the stream has
+players (RTMP, HTTP-FLV, or recent HLS requests), shared by all of them. When
+the upstream fails the ingester moves to the next origin with a short backoff;
+players stay connected and simply receive the new sequence headers when data
+flows again. A publish to an edge is forwarded by one `EdgeForwarder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from tidecast.live.client import Client, new_client_id
+from tidecast.live.player import Player
+from tidecast.live.stream import LiveStream
+from tidecast.net.rtmp_client import Redirected, RtmpUpstream, UpstreamError, open_upstream
+from tidecast.net.urls import parse_rtmp_url
+
+if TYPE_CHECKING:
+    from tidecast.config import Vhost
+    from tidecast.server import Server
+
+log = logging.getLogger("tidecast.edge")
+
+CONNECT_TIMEOUT = 5.0
+RECEIVE_TIMEOUT = 5.0  # no media for this long: the upstream is as good as dead
+LINGER = 2.0  # after the last player leaves, before the upstream stops
+HLS_KEEPALIVE = 30.0  # an HLS request keeps the pull going this long
+MAX_REDIRECTS = 3
+BACKOFF = (0.0, 0.5, 1.0, 2.0, 3.0)
+FORWARD_BUFFER_MESSAGES = 3000
+
+Key = tuple[str, str, str]
+
+STATE_INIT = "init"
+STATE_CONNECTING = "connecting"
+STATE_PLAYING = "ingesting"
+STATE_STOPPING = "stopping"
+
+
+def split_origin(origin: str, default_port: int = 1935) -> tuple[str, int]:
+    """`host[:port]`, with `[v6]:port` accepted."""
+    if origin.startswith("["):
+        host, _, rest = origin[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port.isdigit() else default_port
+    host, sep, port = origin.rpartition(":")
+    if sep and port.isdigit() and host:
+        return host, int(port)
+    return origin, default_port
+
+
+def upstream_vhost(settings: Vhost, vhost: str) -> str:
+    wanted = settings.cluster.vhost or "[vhost]"
+    return wanted.replace("[vhost]", vhost)
+
+
+def tc_url_for(host: str, port: int, app: str, vhost: str) -> str:
+    query = f"?vhost={vhost}" if vhost and vhost != "__defaultVhost__" else ""
+    return f"rtmp://{host}:{port}/{app}{query}"
+
+
+class _RoundRobin:
+    """SRS's per-stream origin choice: the first attempt hits origin[0], retries move on."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def pick(self, origins: list[str]) -> str:
+        origin = origins[self.count % len(origins)]
+        self.count += 1
+        return origin
+
+
+class EdgeIngester:
+    """The one upstream play of a stream on this edge."""
+
+    def __init__(self, manager: EdgeManager, stream: LiveStream) -> None:
+        self.manager = manager
+        self.stream = stream
+        self.client = Client(new_client_id(), "", "edge-ingest", self.stop)
+        self.client.vhost = stream.vhost
+        self.client.app = stream.app
+        self.client.stream = stream
+        self.state = STATE_INIT
+        self.origin = ""
+        self.reconnects = 0
+        self.redirects = 0
+        self.connected_since = 0.0
+        self.started = time.time()
+        self.keep_until = 0.0
+        self.upstream: RtmpUpstream | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._got_media = False
+        self._redirect: str | None = None
+        stream.upstream = self
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def keep_alive(self, seconds: float) -> None:
+        self.keep_until = max(self.keep_until, time.monotonic() + seconds)
+        self.schedule_check()
+
+    def schedule_check(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        delay = max(LINGER, self.keep_until - time.monotonic())
+        self._linger = asyncio.get_running_loop().call_later(delay, self._check_wanted)
+
+    def cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def _check_wanted(self) -> None:
+        self._linger = None
+        if self.stream.players:
+            return
+        if time.monotonic() < self.keep_until:
+            self.schedule_check()
+            return
+        self.stop()
+
+    def stop(self) -> None:
+        if self.state == STATE_STOPPING:
+            return
+        self.state = STATE_STOPPING
+        self.cancel_linger()
+        if self._task is not None:
+            self._task.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        stream = self.stream
+        if stream.publisher is self.client:
+            stream.on_unpublish()
+        stream.upstream = None
+        self.manager.ingester_stopped(self)
+        log.info("edge: stopped pulling %s%s from %s", stream.vhost, stream.url, self.origin or "no origin")
+
+    # ------------------------------------------------------------ the pull loop
+
+    async def _run(self) -> None:
+        picker = _RoundRobin()
+        failures = 0
+        warned_empty = False
+        while True:
+            settings = self.manager.server.config.vhost(self.stream.vhost)
+            origins = list(settings.cluster.origin) if settings is not None else []
+            if not origins and self._redirect is None:
+                if not warned_empty:
+                    log.warning(
+                        "edge: vhost %s has no cluster.origin; %s waits for one (add `origin` and reload)",
+                        self.stream.vhost,
+                        self.stream.url,
+                    )
+                    warned_empty = True
+                await asyncio.sleep(3.0)
+                continue
+            warned_empty = False
+            if self._redirect is not None:
+                url, self._redirect = self._redirect, None
+                try:
+                    host, port, app, name = parse_rtmp_url(url)
+                except ValueError:
+                    log.warning("edge: ignoring a bad redirect target %r", url)
+                    continue
+                name = name or self.stream.name
+                vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
+            else:
+                host, port = split_origin(picker.pick(origins))
+                app, name = self.stream.app, self.stream.name
+                vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
+            self.state = STATE_CONNECTING
+            self.origin = f"{host}:{port}"
+            try:
+                await self._pull(host, port, app, name, vhost)
+                failures = 0 if self._got_media else failures + 1
+            except Redirected as exc:
+                self.redirects += 1
+                if self.redirects_in_row < MAX_REDIRECTS:
+                    self.redirects_in_row += 1
+                    log.info("edge: RTMP redirect %s%s from %s to %s", self.stream.vhost, self.stream.url, self.origin, exc.url)
+                    self._redirect = exc.url
+                    continue
+                log.warning("edge: too many redirects for %s; trying the next origin", self.stream.url)
+                failures += 1
+            except (OSError, TimeoutError, UpstreamError) as exc:
+                failures += 1
+                log.warning(
+                    "edge: pull %s%s from %s failed: %s; trying the next origin",
+                    self.stream.vhost,
+                    self.stream.url,
+                    self.origin,
+                    exc or type(exc).__name__,
+                )
+            self.redirects_in_row = 0
+            self.reconnects += 1
+            self.upstream = None
+            self.state = STATE_CONNECTING
+            self.stream.on_source_restart()
+            await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+
+    redirects_in_row = 0
+
+    async def _pull(self, host: str, port: int, app: str, name: str, vhost: str) -> None:
+        self._got_media = False
+        upstream = await open_upstream(
+            host, port, app, tc_url_for(host, port, app, vhost), name, "play", self, CONNECT_TIMEOUT
+        )
+        self.upstream = upstream
+        self.state = STATE_PLAYING
+        self.connected_since = time.time()
+        log.info("edge: pulling %s%s from %s", self.stream.vhost, self.stream.url, self.origin)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    [upstream.closed, upstream.redirect], timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                if upstream.redirect.done():
+                    raise Redirected(upstream.redirect.result())
+                if upstream.closed.done():
+                    raise UpstreamError(upstream.error or "upstream closed the connection")
+                if loop.time() - upstream.last_data > RECEIVE_TIMEOUT:
+                    raise UpstreamError(f"no media for {RECEIVE_TIMEOUT:.0f} s")
+        finally:
+            upstream.close()
+
+    # ------------------------------------------------------------ UpstreamHandler
+
+    def on_upstream_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        stream = self.stream
+        if stream.publisher is None:
+            stream.on_publish(self.client)
+        elif stream.publisher is not self.client:
+            return  # a local publisher took over this stream
+        self._got_media = True
+        self.client.recv_bytes += len(payload)
+        stream.on_media(type_id, timestamp, payload)
+
+    def on_upstream_metadata(self, values: Any) -> None:
+        stream = self.stream
+        if stream.publisher is None:
+            stream.on_publish(self.client)
+        if stream.publisher is self.client:
+            stream.on_metadata(values)
+
+    # ------------------------------------------------------------ API view
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": "pull",
+            "origin": self.origin,
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "redirects": self.redirects,
+            "connected_since": int(self.connected_since) if self.upstream else 0,
+            "recv_bytes": self.client.recv_bytes,
+        }
+
+
+class EdgeForwarder:
+    """Forwards a publish on this edge to an origin: one upstream publish per stream."""
+
+    def __init__(self, manager: EdgeManager, stream: LiveStream, client: Client) -> None:
+        self.manager = manager
+        self.stream = stream
+        self.client = client
+        self.state = STATE_CONNECTING
+        self.origin = ""
+        self.upstream: RtmpUpstream | None = None
+        self.buffer: list[tuple[int, int, bytes]] = []
+        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
+        stream.upstream = self
+
+    def start(self) -> None:
+        self.stream.sinks.append(self)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        server = self.manager.server
+        settings = server.config.vhost(self.stream.vhost)
+        origins = list(settings.cluster.origin) if settings is not None else []
+        vhost = upstream_vhost(settings, self.stream.vhost) if settings is not None else self.stream.vhost
+        errors: list[str] = []
+        for origin in origins:
+            host, port = split_origin(origin)
+            self.origin = f"{host}:{port}"
+            try:
+                upstream = await open_upstream(
+                    host,
+                    port,
+                    self.stream.app,
+                    tc_url_for(host, port, self.stream.app, vhost),
+                    self.stream.name,
+                    "publish",
+                    None,
+                    CONNECT_TIMEOUT,
+                )
+            except (OSError, TimeoutError, UpstreamError) as exc:
+                errors.append(f"{self.origin}: {exc or type(exc).__name__}")
+                continue
+            self.upstream = upstream
+            self.state = "forwarding"
+            log.info("edge: forwarding publish %s%s to %s", self.stream.vhost, self.stream.url, self.origin)
+            if self.stream.metadata_values is not None:
+                upstream.send_metadata(self.stream.metadata_values)
+            for type_id, ts, payload in self.buffer:
+                upstream.send_media(type_id, ts, payload)
+            self.buffer = []
+            await upstream.closed
+            if self.state == STATE_STOPPING:
+                return
+            errors.append(f"{self.origin}: {upstream.error or 'connection closed'}")
+            break
+        reason = "no origin accepted the publish" + (f" ({'; '.join(errors)})" if errors else " (no origin configured)")
+        log.warning("edge: publish %s%s rejected: %s", self.stream.vhost, self.stream.url, reason)
+        self.state = "failed"
+        reject = getattr(self.client, "reject", None)
+        if callable(reject):
+            reject(reason)
+        else:
+            self.client.kick()
+
+    # ------------------------------------------------------------ MediaSink
+
+    def on_publish(self) -> None:
+        pass
+
+    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.send_media(type_id, timestamp_ms, payload)
+        elif len(self.buffer) < FORWARD_BUFFER_MESSAGES:
+            self.buffer.append((type_id, timestamp_ms, payload))
+        else:
+            self.dropped += 1
+
+    def on_unpublish(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.state = STATE_STOPPING
+        if self in self.stream.sinks:
+            self.stream.sinks.remove(self)
+        if self._task is not None:
+            self._task.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.stream.upstream is self:
+            self.stream.upstream = None
+        self.manager.forwarder_stopped(self)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "push", "origin": self.origin, "state": self.state, "dropped": self.dropped}
+
+
+class EdgeManager:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.ingesters: dict[Key, EdgeIngester] = {}
+        self.forwarders: dict[Key, EdgeForwarder] = {}
+        server.play_hooks.append(self._on_play)
+        server.stop_play_hooks.append(self._on_stop_play)
+        server.publish_hooks.append(self._on_publish)
+        server.close_hooks.append(self.close)
+        server.edge = self
+
+    @staticmethod
+    def is_edge(stream: LiveStream) -> bool:
+        return stream.settings.cluster.mode == "remote"
+
+    def _on_play(self, stream: LiveStream, _player: Player) -> None:
+        if not self.is_edge(stream):
+            return
+        if stream.publisher is not None and stream.publisher.type != "edge-ingest":
+            return  # published on this edge itself: play it locally
+        self.ensure_pull(stream).cancel_linger()
+
+    def ensure_pull(self, stream: LiveStream) -> EdgeIngester:
+        key = (stream.vhost, stream.app, stream.name)
+        ingester = self.ingesters.get(key)
+        if ingester is None:
+            ingester = self.ingesters[key] = EdgeIngester(self, stream)
+            if stream.publisher is None:
+                ingester.start()
+        return ingester
+
+    def keep_pulling(self, vhost: str, app: str, name: str) -> None:
+        """An HLS request on the edge: pull the stream so its playlist appears and stays fresh."""
+        stream = self.server.hub.stream(vhost, app, name)
+        if not self.is_edge(stream) or (stream.publisher is not None and stream.upstream is None):
+            return
+        self.ensure_pull(stream).keep_alive(HLS_KEEPALIVE)
+
+    def _on_stop_play(self, stream: LiveStream, _player: Player) -> None:
+        ingester = self.ingesters.get((stream.vhost, stream.app, stream.name))
+        if ingester is not None and not stream.players:
+            ingester.schedule_check()
+
+    def _on_publish(self, stream: LiveStream, client: Client) -> None:
+        if not self.is_edge(stream) or client.type == "edge-ingest":
+            return
+        key = (stream.vhost, stream.app, stream.name)
+        ingester = self.ingesters.get(key)
+        if ingester is not None:
+            ingester.stop()
+        forwarder = EdgeForwarder(self, stream, client)
+        self.forwarders[key] = forwarder
+        forwarder.start()
+
+    def ingester_stopped(self, ingester: EdgeIngester) -> None:
+        stream = ingester.stream
+        key = (stream.vhost, stream.app, stream.name)
+        if self.ingesters.get(key) is ingester:
+            del self.ingesters[key]
+        self.server.hub.release(stream)
+
+    def forwarder_stopped(self, forwarder: EdgeForwarder) -> None:
+        stream = forwarder.stream
+        key = (stream.vhost, stream.app, stream.name)
+        if self.forwarders.get(key) is forwarder:
+            del self.forwarders[key]
+
+    def close(self) -> None:
+        for ingester in list(self.ingesters.values()):
+            ingester.stop()
+        for forwarder in list(self.forwarders.values()):
+            forwarder.stop()
