@@ -94,7 +94,7 @@ class TidecastProcess:
         return f"http://{self.host}:{self.http_port}"
 
     def start(self, wait: bool = True) -> TidecastProcess:
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 -- open for the life of the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tidecast", "serve", "-c", str(self.conf)],
             cwd=self.workdir,
@@ -173,9 +173,23 @@ class Publisher:
 
     def __init__(self, clip: Path, url: str, loops: int = -1, log: Path | None = None) -> None:
         self.url = url
-        out = open(log, "ab") if log else subprocess.DEVNULL
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 -- the child writes it
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-re", "-stream_loop", str(loops), "-i", str(clip), "-c", "copy", "-f", "flv", url],
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-re",
+                "-stream_loop",
+                str(loops),
+                "-i",
+                str(clip),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                url,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -230,7 +244,21 @@ def ffprobe_json(url_or_path: str, *extra: str, timeout: float = 30.0) -> Any:
 
 def record(url: str, out: Path, seconds: float, timeout: float = 40.0) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-y", "-rw_timeout", "15000000", "-i", url, "-t", str(seconds), "-c", "copy", str(out)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-rw_timeout",
+            "15000000",
+            "-i",
+            url,
+            "-t",
+            str(seconds),
+            "-c",
+            "copy",
+            str(out),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -238,9 +266,7 @@ def record(url: str, out: Path, seconds: float, timeout: float = 40.0) -> subpro
 
 
 def decode_errors(path: Path) -> str:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, timeout=60
-    )
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, timeout=60)
     return out.stderr.decode(errors="replace")
 
 

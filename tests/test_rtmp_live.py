@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Callable
@@ -18,7 +19,6 @@ from helpers import (
     wait_stream_live,
 )
 from rtmpclient import RtmpTestClient, stalled_player
-
 from tidecast import __version__
 
 Factory = Callable[..., TidecastProcess]
@@ -63,9 +63,7 @@ def test_vhost_from_query_and_second_publisher_rejected(tidecast: Factory, clip:
         assert wait_stream_live(srv, "one")["publish"]["active"]
 
 
-def test_mid_stream_join_starts_on_keyframe_and_survives_republish(
-    tidecast: Factory, clip: Path
-) -> None:
+def test_mid_stream_join_starts_on_keyframe_and_survives_republish(tidecast: Factory, clip: Path) -> None:
     srv = tidecast()
     pub = Publisher(clip, f"{srv.rtmp}/live/gop")
     try:
@@ -87,13 +85,11 @@ def test_mid_stream_join_starts_on_keyframe_and_survives_republish(
         player.read_for(2.0)
     assert len(player.received.media) > before + 20, "no media after the republish"
     ts = [m[1] for m in player.received.media if m[0] == 9]
-    assert all(b >= a for a, b in zip(ts, ts[1:], strict=False)), "timestamps went backwards across the republish"
+    assert all(b >= a for a, b in itertools.pairwise(ts)), "timestamps went backwards across the republish"
     player.close()
 
 
-def test_stalled_player_does_not_slow_others_and_memory_stays_bounded(
-    tidecast: Factory, clip: Path
-) -> None:
+def test_stalled_player_does_not_slow_others_and_memory_stays_bounded(tidecast: Factory, clip: Path) -> None:
     srv = tidecast(vhost="play { queue_length 3; }")
     with Publisher(clip, f"{srv.rtmp}/live/slow"):
         wait_stream_live(srv, "slow")

@@ -190,7 +190,13 @@ class EdgeIngester:
                 self.redirects += 1
                 if self.redirects_in_row < MAX_REDIRECTS:
                     self.redirects_in_row += 1
-                    log.info("edge: RTMP redirect %s%s from %s to %s", self.stream.vhost, self.stream.url, self.origin, exc.url)
+                    log.info(
+                        "edge: RTMP redirect %s%s from %s to %s",
+                        self.stream.vhost,
+                        self.stream.url,
+                        self.origin,
+                        exc.url,
+                    )
                     self._redirect = exc.url
                     continue
                 log.warning("edge: too many redirects for %s; trying the next origin", self.stream.url)
@@ -225,7 +231,7 @@ class EdgeIngester:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                done, _ = await asyncio.wait(
+                _done, _ = await asyncio.wait(
                     [upstream.closed, upstream.redirect], timeout=1.0, return_when=asyncio.FIRST_COMPLETED
                 )
                 if upstream.redirect.done():

@@ -125,9 +125,7 @@ class OriginCluster:
         coworkers = [c for c in await self.coworkers(settings) if c not in own]
         answer: Answer | None = None
         if coworkers:
-            tasks = [
-                asyncio.ensure_future(self._ask(c, settings.name, app, name, asked_host)) for c in coworkers
-            ]
+            tasks = [asyncio.ensure_future(self._ask(c, settings.name, app, name, asked_host)) for c in coworkers]
             try:
                 for next_done in asyncio.as_completed(tasks):
                     result = await next_done
@@ -156,8 +154,10 @@ class OriginCluster:
         if not isinstance(doc, dict) or doc.get("code") != 0:
             return None
         origin = (doc.get("data") or {}).get("origin")
-        if not isinstance(origin, dict) or not isinstance(origin.get("ip"), str) or not isinstance(
-            origin.get("port"), int
+        if (
+            not isinstance(origin, dict)
+            or not isinstance(origin.get("ip"), str)
+            or not isinstance(origin.get("port"), int)
         ):
             return None
         origin["coworker"] = coworker

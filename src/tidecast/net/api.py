@@ -30,7 +30,7 @@ ERROR_NOT_SUPPORTED = 1000
 
 
 def _version_tuple() -> tuple[int, int, int]:
-    parts = (__version__.split(".") + ["0", "0", "0"])[:3]
+    parts = ([*__version__.split("."), "0", "0", "0"])[:3]
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 

@@ -59,8 +59,10 @@ class ServerCollector(Collector):
         yield CounterMetricFamily("srs_receive_bytes", "bytes received from clients", value=recv)
         yield GaugeMetricFamily("srs_streams", "live streams", value=len(hub.streams))
         yield GaugeMetricFamily("srs_clients", "publishers and players", value=len(hub.clients))
-        yield CounterMetricFamily("srs_clients", "connections accepted", value=server.connections_total)
-        yield CounterMetricFamily("srs_clients_errs", "connections refused or failed", value=server.rejected_connections)
+        # Gauges by type so their names stay SRS's and do not clash with srs_clients.
+        yield GaugeMetricFamily("srs_clients_total", "connections accepted", value=server.connections_total)
+        refused = server.rejected_connections
+        yield GaugeMetricFamily("srs_clients_errs_total", "connections refused or failed", value=refused)
 
         by_type: dict[str, int] = {}
         for client in hub.clients.values():

@@ -156,10 +156,9 @@ class RtmpConnection(asyncio.Protocol):
         elif isinstance(event, S.StreamClosed):
             if self.publishing:
                 self._leave()
-        elif isinstance(event, S.PauseRequest):
-            if isinstance(self.client, Player) and self.stream is not None:
-                self.stream.set_paused(self.client, event.paused)
-                self.session.pause_notify(event.paused)
+        elif isinstance(event, S.PauseRequest) and isinstance(self.client, Player) and self.stream is not None:
+            self.stream.set_paused(self.client, event.paused)
+            self.session.pause_notify(event.paused)
 
     def _on_connect(self, req: S.ConnectRequest) -> None:
         target = rtmp_target(req.tc_url, req.app, "")
