@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tidecast.live.client import Client, new_client_id
 from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
+from tidecast.log import connection_id
 from tidecast.net.rtmp_client import Redirected, RtmpUpstream, UpstreamError, open_upstream
 from tidecast.net.urls import parse_rtmp_url
 
@@ -151,6 +152,7 @@ class EdgeIngester:
     # ------------------------------------------------------------ the pull loop
 
     async def _run(self) -> None:
+        connection_id.set(self.client.id)  # the task's own context: its logs carry the ingest id
         picker = _RoundRobin()
         failures = 0
         warned_empty = False
@@ -296,6 +298,7 @@ class EdgeForwarder:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        connection_id.set(self.client.id)
         server = self.manager.server
         settings = server.config.vhost(self.stream.vhost)
         origins = list(settings.cluster.origin) if settings is not None else []

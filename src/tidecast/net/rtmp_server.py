@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from tidecast import SERVER_NAME, __version__
@@ -50,8 +50,8 @@ class RtmpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
         sock = transport.get_extra_info("socket")
