@@ -359,15 +359,17 @@ def test_pod_conventions(overlay: str) -> None:
             assert used + drain < budget, f"{overlay}: {name}: drain {used + drain} ms >= grace period {budget} ms"
 
 
-def _dns_names(overlay: str) -> set[str]:
-    """Names pods of the overlay (and of the overlay it is applied with) resolve."""
-    names: set[str] = set()
+def _dns_names(overlay: str) -> dict[str, set[int]]:
+    """Names pods of the overlay (and of the overlay it is applied with) resolve, with their ports."""
+    names: dict[str, set[int]] = {}
     for ov in {overlay, APPLIED_WITH.get(overlay, overlay)}:
-        for svc in objects(ov, "Service"):
-            names.add(svc["metadata"]["name"])
+        services = {s["metadata"]["name"]: s for s in objects(ov, "Service")}
+        for name, svc in services.items():
+            names[name] = {p["port"] for p in svc["spec"]["ports"]}
         for sts in objects(ov, "StatefulSet"):
+            ports = names.get(sts["spec"]["serviceName"], set())
             for i in range(sts["spec"].get("replicas", 1)):
-                names.add(f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}")
+                names[f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}"] = ports
     return names
 
 
@@ -381,13 +383,26 @@ def test_cluster_addresses_resolve_to_objects(overlay: str) -> None:
             cluster = directive(vhost[2], "cluster")
             if cluster is None:
                 continue
-            for key in ("origin", "coworkers", "coworkers_dns"):
+            for key, default_port in (("origin", 1935), ("coworkers", 1985), ("coworkers_dns", 1985)):
                 d = directive(cluster[2], key)
                 for addr in d[1] if d else []:
-                    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
-                    assert host in names, (
-                        f"{overlay}: {workload['metadata']['name']} {key} {addr}: no such Service or pod"
-                    )
+                    host, _, port = addr.partition(":")
+                    where = f"{overlay}: {workload['metadata']['name']} {key} {addr}"
+                    assert host in names, f"{where}: no such Service or pod"
+                    assert int(port or default_port) in names[host], f"{where}: the Service lacks that port"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_volumes_refer_to_existing_objects(overlay: str) -> None:
+    kinds = {"configMap": ("ConfigMap", "name"), "persistentVolumeClaim": ("PersistentVolumeClaim", "claimName")}
+    for workload, template in pod_templates(overlay):
+        for volume in template["spec"].get("volumes", []):
+            for field, (kind, key) in kinds.items():
+                if field in volume:
+                    name = volume[field][key]
+                    known = {o["metadata"]["name"] for ov in {overlay, APPLIED_WITH.get(overlay, overlay)}
+                             for o in objects(ov, kind)}  # fmt: skip
+                    assert name in known, f"{overlay}: {workload['metadata']['name']} mounts missing {kind} {name}"
 
 
 def test_no_srs_config_left_unchecked() -> None:
