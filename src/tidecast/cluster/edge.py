@@ -212,12 +212,14 @@ class EdgeIngester:
                     self.origin,
                     exc or type(exc).__name__,
                 )
+            if self._got_media:
+                failures = 0  # it worked until now: retry at once, on the next origin
             self.redirects_in_row = 0
             self.reconnects += 1
             self.upstream = None
             self.state = STATE_CONNECTING
             self.stream.on_source_restart()
-            await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+            await asyncio.sleep(BACKOFF[min(max(failures - 1, 0), len(BACKOFF) - 1)])
 
     redirects_in_row = 0
 

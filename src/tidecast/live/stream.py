@@ -48,7 +48,7 @@ class MediaSink(Protocol):
 class TimeJitter:
     """SRS's `time_jitter`: full (monotonic, from 0, big jumps smoothed), zero, off."""
 
-    __slots__ = ("base", "last_correct", "last_time", "mode")
+    __slots__ = ("base", "gap", "last_correct", "last_time", "mode")
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -58,19 +58,22 @@ class TimeJitter:
         self.last_time: int | None = None
         self.last_correct = 0
         self.base: int | None = None
+        self.gap = 0
 
     def rebase(self) -> None:
         """A new source: in `full` mode continue from the last output time, so
         players that stay connected (edge failover, republish) see no jump back."""
         self.last_time = None
         self.base = None
+        # One frame's gap so the first new frame never repeats the last timestamp.
+        self.gap = DEFAULT_FRAME_MS if self.last_correct else 0
 
     def correct(self, ts: int) -> int:
         mode = self.mode
         if mode == "full":
             last = self.last_time
             if last is None:
-                delta = 0
+                delta = self.gap
             else:
                 delta = ts - last
                 if delta < -MAX_JITTER_MS or delta > MAX_JITTER_MS:
