@@ -331,3 +331,26 @@ def test_origin_cluster_discovers_coworkers_by_dns(tmp_path: Path, clip: Path, p
             pub.stop()
     finally:
         server.stop()
+
+
+def test_edge_serves_hls_pulled_on_demand(tmp_path: Path, clip: Path, ports: tuple[int, int, int]) -> None:
+    origin = node(tmp_path, "origin", "127.0.0.2", "mode local;", ports).start()
+    hls_dir = tmp_path / "edge-hls"
+    edge = node(tmp_path, "edge", "127.0.0.3", f"mode remote; origin 127.0.0.2:{ports[0]};", ports)
+    edge.conf.write_text(
+        edge.conf.read_text().replace(
+            "  cluster {", f"  hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_dir}; }}\n  cluster {{"
+        )
+    )
+    edge.start()
+    with Publisher(clip, f"{origin.rtmp}/live/eh"):
+        wait_stream_live(origin, "eh")
+        # No player on the edge: the playlist request itself starts the pull.
+        status, _, _ = http_get(f"{edge.http}/live/eh.m3u8")
+        assert status == 404
+        wait_for(lambda: http_get(f"{edge.http}/live/eh.m3u8")[0] == 200, timeout=10, what="the edge's HLS playlist")
+        body = http_get(f"{edge.http}/live/eh.m3u8")[1].decode()
+        segment = next(line for line in body.splitlines() if line.endswith(".ts"))
+        seg_status, seg, _ = http_get(f"{edge.http}/live/{segment}")
+        assert seg_status == 200 and seg[:1] == b"\x47"
+        assert len(_plays_on(origin, "eh")) == 1
