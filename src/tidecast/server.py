@@ -56,6 +56,7 @@ class Server:
         self.connections_total = 0
         self.connection_errors = 0
         self.rejected_connections = 0
+        self._last_drop_log = 0.0
         self._housekeeping: asyncio.Task[None] | None = None
         self.cpu = CpuSampler()
         self.rates = Rates()
@@ -85,11 +86,17 @@ class Server:
             return False
         if len(self.connections) >= self.config.max_connections:
             self.rejected_connections += 1
-            log.warning(
-                "drop connection: %d connections reached max_connections %d",
-                len(self.connections),
-                self.config.max_connections,
-            )
+            now = time.monotonic()
+            # A connection storm must not become a log storm: one line a second.
+            if now - self._last_drop_log >= 1.0:
+                log.warning(
+                    "drop connection: %d connections reached max_connections %d (%d dropped so far); "
+                    "raise max_connections or add nodes",
+                    len(self.connections),
+                    self.config.max_connections,
+                    self.rejected_connections,
+                )
+                self._last_drop_log = now
             return False
         self.connections.add(conn)
         self.connections_total += 1
