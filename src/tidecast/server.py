@@ -373,10 +373,24 @@ class Server:
 
     async def _close_listeners(self) -> None:
         self.quitting = True
-        for server in [*self.rtmp_listeners.values(), *self.http_listeners]:
+        self._close_media_listeners()
+        for server in self.http_listeners:
+            server.close()
+        self.http_listeners.clear()
+
+    def _close_media_listeners(self) -> None:
+        """Refuse new publishers and players; HTTP stays up so probes and scrapes keep answering
+        (a liveness probe failing mid-drain would get the pod killed before its players left)."""
+        for server in self.rtmp_listeners.values():
             server.close()
         self.rtmp_listeners.clear()
-        self.http_listeners.clear()
+
+    def media_connections(self) -> int:
+        """What a graceful quit waits for: RTMP connections and HTTP-FLV players, not API calls."""
+        from tidecast.net.rtmp_server import RtmpConnection
+
+        rtmp = sum(1 for conn in self.connections if isinstance(conn, RtmpConnection))
+        return rtmp + sum(1 for client in self.hub.clients.values() if client.type == "flv-play")
 
     async def _sleep_unless_fast(self, seconds: float) -> None:
         """Sleep, but return early when SIGINT asks for a fast quit."""
@@ -393,25 +407,25 @@ class Server:
         # until the Service update reaches every node (SRS #1595).
         await self._sleep_unless_fast(cfg.grace_start_wait / 1000.0)
         log.info("start wait for %dms", cfg.grace_start_wait)
-        await self._close_listeners()
+        self._close_media_listeners()
         log.info("listeners closed")
         started = time.monotonic()
         step = 1
         next_log = started
         bound = cfg.grace_drain_timeout / 1000.0
-        while self.connections and not self._fast:
+        while self.media_connections() and not self._fast:
             now = time.monotonic()
             if bound and now - started >= bound:
                 log.warning(
                     "drain bound grace_drain_timeout=%dms reached, closing %d connections",
                     cfg.grace_drain_timeout,
-                    len(self.connections),
+                    self.media_connections(),
                 )
                 self._close_all_connections()
                 await asyncio.sleep(0.2)
                 break
             if now >= next_log:
-                log.info("wait for %d conns to quit", len(self.connections))
+                log.info("wait for %d conns to quit", self.media_connections())
                 next_log = now + step
                 step = (step * 2) % 33 or 1
             await self._sleep_unless_fast(0.1)

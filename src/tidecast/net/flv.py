@@ -41,6 +41,10 @@ def split_flv_path(path: str, host: str, query_vhost: str) -> tuple[str, str, st
 
 
 async def serve_flv(server: Server, request: web.Request, vhost_name: str, app: str, name: str) -> web.StreamResponse:
+    if server.draining:
+        raise web.HTTPServiceUnavailable(
+            text="draining: this server is quitting; play from another one\n", headers=CORS
+        )
     settings = server.config.vhost(vhost_name)
     if settings is None or not settings.http_remux.enabled:
         raise web.HTTPNotFound(text=f"http_remux is off for vhost {vhost_name}\n")
