@@ -1,0 +1,399 @@
+"""Which directives exist where, how each value is read, and which SRS ones are only tolerated.
+
+One table drives the file, the environment overrides and `config check`'s dump,
+so a directive cannot be known to one and not the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidecast.config.model import (
+    ApiAuth,
+    Cluster,
+    Config,
+    Exporter,
+    Hls,
+    HttpApi,
+    HttpRemux,
+    HttpServer,
+    Listen,
+    Play,
+    Publish,
+    RawApi,
+    Vhost,
+)
+from tidecast.config.parser import ConfigError, Directive
+
+Reader = Callable[[Directive, str], Any]
+
+
+def _where(d: Directive) -> str:
+    return d.file if d.line == 0 else d.where
+
+
+def _bad(d: Directive, context: str, expected: str) -> ConfigError:
+    value = " ".join(d.args)
+    return ConfigError(f'{_where(d)}: bad value "{value}" for {d.name} (in {context}): expected {expected}')
+
+
+def _single(d: Directive, context: str, expected: str) -> str:
+    if len(d.args) != 1:
+        raise _bad(d, context, expected)
+    return d.args[0]
+
+
+_TRUE = {"on", "true", "yes", "1", "enabled"}
+_FALSE = {"off", "false", "no", "0", "disabled"}
+
+
+def flag(d: Directive, context: str) -> bool:
+    value = _single(d, context, "on or off").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise _bad(d, context, "on or off")
+
+
+def integer(lo: int, hi: int, unit: str = "") -> Reader:
+    def read(d: Directive, context: str) -> int:
+        expected = f"an integer{' ' + unit if unit else ''} from {lo} to {hi}"
+        try:
+            value = int(_single(d, context, expected))
+        except ValueError:
+            raise _bad(d, context, expected) from None
+        if not lo <= value <= hi:
+            raise _bad(d, context, expected)
+        return value
+
+    return read
+
+
+def number(lo: float, hi: float, unit: str) -> Reader:
+    def read(d: Directive, context: str) -> float:
+        expected = f"a number of {unit} from {lo:g} to {hi:g}, e.g. 10"
+        try:
+            value = float(_single(d, context, expected))
+        except ValueError:
+            raise _bad(d, context, expected) from None
+        if not lo <= value <= hi:
+            raise _bad(d, context, expected)
+        return value
+
+    return read
+
+
+def text(d: Directive, context: str) -> str:
+    return _single(d, context, "one value (quote it if it has spaces)")
+
+
+def choice(*options: str) -> Reader:
+    def read(d: Directive, context: str) -> str:
+        value = _single(d, context, " or ".join(options))
+        if value not in options:
+            raise _bad(d, context, " or ".join(options))
+        return value
+
+    return read
+
+
+def words(d: Directive, context: str) -> list[str]:
+    return list(d.args)
+
+
+def parse_listen(value: str) -> Listen:
+    """`1935`, `127.0.0.1:1935`, `[::]:1935` or `0.0.0.0:1935`."""
+    host, port = "0.0.0.0", value
+    if value.startswith("["):
+        inner, _, rest = value[1:].partition("]")
+        host, port = inner, rest.lstrip(":")
+    elif ":" in value:
+        host, _, port = value.rpartition(":")
+    number_ = int(port)
+    if not 0 < number_ < 65536 or not host:
+        raise ValueError(value)
+    return Listen(host, number_)
+
+
+def one_listen(d: Directive, context: str) -> Listen:
+    expected = "a port or host:port, e.g. 1985 or 127.0.0.1:1985"
+    try:
+        return parse_listen(_single(d, context, expected))
+    except ValueError:
+        raise _bad(d, context, expected) from None
+
+
+def listens(d: Directive, context: str) -> list[Listen]:
+    expected = "one or more ports or host:port, e.g. 1935 or 127.0.0.1:1935"
+    if not d.args:
+        raise _bad(d, context, expected)
+    try:
+        return [parse_listen(arg) for arg in d.args]
+    except ValueError:
+        raise _bad(d, context, expected) from None
+
+
+def optional_text(d: Directive, context: str) -> str | None:
+    return _single(d, context, "one NAME:PORT, e.g. socs:1985")
+
+
+def optional_int(lo: int, hi: int) -> Reader:
+    return integer(lo, hi)
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass
+class Block:
+    """A block's directives: value readers, nested blocks, and SRS names only tolerated."""
+
+    factory: Callable[[], Any]
+    values: dict[str, Reader] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    tolerated: frozenset[str] = frozenset()
+
+    @property
+    def accepted(self) -> list[str]:
+        return sorted({*self.values, *self.blocks})
+
+
+RAW_API = Block(RawApi, {"enabled": flag, "allow_reload": flag, "allow_query": flag, "allow_update": flag})
+AUTH = Block(ApiAuth, {"enabled": flag, "username": text, "password": text})
+HTTP_API = Block(
+    HttpApi,
+    {"enabled": flag, "listen": one_listen, "crossdomain": flag},
+    {"raw_api": RAW_API, "auth": AUTH},
+    frozenset({"https", "device_id"}),
+)
+HTTP_SERVER = Block(
+    HttpServer, {"enabled": flag, "listen": one_listen, "dir": text, "crossdomain": flag}, {}, frozenset({"https"})
+)
+EXPORTER = Block(Exporter, {"enabled": flag, "listen": one_listen, "label": text, "tag": text})
+CLUSTER = Block(
+    Cluster,
+    {
+        "mode": text,
+        "origin": words,
+        "token_traverse": flag,
+        "vhost": text,
+        "protocol": choice("rtmp", "flv", "flvs"),
+        "origin_cluster": flag,
+        "coworkers": words,
+        "coworkers_dns": optional_text,
+        "debug_srs_upnode": flag,
+    },
+)
+HTTP_REMUX = Block(
+    HttpRemux,
+    {"enabled": flag, "mount": text},
+    {},
+    frozenset({"fast_cache", "drop_if_not_match", "has_audio", "has_video", "guess_has_av"}),
+)
+HLS = Block(
+    Hls,
+    {
+        "enabled": flag,
+        "hls_fragment": number(0.1, 3600, "seconds"),
+        "hls_td_ratio": number(1.0, 100, "times"),
+        "hls_aof_ratio": number(1.0, 100, "times"),
+        "hls_window": number(0.1, 86400, "seconds"),
+        "hls_path": text,
+        "hls_m3u8_file": text,
+        "hls_ts_file": text,
+        "hls_entry_prefix": text,
+        "hls_cleanup": flag,
+        "hls_dispose": number(0, 86400 * 7, "seconds"),
+        "hls_wait_keyframe": flag,
+    },
+    {},
+    frozenset(
+        {
+            "hls_acodec",
+            "hls_vcodec",
+            "hls_dts_directly",
+            "hls_ctx",
+            "hls_ts_ctx",
+            "hls_keys",
+            "hls_fragments_per_key",
+            "hls_key_file",
+            "hls_key_file_path",
+            "hls_key_url",
+            "hls_on_error",
+            "hls_nb_notify",
+            "hls_storage",
+            "hls_mount",
+            "hls_use_fmp4",
+            "hls_fmp4_file",
+            "hls_init_file",
+            "hls_recover",
+            "hls_ts_floor",
+        }
+    ),
+)
+PLAY = Block(
+    Play,
+    {
+        "gop_cache": flag,
+        "gop_cache_max_frames": integer(0, 1_000_000),
+        "queue_length": number(0.1, 3600, "seconds"),
+        "mw_latency": integer(0, 10_000, "of milliseconds"),
+        "mw_msgs": integer(0, 128),
+        "time_jitter": choice("full", "zero", "off"),
+        "atc": flag,
+        "mix_correct": flag,
+    },
+    {},
+    frozenset({"atc_auto", "reduce_sequence_header", "send_min_interval"}),
+)
+PUBLISH = Block(
+    Publish,
+    {
+        "firstpkt_timeout": integer(100, 3_600_000, "of milliseconds"),
+        "normal_timeout": integer(100, 3_600_000, "of milliseconds"),
+        "mr": flag,
+        "mr_latency": integer(0, 10_000, "of milliseconds"),
+        "parse_sps": flag,
+    },
+    {},
+    frozenset({"try_annexb_first", "kickoff_for_idle"}),
+)
+
+# Whole SRS features tidecast does not implement: their blocks load and are ignored.
+UNSUPPORTED_VHOST = frozenset(
+    {
+        "dvr",
+        "forward",
+        "transcode",
+        "ingest",
+        "security",
+        "refer",
+        "bandcheck",
+        "exec",
+        "http_hooks",
+        "hds",
+        "dash",
+        "rtc",
+        "srt",
+        "http_static",
+        "nack",
+        "twcc",
+        "edge",
+        "in_ack_size",
+        "out_ack_size",
+        "atc",
+        "atc_auto",
+        "mix_correct",
+        "time_jitter",
+        "gop_cache",
+        "queue_length",
+        "debug_srs_upnode",
+        "send_min_interval",
+        "reduce_sequence_header",
+        "mr",
+        "mr_latency",
+        "publish_1stpkt_timeout",
+        "publish_normal_timeout",
+        "mw_latency",
+        "mw_msgs",
+    }
+)
+UNSUPPORTED_GLOBAL = frozenset(
+    {
+        "rtc_server",
+        "srt_server",
+        "stats",
+        "heartbeat",
+        "stream_caster",
+        "ff_log_dir",
+        "ff_log_level",
+        "utc_time",
+        "work_dir",
+        "asprocess",
+        "query_latest_version",
+        "first_wait_for_qlv",
+        "circuit_breaker",
+        "tencentcloud_cls",
+        "tencentcloud_apm",
+        "exec",
+        "threads",
+        "pithy_print_ms",
+        "tcmalloc_release_rate",
+        "srs_log_flush",
+        "hybrids",
+        "api_server",
+        "rtsp_server",
+        "gb28181",
+        "auto_reload_for_docker_timeout",
+    }
+)
+
+VHOST = Block(
+    Vhost,
+    {"enabled": flag, "chunk_size": integer(128, 65536), "min_latency": flag, "tcp_nodelay": flag},
+    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH},
+    UNSUPPORTED_VHOST,
+)
+ROOT = Block(
+    Config,
+    {
+        "listen": listens,
+        "max_connections": integer(1, 1_000_000),
+        "pid": text,
+        "daemon": flag,
+        "disable_daemon_for_docker": flag,
+        "in_docker": flag,
+        "srs_log_tank": choice("console", "file"),
+        "srs_log_level": choice("verbose", "info", "trace", "warn", "error"),
+        "srs_log_file": text,
+        "log_format": choice("text", "json"),
+        "chunk_size": integer(128, 65536),
+        "empty_ip_ok": flag,
+        "handshake_timeout": integer(100, 3_600_000, "of milliseconds"),
+        "grace_start_wait": integer(0, 3_600_000, "of milliseconds"),
+        "grace_final_wait": integer(0, 3_600_000, "of milliseconds"),
+        "force_grace_quit": flag,
+        "grace_drain_timeout": integer(0, 86_400_000, "of milliseconds"),
+        "inotify_auto_reload": flag,
+        "auto_reload_for_docker": flag,
+    },
+    {"http_api": HTTP_API, "http_server": HTTP_SERVER, "exporter": EXPORTER},
+    UNSUPPORTED_GLOBAL,
+)
+
+TIDECAST_EXTENSIONS = ("log_format", "handshake_timeout", "grace_drain_timeout", "cluster.coworkers_dns")
+
+
+# ---------------------------------------------------------------- binding
+
+
+def bind(target: Any, children: list[Directive], block: Block, context: str, unsupported: list[str]) -> None:
+    """Read `children` into `target`; the first of duplicate directives wins, as in SRS."""
+    seen: set[str] = set()
+    for d in children:
+        name = d.name
+        if name in block.tolerated:
+            unsupported.append(f"{d.where} {context + '.' if context != 'the top level' else ''}{name}")
+            continue
+        if name not in block.values and name not in block.blocks:
+            raise ConfigError(
+                f'{d.where}: unknown directive "{name}" in {context}; accepted here: {", ".join(block.accepted)}'
+            )
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in block.blocks:
+            if not d.block:
+                raise ConfigError(f'{d.where}: "{name}" is a block; write {name} {{ ... }}')
+            sub = block.blocks[name]
+            inner = sub.factory()
+            inner_context = name if context == "the top level" else f"{context} {name}"
+            bind(inner, d.children, sub, inner_context, unsupported)
+            setattr(target, name, inner)
+        else:
+            if d.block:
+                raise ConfigError(f'{d.where}: "{name}" takes values, not a block; write {name} VALUE;')
+            setattr(target, name, block.values[name](d, context))

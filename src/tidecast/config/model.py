@@ -1,0 +1,170 @@
+"""Typed settings with SRS's defaults; attribute names are the directive names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_VHOST = "__defaultVhost__"
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass
+class RawApi:
+    enabled: bool = False
+    allow_reload: bool = False
+    allow_query: bool = False
+    allow_update: bool = False
+
+
+@dataclass
+class ApiAuth:
+    enabled: bool = False
+    username: str = ""
+    password: str = ""
+
+
+@dataclass
+class HttpApi:
+    enabled: bool = False
+    listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 1985))
+    crossdomain: bool = True
+    raw_api: RawApi = field(default_factory=RawApi)
+    auth: ApiAuth = field(default_factory=ApiAuth)
+
+
+@dataclass
+class HttpServer:
+    enabled: bool = False
+    listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 8080))
+    dir: str = "./objs/nginx/html"
+    crossdomain: bool = True
+
+
+@dataclass
+class Exporter:
+    enabled: bool = False
+    listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 9972))
+    label: str = ""
+    tag: str = ""
+
+
+@dataclass
+class Cluster:
+    mode: str = "local"
+    origin: list[str] = field(default_factory=list)
+    token_traverse: bool = False
+    vhost: str = "[vhost]"
+    protocol: str = "rtmp"
+    origin_cluster: bool = False
+    coworkers: list[str] = field(default_factory=list)
+    coworkers_dns: str | None = None  # tidecast: every address of one DNS name is a coworker
+    debug_srs_upnode: bool = True
+
+
+@dataclass
+class HttpRemux:
+    enabled: bool = False
+    mount: str = "[vhost]/[app]/[stream].flv"
+
+
+@dataclass
+class Hls:
+    enabled: bool = False
+    hls_fragment: float = 10.0
+    hls_td_ratio: float = 1.0
+    hls_aof_ratio: float = 2.0
+    hls_window: float = 60.0
+    hls_path: str = "./objs/nginx/html"
+    hls_m3u8_file: str = "[app]/[stream].m3u8"
+    hls_ts_file: str = "[app]/[stream]-[seq].ts"
+    hls_entry_prefix: str = ""
+    hls_cleanup: bool = True
+    hls_dispose: float = 120.0
+    hls_wait_keyframe: bool = True
+
+
+@dataclass
+class Play:
+    gop_cache: bool = True
+    gop_cache_max_frames: int = 2500
+    queue_length: float = 30.0
+    mw_latency: int = 350
+    mw_msgs: int = 8
+    time_jitter: str = "full"
+    atc: bool = False
+    mix_correct: bool = False
+
+
+@dataclass
+class Publish:
+    firstpkt_timeout: int = 20000
+    normal_timeout: int = 5000
+    mr: bool = False
+    mr_latency: int = 350
+    parse_sps: bool = True
+
+
+@dataclass
+class Vhost:
+    name: str = DEFAULT_VHOST
+    enabled: bool = True
+    chunk_size: int | None = None
+    min_latency: bool = False
+    tcp_nodelay: bool = False
+    cluster: Cluster = field(default_factory=Cluster)
+    http_remux: HttpRemux = field(default_factory=HttpRemux)
+    hls: Hls = field(default_factory=Hls)
+    play: Play = field(default_factory=Play)
+    publish: Publish = field(default_factory=Publish)
+
+
+@dataclass
+class Config:
+    path: str | None = None
+    listen: list[Listen] = field(default_factory=lambda: [Listen("0.0.0.0", 1935)])
+    max_connections: int = 1000
+    pid: str = "./objs/srs.pid"
+    daemon: bool = True
+    disable_daemon_for_docker: bool = True
+    in_docker: bool = False
+    srs_log_tank: str = "console"
+    srs_log_level: str = "trace"
+    srs_log_file: str = "./objs/srs.log"
+    log_format: str = "text"  # tidecast: text or json
+    chunk_size: int = 60000
+    empty_ip_ok: bool = True
+    handshake_timeout: int = 30000  # tidecast: ms from accept to publish or play
+    grace_start_wait: int = 2300
+    grace_final_wait: int = 3200
+    force_grace_quit: bool = False
+    grace_drain_timeout: int = 0  # tidecast: ms bound on a graceful drain; 0 waits forever, as SRS
+    inotify_auto_reload: bool = False
+    auto_reload_for_docker: bool = True
+    http_api: HttpApi = field(default_factory=HttpApi)
+    http_server: HttpServer = field(default_factory=HttpServer)
+    exporter: Exporter = field(default_factory=Exporter)
+    vhosts: dict[str, Vhost] = field(default_factory=lambda: {DEFAULT_VHOST: Vhost()})
+    unsupported: list[str] = field(default_factory=list)
+
+    def dump(self) -> str:
+        """The effective settings in srs.conf syntax (what `tidecast config check` prints)."""
+        from tidecast.config import dump
+
+        return dump(self)
+
+    def vhost(self, name: str) -> Vhost:
+        """SRS's lookup: the exact vhost, else the default one."""
+        found = self.vhosts.get(name)
+        if found is None:
+            found = self.vhosts.get(DEFAULT_VHOST)
+        if found is None:
+            found = self.vhosts[DEFAULT_VHOST] = Vhost()
+        return found
