@@ -92,8 +92,8 @@ def test_grammar_comments_quotes_nesting_and_include(tmp_path: Path) -> None:
         ),
         (
             "listen 1935;\nvhost v { hls { hls_fragment abc; } }\n",
-            'x.conf:2: bad value "abc" for hls_fragment (in vhost v hls): expected a number of seconds from 0.1 to 3600,'
-            " e.g. 10",
+            'x.conf:2: bad value "abc" for hls_fragment (in vhost v hls): '
+            "expected a number of seconds from 0.1 to 3600, e.g. 10",
         ),
         (
             "listen 1935;\nvhost v {\n  hls { enabled on; }\n",
