@@ -63,13 +63,14 @@ class TidecastProcess:
         self.conf = self.workdir / "tidecast.conf"
         self.log_path = self.workdir / "tidecast.log"
         if config_text is None:
+            # globals_ first: with duplicate directives the first one wins, as in SRS.
             config_text = (
+                f"{globals_}\n"
                 f"listen {host}:{self.rtmp_port};\n"
                 "max_connections 1000;\n"
                 "daemon off;\n"
                 "srs_log_tank console;\n"
                 "pid ./objs/srs.pid;\n"
-                f"{globals_}\n"
                 f"http_api {{ enabled on; listen {host}:{self.api_port}; "
                 "raw_api { enabled on; allow_reload on; } }\n"
             )

@@ -123,3 +123,55 @@ def stalled_player(host: str, port: int, stream: str, app: str = "live", rcvbuf:
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     client.play(stream)
     return client.sock
+
+
+class SyntheticPublisher:
+    """Publishes fake H.264/AAC-tagged frames at a chosen bitrate in real time, from a thread.
+
+    The server never decodes media, so random payloads behind valid FLV tag
+    headers are enough to load it at bitrates a test clip cannot reach cheaply.
+    """
+
+    def __init__(self, host: str, port: int, stream: str, kbps: int, app: str = "live") -> None:
+        import os
+        import threading
+
+        self.client = RtmpTestClient(host, port, app)
+        session = self.client.session
+        session.create_stream()
+        self.client._flush()
+        self.client._wait_result("createStream", 10.0)
+        session.publish(stream)
+        self.client._flush()
+        self.client.wait_status("NetStream.Publish.Start")
+        frame_bytes = max(64, kbps * 1000 // 8 // 25)
+        self.blob = os.urandom(frame_bytes * 4)
+        self.frame_bytes = frame_bytes
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        session = self.client.session
+        sock = self.client.sock
+        avcc = bytes.fromhex("0164001fffe100176764001facd9405005bb011000000300100000030320f1831960")
+        sock.sendall(session.send_media(9, 0, b"\x17\x00\x00\x00\x00" + avcc + bytes.fromhex("010568ebecb22c")))
+        sock.sendall(session.send_media(8, 0, b"\xaf\x00\x12\x10"))
+        start = time.monotonic()
+        frame = 0
+        while not self.stop_flag.is_set():
+            ts = frame * 40
+            key = frame % 25 == 0
+            header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
+            size = self.frame_bytes * (4 if key else 1)
+            sock.sendall(session.send_media(9, ts, header + self.blob[:size]))
+            sock.sendall(session.send_media(8, ts, b"\xaf\x01" + self.blob[:200]))
+            frame += 1
+            delay = start + frame * 0.04 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(5)
+        self.client.close()
