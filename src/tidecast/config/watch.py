@@ -35,7 +35,9 @@ DEBOUNCE_S = 0.5
 def in_container(config: Config) -> bool:
     if config.in_docker:
         return True
-    if os.path.exists("/.dockerenv") or os.environ.get("KUBERNETES_SERVICE_HOST"):
+    # SRS's rule (cgroup or `in_docker`, which the image sets via SRS_IN_DOCKER), plus
+    # Kubernetes' own marker: cgroup v2 hides the container from /proc/1/cgroup.
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return True
     try:
         with open("/proc/1/cgroup") as f:
