@@ -55,19 +55,29 @@ class FlvPlayer:
         self.stop_flag = threading.Event()
         self.error: Exception | None = None
         self.status = 0
+        self.redirected_to = ""
         self.tags: list[tuple[int, int, float]] = []  # type, timestamp, arrival
         self.started = time.monotonic()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        parts = urlsplit(self.url)
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
+        url = self.url
+        conn: http.client.HTTPConnection | None = None
         try:
-            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-            resp = conn.getresponse()
-            self.status = resp.status
-            if resp.status != 200:
+            for _ in range(4):  # follows up to 3 redirects, as a player would
+                parts = urlsplit(url)
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
+                conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+                resp = conn.getresponse()
+                self.status = resp.status
+                if resp.status in (301, 302, 307) and resp.getheader("Location"):
+                    url = str(resp.getheader("Location"))
+                    self.redirected_to = url
+                    conn.close()
+                    continue
+                break
+            if self.status != 200:
                 return
             buf = b""
             header_done = False
@@ -92,7 +102,8 @@ class FlvPlayer:
         except Exception as exc:
             self.error = exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def timestamps(self) -> list[tuple[int, float]]:
         return [(t[1], t[2]) for t in list(self.tags) if t[0] in (8, 9)]

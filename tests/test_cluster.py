@@ -242,10 +242,10 @@ def test_origin_cluster_redirects_edges_and_players(tmp_path: Path, clip: Path, 
         players.append(FlvPlayer(f"{origins[2].http}/live/oc.flv"))  # urllib follows the 302
         time.sleep(3.0)
         start = time.monotonic()
-        time.sleep(4.0)
+        time.sleep(6.0)
         end = time.monotonic()
         for p in players[:3] + players[4:]:
-            assert keeps_up(p, start, end), "a player via the origin cluster fell behind"
+            assert keeps_up(p, start, end, ratio=0.85), "a player via the origin cluster fell behind"
         assert "NetConnection.Connect.Rejected" in players[3].statuses  # the 302 reached the direct player
         for e in edges:
             assert "RTMP redirect" in e.log() or (_upstream(e, "oc") or {}).get("origin", "").startswith("127.0.0.3")

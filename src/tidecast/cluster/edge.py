@@ -226,7 +226,15 @@ class EdgeIngester:
     async def _pull(self, host: str, port: int, app: str, name: str, vhost: str) -> None:
         self._got_media = False
         upstream = await open_upstream(
-            host, port, app, tc_url_for(host, port, app, vhost), name, "play", self, CONNECT_TIMEOUT
+            host,
+            port,
+            app,
+            tc_url_for(host, port, app, vhost),
+            name,
+            "play",
+            self,
+            CONNECT_TIMEOUT,
+            self.manager.source_host(),
         )
         self.upstream = upstream
         self.state = STATE_PLAYING
@@ -319,6 +327,7 @@ class EdgeForwarder:
                     "publish",
                     None,
                     CONNECT_TIMEOUT,
+                    self.manager.source_host(),
                 )
             except (OSError, TimeoutError, UpstreamError) as exc:
                 errors.append(f"{self.origin}: {exc or type(exc).__name__}")
@@ -388,6 +397,12 @@ class EdgeManager:
         server.publish_hooks.append(self._on_publish)
         server.close_hooks.append(self.close)
         server.edge = self
+
+    def source_host(self) -> str | None:
+        """Connect upstream from the address this node listens on, when it names one."""
+        listen = self.server.config.listen
+        host = listen[0].host if listen else ""
+        return None if host in ("", "0.0.0.0", "::") else host
 
     @staticmethod
     def is_edge(stream: LiveStream) -> bool:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidecast.cluster")
 
 QUERY_TIMEOUT = 2.0
-ANSWER_TTL = 2.0  # answers (found or not) are reused this long
+ANSWER_TTL = 1.0  # answers (found or not) are reused this long
 DNS_TTL = 5.0
 
 Answer = dict[str, Any]

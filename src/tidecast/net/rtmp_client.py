@@ -223,6 +223,7 @@ async def open_upstream(
     mode: str,
     handler: UpstreamHandler | None,
     timeout: float,
+    source_host: str | None = None,
 ) -> RtmpUpstream:
     """Connect and start playing (`mode="play"`) or publishing a stream upstream.
 
@@ -235,7 +236,8 @@ async def open_upstream(
     async def establish() -> None:
         # Names resolve here, on every attempt: Kubernetes DNS names of origins
         # may appear only after the edge started.
-        await loop.create_connection(lambda: protocol, host, port)
+        local = (source_host, 0) if source_host else None
+        await loop.create_connection(lambda: protocol, host, port, local_addr=local)
         await protocol.connect_app(app, tc_url)
         if mode == "play":
             await protocol.play(stream)
