@@ -51,8 +51,7 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "pid": record.process,
             "cid": getattr(record, "cid", ""),
@@ -79,9 +78,9 @@ class ReopenableFileHandler(logging.FileHandler):
 
 def setup_logging(tank: str = "console", level: str = "trace", file: str = "", fmt: str = "text") -> None:
     root = logging.getLogger("tidecast")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     handler: logging.Handler
     if tank == "file" and file:
         os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)

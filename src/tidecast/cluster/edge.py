@@ -243,9 +243,8 @@ class EdgeIngester:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                _done, _ = await asyncio.wait(
-                    [upstream.closed, upstream.redirect], timeout=1.0, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiters: list[asyncio.Future[Any]] = [upstream.closed, upstream.redirect]
+                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 if upstream.redirect.done():
                     raise Redirected(upstream.redirect.result())
                 if upstream.closed.done():

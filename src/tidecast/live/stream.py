@@ -36,12 +36,6 @@ class MediaSink(Protocol):
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None: ...
 
-    def on_source_restart(self) -> None:
-        """The edge's upstream changed: forget the old GOP; new headers will follow."""
-        self.flush()
-        self.gop = []
-        self.jitter.rebase()
-
     def on_unpublish(self) -> None: ...
 
 

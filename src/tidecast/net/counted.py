@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 
 class Admission(Protocol):
@@ -25,7 +25,7 @@ class CountedProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.server.admit(self):
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return
         self.admitted = True
         self.inner.connection_made(transport)

@@ -76,7 +76,12 @@ async def serve_flv(server: Server, request: web.Request, vhost_name: str, app: 
     player.vhost = settings.name
     player.app = app
     player.tc_url = str(request.url)
-    player.on_leave = lambda: done.done() or done.set_result(None)
+
+    def leave() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    player.on_leave = leave
     hub.register(player)
     stream.add_player(player)
     server.on_play(stream, player)

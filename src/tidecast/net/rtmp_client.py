@@ -133,7 +133,8 @@ class RtmpUpstream(asyncio.Protocol):
             self.transport.abort()
 
     def _fail_waiters(self, exc: Exception) -> None:
-        for fut in [*self._results.values(), *self._statuses.values()]:
+        waiters: list[asyncio.Future[Any]] = [*self._results.values(), *self._statuses.values()]
+        for fut in waiters:
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()  # retrieved here so an unawaited waiter never warns

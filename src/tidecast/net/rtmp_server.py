@@ -61,11 +61,11 @@ class RtmpConnection(asyncio.Protocol):
             except OSError:
                 pass
         if not self.server.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         out = self.session.data_to_send()
         if out:
-            transport.writelines(out)
+            self.transport.writelines(out)
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
