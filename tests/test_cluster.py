@@ -159,6 +159,9 @@ def test_edge_fails_over_between_origins_without_player_reconnect(
         assert "NetStream.Play.UnpublishNotify" not in rtmp.statuses
         after = _upstream(edge, "ha")
         assert after is not None and after["reconnects"] >= 1 and after["origin"] != up["origin"]
+        metrics = http_get(f"{edge.api}/metrics")[1].decode()
+        assert f'tidecast_edge_upstream{{app="live",mode="pull",origin="{after["origin"]}",state="ingesting"' in metrics
+        assert 'tidecast_edge_upstream_reconnects_total{app="live",stream="ha",vhost="__defaultVhost__"} 1.0' in metrics
         rtmp.close()
         flv.close()
     finally:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tidecast.live.client import Client, new_client_id
 from tidecast.live.player import Player
@@ -395,6 +398,7 @@ class EdgeManager:
         server.stop_play_hooks.append(self._on_stop_play)
         server.publish_hooks.append(self._on_publish)
         server.close_hooks.append(self.close)
+        server.metric_sources.append(self.metrics)
         server.edge = self
 
     def source_host(self) -> str | None:
@@ -445,6 +449,22 @@ class EdgeManager:
         forwarder = EdgeForwarder(self, stream, client)
         self.forwarders[key] = forwarder
         forwarder.start()
+
+    def metrics(self) -> Iterator[Metric]:
+        labels = ["vhost", "app", "stream", "mode", "origin", "state"]
+        up = GaugeMetricFamily("tidecast_edge_upstream", "edge upstreams (1 each), by origin and state", labels=labels)
+        reconnects = CounterMetricFamily(
+            "tidecast_edge_upstream_reconnects", "upstream reconnects of a stream on this edge", labels=labels[:3]
+        )
+        for ingester in self.ingesters.values():
+            s = ingester.stream
+            up.add_metric([s.vhost, s.app, s.name, "pull", ingester.origin, ingester.state], 1)
+            reconnects.add_metric([s.vhost, s.app, s.name], ingester.reconnects)
+        for forwarder in self.forwarders.values():
+            s = forwarder.stream
+            up.add_metric([s.vhost, s.app, s.name, "push", forwarder.origin, forwarder.state], 1)
+        yield up
+        yield reconnects
 
     def ingester_stopped(self, ingester: EdgeIngester) -> None:
         stream = ingester.stream
