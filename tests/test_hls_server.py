@@ -42,7 +42,7 @@ def test_playlist_appears_parses_and_plays_over_http(tidecast: Factory, clip: Pa
         assert headers["Content-Type"] in ("application/vnd.apple.mpegurl", "application/x-mpegURL")
         assert "no-cache" in headers.get("Cache-Control", "")
         seg_status, _, seg_headers = http_get(f"{srv.http}/live/{parsed.segments[-1].uri}")
-        assert seg_status == 200 and seg_headers["Content-Type"] == "video/mp2t"
+        assert seg_status == 200 and seg_headers["Content-Type"].lower() == "video/mp2t"
         out = subprocess.run(
             ["ffmpeg", "-v", "error", "-i", f"{srv.http}/live/tv.m3u8", "-t", "10", "-f", "null", "-"],
             capture_output=True,
