@@ -31,7 +31,8 @@ def slide(segments: list[Segment], window: float) -> list[Segment]:
 
 def render(segments: list[Segment], fragment: float) -> str:
     longest = max((s.duration for s in segments), default=fragment)
-    target = max(math.ceil(longest), math.ceil(fragment))
+    # RFC 8216: each EXTINF, rounded to the nearest integer, must not exceed the target.
+    target = max(math.floor(longest + 0.5), math.ceil(fragment))
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:3",
