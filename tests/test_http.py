@@ -106,6 +106,7 @@ def test_api_endpoints_match_srs_shapes_and_kick(tidecast: Factory, clip: Path) 
         assert keys | {"recv_bytes", "kbps", "publish", "video", "audio"} <= set(stream)
         assert stream["publish"]["active"] is True and stream["publish"]["cid"]
         assert stream["video"]["codec"] == "H264" and stream["audio"]["codec"] == "AAC"
+        assert (stream["video"]["width"], stream["video"]["height"]) == (320, 240)
         assert stream["clients"] == 2 and stream["url"] == "/live/api"
         assert srv.api_json(f"/api/v1/streams/{stream['id']}")["stream"]["id"] == stream["id"]
         assert srv.api_json("/api/v1/streams/nope")["code"] == 2048

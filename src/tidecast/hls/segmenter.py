@@ -73,6 +73,9 @@ class HlsMuxer:
         self.avc: avc.AvcConfig | None = None
         self.aac: aac.AacConfig | None = None
         self.segments: list[Segment] = []
+        # Segments out of the playlist stay on disk a while (RFC 8216 6.2.2): a player
+        # that loaded the previous playlist still fetches them. (deadline in stream ms, path)
+        self.doomed: list[tuple[int, str]] = []
         self.sequence = 0
         self.file: IO[bytes] | None = None
         self.file_path = ""
@@ -137,10 +140,13 @@ class HlsMuxer:
         if self.publishing or self.disposed or dispose <= 0 or now - self.last_message < dispose:
             return False
         self._close_segment(self.last_ts)
+        _remove(self.m3u8_path)
         for seg in self.segments:
             _remove(seg.path)
-        _remove(self.m3u8_path)
+        for _, path in self.doomed:
+            _remove(path)
         self.segments = []
+        self.doomed = []
         self.disposed = True
         self.next_discontinuity = False
         return True
@@ -222,8 +228,11 @@ class HlsMuxer:
         gone = slide(self.segments, self.settings.hls_window)
         write_atomically(self.m3u8_path, render(self.segments, self.settings.hls_fragment).encode())
         if self.settings.hls_cleanup:
+            listed = sum(s.duration for s in self.segments)
             for old in gone:
-                _remove(old.path)
+                self.doomed.append((ts + int((old.duration + listed) * 1000), old.path))
+            while self.doomed and self.doomed[0][0] <= ts:
+                _remove(self.doomed.pop(0)[1])
 
     def _abandon_segment(self) -> None:
         if self.file is not None:
