@@ -12,7 +12,6 @@ from pathlib import Path
 
 from helpers import TidecastProcess, wait_for
 from rtmpclient import RtmpTestClient
-
 from tidecast import __version__
 
 Factory = Callable[..., TidecastProcess]
