@@ -71,7 +71,10 @@ def test_sigquit_drains_then_exits_zero(tidecast: Factory, clip: Path) -> None:
     assert http_get(f"{srv.api}/readyz")[0] == 503
     assert _can_connect(srv.host, srv.rtmp_port), "listener closed during grace_start_wait"
     wait_for(lambda: not _can_connect(srv.host, srv.rtmp_port), timeout=5, what="listeners to close")
-    assert http_get(f"{srv.api}/readyz")[0] == 503 if _can_connect(srv.host, srv.api_port) else True
+    # HTTP stays up through the drain: liveness passes, readiness fails, new FLV plays are refused.
+    assert http_get(f"{srv.api}/healthz")[0] == 200
+    assert http_get(f"{srv.http}/readyz")[0] == 503
+    assert http_get(f"{srv.http}/live/idle.flv")[0] == 503
     time.sleep(1.5)
     assert srv.proc is not None and srv.proc.poll() is None, "exited while a player was connected"
     assert "wait for 1 conns to quit" in srv.log()
