@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tidecast.config.directives import ROOT, VHOST, Block, bind
+from tidecast.config.directives import ROOT, VHOST, Block, bind, lift_legacy
 from tidecast.config.env import apply_env
 from tidecast.config.model import (
     DEFAULT_VHOST,
@@ -72,7 +72,7 @@ def _build(directives: list[Directive], path: str | None, env: Mapping[str, str]
         if name in vhosts:
             continue  # the first definition wins, as in SRS
         vhost = Vhost(name=name)
-        bind(vhost, d.children, VHOST, f"vhost {name}", unsupported)
+        bind(vhost, lift_legacy(d.children), VHOST, f"vhost {name}", unsupported)
         vhosts[name] = vhost
     vhosts.setdefault(DEFAULT_VHOST, Vhost())
     config.vhosts = vhosts
@@ -123,9 +123,12 @@ def _format(value: Any) -> str | None:
         parts = [_format(v) for v in value]
         return " ".join(p for p in parts if p) or None
     text = str(value)
-    if text == "" or any(c in text for c in " \t;{}#\"'"):
-        return '"' + text.replace('"', "'") + '"'
-    return text
+    if text and not any(c.isspace() or c in ";{}#\"'" for c in text):
+        return text
+    # The grammar has no escapes: quote with the mark the value does not hold.
+    # (A value holding both cannot come from a file, only from the environment.)
+    quote = "'" if '"' in text else '"'
+    return quote + text.replace(quote, "") + quote
 
 
 def _dump_block(target: Any, block: Block, indent: str, out: list[str]) -> None:

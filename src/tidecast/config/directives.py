@@ -6,8 +6,9 @@ so a directive cannot be known to one and not the others.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tidecast.config.model import (
@@ -58,16 +59,19 @@ def flag(d: Directive, context: str) -> bool:
     raise _bad(d, context, "on or off")
 
 
+# Plain ASCII decimals only: Python's int()/float() would also take "1_000",
+# "inf", "nan" and non-Latin digits, none of which SRS would read the same way.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+
+
 def integer(lo: int, hi: int, unit: str = "") -> Reader:
     def read(d: Directive, context: str) -> int:
         expected = f"an integer{' ' + unit if unit else ''} from {lo} to {hi}"
-        try:
-            value = int(_single(d, context, expected))
-        except ValueError:
-            raise _bad(d, context, expected) from None
-        if not lo <= value <= hi:
+        raw = _single(d, context, expected)
+        if not _INTEGER.fullmatch(raw) or not lo <= int(raw) <= hi:
             raise _bad(d, context, expected)
-        return value
+        return int(raw)
 
     return read
 
@@ -75,19 +79,20 @@ def integer(lo: int, hi: int, unit: str = "") -> Reader:
 def number(lo: float, hi: float, unit: str) -> Reader:
     def read(d: Directive, context: str) -> float:
         expected = f"a number of {unit} from {lo:g} to {hi:g}, e.g. 10"
-        try:
-            value = float(_single(d, context, expected))
-        except ValueError:
-            raise _bad(d, context, expected) from None
-        if not lo <= value <= hi:
+        raw = _single(d, context, expected)
+        if not _NUMBER.fullmatch(raw) or not lo <= float(raw) <= hi:
             raise _bad(d, context, expected)
-        return value
+        return float(raw)
 
     return read
 
 
 def text(d: Directive, context: str) -> str:
-    return _single(d, context, "one value (quote it if it has spaces)")
+    expected = "one value (quote it if it has spaces)"
+    value = _single(d, context, expected)
+    if "\n" in value:  # only the environment can carry one; no config could write it back
+        raise _bad(d, context, expected + " on one line")
+    return value
 
 
 def choice(*options: str) -> Reader:
@@ -140,8 +145,9 @@ def optional_text(d: Directive, context: str) -> str | None:
     return _single(d, context, "one NAME:PORT, e.g. socs:1985")
 
 
-def optional_int(lo: int, hi: int) -> Reader:
-    return integer(lo, hi)
+# Readers that take a list; every other one takes a single value, so an
+# environment variable's whole value is one argument (a dir may hold spaces).
+MULTI_VALUE: frozenset[Reader] = frozenset({words, listens})
 
 
 # ---------------------------------------------------------------- the table
@@ -176,7 +182,7 @@ EXPORTER = Block(Exporter, {"enabled": flag, "listen": one_listen, "label": text
 CLUSTER = Block(
     Cluster,
     {
-        "mode": text,
+        "mode": choice("local", "remote"),
         "origin": words,
         "token_traverse": flag,
         "vhost": text,
@@ -271,36 +277,76 @@ UNSUPPORTED_VHOST = frozenset(
         "ingest",
         "security",
         "refer",
+        "refer_play",
+        "refer_publish",
         "bandcheck",
         "exec",
         "http_hooks",
+        "http_static",
+        "http",
         "hds",
         "dash",
         "rtc",
         "srt",
-        "http_static",
         "nack",
         "twcc",
         "edge",
         "in_ack_size",
         "out_ack_size",
-        "atc",
-        "atc_auto",
-        "mix_correct",
-        "time_jitter",
-        "gop_cache",
-        "queue_length",
-        "debug_srs_upnode",
-        "send_min_interval",
-        "reduce_sequence_header",
-        "mr",
-        "mr_latency",
-        "publish_1stpkt_timeout",
-        "publish_normal_timeout",
-        "mw_latency",
-        "mw_msgs",
     }
 )
+
+# Older SRS releases wrote these directly in the vhost. SRS 3+ reads them as if
+# they were written in the block that holds them now, and so does tidecast, so
+# an old config keeps its meaning instead of silently losing it. A value set in
+# the block itself wins over the old spelling.
+LEGACY_VHOST: dict[str, tuple[str, str]] = {
+    "gop_cache": ("play", "gop_cache"),
+    "queue_length": ("play", "queue_length"),
+    "time_jitter": ("play", "time_jitter"),
+    "mix_correct": ("play", "mix_correct"),
+    "atc": ("play", "atc"),
+    "atc_auto": ("play", "atc_auto"),
+    "mw_latency": ("play", "mw_latency"),
+    "mw_msgs": ("play", "mw_msgs"),
+    "send_min_interval": ("play", "send_min_interval"),
+    "reduce_sequence_header": ("play", "reduce_sequence_header"),
+    "mr": ("publish", "mr"),
+    "mr_latency": ("publish", "mr_latency"),
+    "publish_1stpkt_timeout": ("publish", "firstpkt_timeout"),
+    "publish_normal_timeout": ("publish", "normal_timeout"),
+    "mode": ("cluster", "mode"),
+    "origin": ("cluster", "origin"),
+    "token_traverse": ("cluster", "token_traverse"),
+    "debug_srs_upnode": ("cluster", "debug_srs_upnode"),
+}
+# SRS 2's name for the HTTP-FLV block.
+LEGACY_VHOST_BLOCKS = {"http_flv": "http_remux"}
+
+
+def lift_legacy(children: list[Directive]) -> list[Directive]:
+    """A vhost's directives with the old vhost-level spellings moved into their blocks."""
+    out: list[Directive] = []
+    moved: dict[str, list[Directive]] = {}
+    renamed: list[Directive] = []
+    for d in children:
+        if d.name in LEGACY_VHOST and not d.block:
+            block, name = LEGACY_VHOST[d.name]
+            moved.setdefault(block, []).append(replace(d, name=name))
+        elif d.name in LEGACY_VHOST_BLOCKS and d.block:
+            # After the real block, so that one wins when both are written.
+            renamed.append(replace(d, name=LEGACY_VHOST_BLOCKS[d.name]))
+        else:
+            out.append(d)
+    for block, items in moved.items():
+        index = next((i for i, d in enumerate(out) if d.name == block and d.block), None)
+        if index is None:
+            out.append(Directive(block, [], items, items[0].file, items[0].line, block=True))
+        else:
+            out[index] = replace(out[index], children=[*out[index].children, *items])
+    return out + renamed
+
+
 UNSUPPORTED_GLOBAL = frozenset(
     {
         "rtc_server",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tidecast.config.directives import ROOT, VHOST, Block, Reader
+from tidecast.config.directives import MULTI_VALUE, ROOT, VHOST, Block, Reader
 from tidecast.config.model import DEFAULT_VHOST, Config, Vhost
 from tidecast.config.parser import Directive
 
@@ -46,7 +46,9 @@ def apply_env(config: Config, env: Mapping[str, str]) -> list[str]:
         path, name, reader = route
         for step in path:
             target = getattr(target, step)
-        directive = Directive(name, env[key].split(), f"environment variable {key}", 0)
+        value = env[key].strip()
+        args = value.split() if reader in MULTI_VALUE else [value]
+        directive = Directive(name, args, [], f"environment variable {key}", 0)
         setattr(target, name, reader(directive, context))
         applied.append(key)
     return applied

@@ -8,7 +8,7 @@ quoted with " or '; a directive must end on the line it starts on, as in SRS;
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ConfigError(Exception):
@@ -17,11 +17,13 @@ class ConfigError(Exception):
 
 @dataclass
 class Directive:
+    """One `name args…;` or `name args… { children }`; `block` tells `name {}` from `name;`."""
+
     name: str
     args: list[str]
+    children: list[Directive]
     file: str
     line: int
-    children: list[Directive] = field(default_factory=list)
     block: bool = False
 
     @property
@@ -75,17 +77,19 @@ def _tokens(text: str, path: str) -> list[_Token]:
     return out
 
 
-def parse_file(path: str, _seen: tuple[str, ...] = ()) -> list[Directive]:
+def parse_file(path: str, _seen: tuple[str, ...] = (), _include: str = "") -> list[Directive]:
+    """The directives of `path`, includes spliced in; `_include` is the "file:line" that included it."""
+    where = f'{_include}: include "{path}"' if _include else path
     real = os.path.realpath(path)
     if real in _seen:
-        raise ConfigError(f"{path}: included from itself (include loop through {' -> '.join(_seen)})")
+        raise ConfigError(f"{where}: the file includes itself (through {' -> '.join(_seen)}); remove the loop")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+        raise ConfigError(f"{where}: cannot read the config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     return parse_text(text, path, (*_seen, real))
 
 
@@ -117,7 +121,7 @@ def parse_text(text: str, path: str = "<string>", _seen: tuple[str, ...] = ()) -
         if not current:
             raise ConfigError(f'{path}:{tok.line}: "{tok.text}" without a directive name before it')
         name, args = current[0].text, [t.text for t in current[1:]]
-        directive = Directive(name, args, path, current[0].line, block=tok.text == "{")
+        directive = Directive(name, args, [], path, current[0].line, block=tok.text == "{")
         current = []
         siblings = stack[-1][1]
         if name == "include" and tok.text == ";":
@@ -125,7 +129,8 @@ def parse_text(text: str, path: str = "<string>", _seen: tuple[str, ...] = ()) -
                 raise ConfigError(f"{path}:{directive.line}: include needs at least one file name")
             base = os.path.dirname(path) if path != "<string>" else "."
             for inc in args:
-                siblings.extend(parse_file(inc if os.path.isabs(inc) else os.path.join(base, inc), _seen))
+                target = inc if os.path.isabs(inc) else os.path.join(base, inc)
+                siblings.extend(parse_file(target, _seen, directive.where))
             continue
         siblings.append(directive)
         if tok.text == "{":
