@@ -140,7 +140,7 @@ def test_unsupported_srs_directives_load_with_one_warning(caplog: pytest.LogCapt
     assert len(config.unsupported) == 4
     warnings = [r.getMessage() for r in caplog.records if r.name == "tidecast.config"]
     assert len(warnings) == 1
-    assert "rtc_server" in warnings[0] and "vhost __defaultVhost__.dvr" in warnings[0] and "hls_acodec" in warnings[0]
+    assert "rtc_server" in warnings[0] and "dvr (in vhost __defaultVhost__)" in warnings[0] and "hls_acodec" in warnings[0]
     assert config.vhost("x").hls.enabled
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tidecast.config.directives import ROOT, VHOST, Block, bind, lift_legacy
+from tidecast.config.directives import ROOT, VHOST, Block, bind, lift_legacy_root, lift_legacy_vhost
 from tidecast.config.env import apply_env
 from tidecast.config.model import (
     DEFAULT_VHOST,
@@ -60,7 +60,7 @@ log = logging.getLogger("tidecast.config")
 def _build(directives: list[Directive], path: str | None, env: Mapping[str, str] | None) -> Config:
     config = Config(path=path)
     unsupported: list[str] = []
-    top = [d for d in directives if d.name != "vhost"]
+    top = lift_legacy_root([d for d in directives if d.name != "vhost"])
     bind(config, top, ROOT, "the top level", unsupported)
     vhosts: dict[str, Vhost] = {}
     for d in directives:
@@ -72,7 +72,7 @@ def _build(directives: list[Directive], path: str | None, env: Mapping[str, str]
         if name in vhosts:
             continue  # the first definition wins, as in SRS
         vhost = Vhost(name=name)
-        bind(vhost, lift_legacy(d.children), VHOST, f"vhost {name}", unsupported)
+        bind(vhost, lift_legacy_vhost(d.children), VHOST, f"vhost {name}", unsupported)
         vhosts[name] = vhost
     vhosts.setdefault(DEFAULT_VHOST, Vhost())
     config.vhosts = vhosts

@@ -192,12 +192,14 @@ CLUSTER = Block(
         "coworkers_dns": optional_text,
         "debug_srs_upnode": flag,
     },
+    {},
+    frozenset({"follow_client"}),
 )
 HTTP_REMUX = Block(
     HttpRemux,
     {"enabled": flag, "mount": text},
     {},
-    frozenset({"fast_cache", "drop_if_not_match", "has_audio", "has_video", "guess_has_av"}),
+    frozenset({"fast_cache", "drop_if_not_match", "has_audio", "has_video", "guess_has_av", "hstrs"}),
 )
 HLS = Block(
     Hls,
@@ -302,6 +304,7 @@ UNSUPPORTED_VHOST = frozenset(
 # the block itself wins over the old spelling.
 LEGACY_VHOST: dict[str, tuple[str, str]] = {
     "gop_cache": ("play", "gop_cache"),
+    "gop_cache_max_frames": ("play", "gop_cache_max_frames"),
     "queue_length": ("play", "queue_length"),
     "time_jitter": ("play", "time_jitter"),
     "mix_correct": ("play", "mix_correct"),
@@ -318,33 +321,58 @@ LEGACY_VHOST: dict[str, tuple[str, str]] = {
     "mode": ("cluster", "mode"),
     "origin": ("cluster", "origin"),
     "token_traverse": ("cluster", "token_traverse"),
+    "vhost": ("cluster", "vhost"),
     "debug_srs_upnode": ("cluster", "debug_srs_upnode"),
 }
-# SRS 2's name for the HTTP-FLV block.
-LEGACY_VHOST_BLOCKS = {"http_flv": "http_remux"}
+# SRS 2's `mr { enabled; latency; }` in the vhost is publish's mr and mr_latency.
+LEGACY_VHOST_FLATTEN: dict[str, tuple[str, dict[str, str]]] = {
+    "mr": ("publish", {"enabled": "mr", "latency": "mr_latency"}),
+}
+# SRS 1's name for http_server.
+LEGACY_ROOT_BLOCKS = {"http_stream": "http_server"}
 
 
-def lift_legacy(children: list[Directive]) -> list[Directive]:
-    """A vhost's directives with the old vhost-level spellings moved into their blocks."""
+def lift_legacy(
+    children: list[Directive],
+    values: dict[str, tuple[str, str]] | None = None,
+    flatten: dict[str, tuple[str, dict[str, str]]] | None = None,
+    renames: dict[str, str] | None = None,
+) -> list[Directive]:
+    """`children` with old spellings rewritten: a value moved into its block, a
+    block's values moved into another block, a block renamed. Each lands after
+    the current spelling, so the current one wins (the first duplicate does)."""
+    values, flatten, renames = values or {}, flatten or {}, renames or {}
     out: list[Directive] = []
     moved: dict[str, list[Directive]] = {}
     renamed: list[Directive] = []
     for d in children:
-        if d.name in LEGACY_VHOST and not d.block:
-            block, name = LEGACY_VHOST[d.name]
+        if d.name in values and not d.block:
+            block, name = values[d.name]
             moved.setdefault(block, []).append(replace(d, name=name))
-        elif d.name in LEGACY_VHOST_BLOCKS and d.block:
-            # After the real block, so that one wins when both are written.
-            renamed.append(replace(d, name=LEGACY_VHOST_BLOCKS[d.name]))
+        elif d.name in flatten and d.block:
+            block, names = flatten[d.name]
+            moved.setdefault(block, []).extend(replace(c, name=names.get(c.name, c.name)) for c in d.children)
+        elif d.name in renames and d.block:
+            renamed.append(replace(d, name=renames[d.name]))
         else:
             out.append(d)
     for block, items in moved.items():
+        if not items:
+            continue
         index = next((i for i, d in enumerate(out) if d.name == block and d.block), None)
         if index is None:
             out.append(Directive(block, [], items, items[0].file, items[0].line, block=True))
         else:
             out[index] = replace(out[index], children=[*out[index].children, *items])
     return out + renamed
+
+
+def lift_legacy_vhost(children: list[Directive]) -> list[Directive]:
+    return lift_legacy(children, values=LEGACY_VHOST, flatten=LEGACY_VHOST_FLATTEN)
+
+
+def lift_legacy_root(children: list[Directive]) -> list[Directive]:
+    return lift_legacy(children, renames=LEGACY_ROOT_BLOCKS)
 
 
 UNSUPPORTED_GLOBAL = frozenset(
@@ -374,6 +402,9 @@ UNSUPPORTED_GLOBAL = frozenset(
         "rtsp_server",
         "gb28181",
         "auto_reload_for_docker_timeout",
+        "server_id",
+        "is_full",
+        "srs_log_level_v2",
     }
 )
 
@@ -422,7 +453,7 @@ def bind(target: Any, children: list[Directive], block: Block, context: str, uns
     for d in children:
         name = d.name
         if name in block.tolerated:
-            unsupported.append(f"{d.where} {context + '.' if context != 'the top level' else ''}{name}")
+            unsupported.append(f"{d.where} {name}" + ("" if context == "the top level" else f" (in {context})"))
             continue
         if name not in block.values and name not in block.blocks:
             raise ConfigError(

@@ -77,6 +77,22 @@ def _tokens(text: str, path: str) -> list[_Token]:
     return out
 
 
+def _include_path(name: str, including: str) -> str:
+    """Relative to the including file; failing that, to the working directory.
+
+    SRS itself opens include paths as given, so its own configs write
+    `include ./conf/x.conf;` relative to where the server runs; tidecast also
+    takes a path next to the including file, which keeps a config directory
+    (a ConfigMap mount) self-contained.
+    """
+    if os.path.isabs(name) or including == "<string>":
+        return name
+    beside = os.path.join(os.path.dirname(including), name)
+    if os.path.exists(beside) or not os.path.exists(name):
+        return beside
+    return name
+
+
 def parse_file(path: str, _seen: tuple[str, ...] = (), _include: str = "") -> list[Directive]:
     """The directives of `path`, includes spliced in; `_include` is the "file:line" that included it."""
     where = f'{_include}: include "{path}"' if _include else path
@@ -127,10 +143,8 @@ def parse_text(text: str, path: str = "<string>", _seen: tuple[str, ...] = ()) -
         if name == "include" and tok.text == ";":
             if not args:
                 raise ConfigError(f"{path}:{directive.line}: include needs at least one file name")
-            base = os.path.dirname(path) if path != "<string>" else "."
             for inc in args:
-                target = inc if os.path.isabs(inc) else os.path.join(base, inc)
-                siblings.extend(parse_file(target, _seen, directive.where))
+                siblings.extend(parse_file(_include_path(inc, path), _seen, directive.where))
             continue
         siblings.append(directive)
         if tok.text == "{":
