@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -121,6 +122,15 @@ def _static(server: Server) -> Handler:
     return handler
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _auth_middleware(server: Server) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -157,7 +167,7 @@ def build_apps(server: Server) -> list[tuple[Listen, web.Application]]:
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(server))])
         apps.append((cfg.http_api.listen, app))
-        if not cfg.http_api.auth.enabled and cfg.http_api.listen.host not in ("127.0.0.1", "::1", "localhost"):
+        if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
                 "http_api listens on %s without auth: anyone who reaches it can kick clients; "
                 "set http_api { auth { enabled on; username ...; password ...; } } or listen on 127.0.0.1",
