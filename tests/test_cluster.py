@@ -330,6 +330,11 @@ def test_origin_cluster_discovers_coworkers_by_dns(tmp_path: Path, clip: Path, p
             player = RtmpPlayer.on(origins[0], "dns")
             wait_for(lambda: "NetConnection.Connect.Rejected" in player.statuses, what="a redirect to the 4th origin")
             player.close()
+            # The cluster-wide view from any origin lists every node and where the stream lives.
+            view = origins[0].api_json("/api/v1/cluster")
+            assert sorted(n["api"] for n in view["nodes"]) == [f"127.0.0.{i}:{ports[1]}" for i in (2, 3, 4, 5)]
+            assert all(n["ok"] for n in view["nodes"])
+            assert [(s["name"], s["node"]) for s in view["streams"]] == [("dns", f"127.0.0.5:{ports[1]}")]
         finally:
             pub.stop()
     finally:

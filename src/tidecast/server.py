@@ -71,6 +71,7 @@ class Server:
         self.publish_gates: list[Callable[[LiveStream, StreamTarget], Awaitable[str | None]]] = []
         self.edge: Any = None
         self.clusters_query: Callable[[Any], dict[str, Any]] | None = None
+        self.cluster_view: Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]] | None = None
         self.play_hooks: list[Callable[[LiveStream, Player], None]] = []
         self.stop_play_hooks: list[Callable[[LiveStream, Player], None]] = []
         self.publish_hooks: list[Callable[[LiveStream, Client], None]] = []

@@ -50,6 +50,7 @@ class OriginCluster:
         server.publish_gates.append(self.publish_gate)
         server.close_hooks.append(self.close)
         server.clusters_query = self.clusters_query
+        server.cluster_view = self.cluster_view
 
     # ------------------------------------------------------------ answering coworkers
 
@@ -162,6 +163,42 @@ class OriginCluster:
             return None
         origin["coworker"] = coworker
         return origin
+
+    # ------------------------------------------------------------ the cluster-wide view
+
+    async def cluster_view(self, local_streams: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every origin's streams in one answer (tidecast's `/api/v1/cluster`; SRS #2089, #2179).
+
+        The coworkers of every origin-cluster vhost are asked in parallel; a node
+        that does not answer is listed with its error rather than failing the view.
+        """
+        own = f"{self.server.advertised_ip()}:{self.server.config.http_api.listen.port}"
+        coworkers: list[str] = []
+        for settings in self.server.config.vhosts.values():
+            if settings.cluster.origin_cluster and settings.cluster.mode != "remote":
+                for coworker in await self.coworkers(settings):
+                    if coworker not in coworkers and coworker not in self._own_apis():
+                        coworkers.append(coworker)
+        nodes: list[dict[str, Any]] = [{"api": own, "self": True, "ok": True, "streams": len(local_streams)}]
+        streams = [{**s, "node": own} for s in local_streams]
+        results = await asyncio.gather(*(self._fetch_streams(c) for c in coworkers))
+        for coworker, (ok, error, found) in zip(coworkers, results, strict=True):
+            nodes.append({"api": coworker, "self": False, "ok": ok, "error": error, "streams": len(found)})
+            streams.extend({**s, "node": coworker} for s in found)
+        return {"nodes": nodes, "streams": streams}
+
+    async def _fetch_streams(self, coworker: str) -> tuple[bool, str, list[dict[str, Any]]]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT))
+        try:
+            async with self._session.get(f"http://{coworker}/api/v1/streams?count=10000") as resp:
+                doc = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return False, str(exc) or type(exc).__name__, []
+        found = doc.get("streams") if isinstance(doc, dict) else None
+        if not isinstance(found, list):
+            return False, f"unexpected answer (code {doc.get('code') if isinstance(doc, dict) else '?'})", []
+        return True, "", [s for s in found if isinstance(s, dict)]
 
     def _enabled(self, vhost: str) -> Vhost | None:
         settings = self.server.config.vhost(vhost)

@@ -71,6 +71,7 @@ class Api:
             web.delete("/api/v1/clients/{id}", self.kick),
             web.get("/api/v1/raw", self.raw),
             web.route("*", "/api/v1/clusters", self.clusters),
+            web.get("/api/v1/cluster", self.cluster),
             web.get("/api/v1", self.index),
             web.get("/api/", self.index),
             web.get("/api", self.index),
@@ -85,6 +86,7 @@ class Api:
             "clients": "all clients",
             "raw": "raw api for reload",
             "clusters": "origin cluster query",
+            "cluster": "tidecast: the streams of every origin in the cluster",
         }
         return self.reply(request, urls=urls)
 
@@ -272,6 +274,13 @@ class Api:
         if rpc == "reload-fetch":
             return self.reply(request, data=dict(self.server.reload_state))
         return self.reply(request, code=ERROR_NOT_SUPPORTED)
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        local = [self.stream_json(s) for s in self.server.hub.streams.values()]
+        view = self.server.cluster_view
+        if view is None:
+            return self.reply(request, nodes=[{"self": True, "ok": True, "streams": len(local)}], streams=local)
+        return self.reply(request, **await view(local))
 
     async def clusters(self, request: web.Request) -> web.Response:
         handler = getattr(self.server, "clusters_query", None)
