@@ -116,7 +116,9 @@ def _format(value: Any) -> str | None:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
-        return f"{value:g}"
+        # repr is the shortest text that reads back as the same float.
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
     if isinstance(value, Listen):
         return str(value)
     if isinstance(value, list):
@@ -144,10 +146,11 @@ def _dump_block(target: Any, block: Block, indent: str, out: list[str]) -> None:
 
 def dump(config: Config) -> str:
     """The effective settings, defaults included, in srs.conf syntax."""
-    out: list[str] = [f"# effective settings of {config.path or 'the environment'}"]
+    source = (config.path or "the environment").replace("\n", " ")
+    out: list[str] = [f"# effective settings of {source}"]
     _dump_block(config, ROOT, "", out)
     for name, vhost in config.vhosts.items():
-        out.append(f"vhost {name} {{")
+        out.append(f"vhost {_format(name)} {{")
         _dump_block(vhost, VHOST, "    ", out)
         out.append("}")
     return "\n".join(out) + "\n"

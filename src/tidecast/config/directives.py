@@ -60,9 +60,11 @@ def flag(d: Directive, context: str) -> bool:
 
 
 # Plain ASCII decimals only: Python's int()/float() would also take "1_000",
-# "inf", "nan" and non-Latin digits, none of which SRS would read the same way.
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+# "inf", "nan" and non-Latin digits, none of which SRS reads the same way; and
+# the length cap keeps int() clear of its limit on huge digit strings.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+_NUMBER = re.compile(r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})?")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def integer(lo: int, hi: int, unit: str = "") -> Reader:
@@ -117,10 +119,9 @@ def parse_listen(value: str) -> Listen:
         host, port = inner, rest.lstrip(":")
     elif ":" in value:
         host, _, port = value.rpartition(":")
-    number_ = int(port)
-    if not 0 < number_ < 65536 or not host:
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536 or not host:
         raise ValueError(value)
-    return Listen(host, number_)
+    return Listen(host, int(port))
 
 
 def one_listen(d: Directive, context: str) -> Listen:
