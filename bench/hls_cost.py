@@ -14,27 +14,11 @@ import argparse
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tidecast.codec.flv import iter_flv_tags
+from tidecast.config import Hls
 from tidecast.hls.segmenter import HlsMuxer
-
-
-@dataclass
-class Settings:
-    enabled: bool = True
-    hls_fragment: float = 2.0
-    hls_td_ratio: float = 1.0
-    hls_aof_ratio: float = 2.0
-    hls_window: float = 10.0
-    hls_path: str = ""
-    hls_m3u8_file: str = "[app]/[stream].m3u8"
-    hls_ts_file: str = "[app]/[stream]-[seq].ts"
-    hls_entry_prefix: str = ""
-    hls_cleanup: bool = True
-    hls_dispose: float = 0.0
-    hls_wait_keyframe: bool = True
 
 
 def main() -> None:
@@ -55,7 +39,7 @@ def main() -> None:
         tags = list(iter_flv_tags(clip.read_bytes()))
         media_bytes = sum(len(p) for _, _, p in tags)
         duration = tags[-1][1] / 1000.0
-        settings = Settings(hls_path=str(Path(tmp) / "hls"))
+        settings = Hls(enabled=True, hls_fragment=2.0, hls_window=10.0, hls_path=str(Path(tmp) / "hls"))
         muxer = HlsMuxer(settings, "__defaultVhost__", "live", "bench")
         cpu = 0.0
         offset = 0

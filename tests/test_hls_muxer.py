@@ -6,7 +6,6 @@ import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import m3u8
@@ -17,24 +16,9 @@ from hypothesis import strategies as st
 from tidecast.codec import aac, avc
 from tidecast.codec.flv import FlvReader, flv_header, flv_tag, iter_flv_tags
 from tidecast.codec.mpegts import TsMuxer
+from tidecast.config import Hls
 from tidecast.errors import ProtocolError
 from tidecast.hls.segmenter import HlsMuxer
-
-
-@dataclass
-class Hls:
-    enabled: bool = True
-    hls_fragment: float = 2.0
-    hls_td_ratio: float = 1.0
-    hls_aof_ratio: float = 2.0
-    hls_window: float = 60.0
-    hls_path: str = ""
-    hls_m3u8_file: str = "[app]/[stream].m3u8"
-    hls_ts_file: str = "[app]/[stream]-[seq].ts"
-    hls_entry_prefix: str = ""
-    hls_cleanup: bool = True
-    hls_dispose: float = 0.0
-    hls_wait_keyframe: bool = True
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +125,7 @@ def test_ts_packets_are_188_bytes_with_continuous_counters() -> None:
 
 
 def test_segments_start_on_keyframes_decode_cleanly_and_continue(bframes_clip: Path, tmp_path: Path) -> None:
-    muxer = _mux(bframes_clip, tmp_path, Hls())
+    muxer = _mux(bframes_clip, tmp_path, Hls(hls_fragment=2.0, hls_dispose=0))
     playlist = m3u8.load(muxer.m3u8_path)
     assert playlist.target_duration == 2 and len(playlist.segments) == 3
     assert abs(sum(s.duration for s in playlist.segments) - 6.0) < 0.2
@@ -169,7 +153,7 @@ def test_segments_start_on_keyframes_decode_cleanly_and_continue(bframes_clip: P
 
 
 def test_window_by_duration_and_cleanup(bframes_clip: Path, tmp_path: Path) -> None:
-    muxer = _mux(bframes_clip, tmp_path, Hls(hls_fragment=1.0, hls_window=3.0))
+    muxer = _mux(bframes_clip, tmp_path, Hls(hls_fragment=1.0, hls_window=3.0, hls_dispose=0))
     playlist = m3u8.load(muxer.m3u8_path)
     assert 3.0 <= sum(s.duration for s in playlist.segments) < 4.1
     on_disk = {p.name for p in (tmp_path / "live").glob("*.ts")}
@@ -182,7 +166,7 @@ def test_window_by_duration_and_cleanup(bframes_clip: Path, tmp_path: Path) -> N
 
 
 def test_republish_adds_a_discontinuity_and_dispose_removes_only_ours(bframes_clip: Path, tmp_path: Path) -> None:
-    muxer = _mux(bframes_clip, tmp_path, Hls(hls_dispose=5.0), publishes=2)
+    muxer = _mux(bframes_clip, tmp_path, Hls(hls_fragment=2.0, hls_dispose=5.0), publishes=2)
     text = Path(muxer.m3u8_path).read_text()
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     playlist = m3u8.loads(text)
@@ -200,12 +184,12 @@ def test_leftovers_of_a_crash_are_cleaned_on_publish(bframes_clip: Path, tmp_pat
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
     (tmp_path / "live" / "s-78.ts.tmp").write_bytes(b"old")
-    _mux(bframes_clip, tmp_path, Hls())
+    _mux(bframes_clip, tmp_path, Hls(hls_fragment=2.0))
     assert not stale.exists() and not (tmp_path / "live" / "s-78.ts.tmp").exists()
 
 
 def test_a_reader_never_sees_a_dangling_or_partial_file(bframes_clip: Path, tmp_path: Path) -> None:
-    hls = Hls(hls_fragment=0.5, hls_window=1.5)
+    hls = Hls(hls_fragment=0.5, hls_window=1.5, hls_dispose=0)
     problems: list[str] = []
     stop = threading.Event()
     playlist = tmp_path / "live" / "s.m3u8"

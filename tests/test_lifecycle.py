@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
+from players import RtmpPlayer
 from rtmpclient import RtmpTestClient
 
 Factory = Callable[..., TidecastProcess]
@@ -26,37 +26,6 @@ def _can_connect(host: str, port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-class BackgroundPlayer:
-    """An RTMP player reading in a thread; counts media messages as they arrive."""
-
-    def __init__(self, srv: TidecastProcess, stream: str) -> None:
-        self.client = RtmpTestClient(srv.host, srv.rtmp_port)
-        self.client.play(stream)
-        self.stop_flag = threading.Event()
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stop_flag.is_set():
-                self.client.read_for(0.2)
-        except Exception as exc:
-            self.error = exc
-
-    @property
-    def count(self) -> int:
-        return len(self.client.received.media)
-
-    def media_after(self, since: float) -> int:
-        return sum(1 for m in list(self.client.received.media) if m[3] >= since)
-
-    def close(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(5)
-        self.client.close()
 
 
 # ---------------------------------------------------------------- graceful quit
@@ -184,7 +153,7 @@ def test_configmap_swap_reloads_and_broken_config_is_refused(tidecast: Factory, 
     try:
         with Publisher(clip, f"{probe.rtmp}/live/cm"):
             wait_stream_live(probe, "cm")
-            player = BackgroundPlayer(probe, "cm")
+            player = RtmpPlayer.on(probe, "cm")
             try:
                 time.sleep(1.0)
                 new_text = text.replace(
@@ -205,7 +174,9 @@ def test_configmap_swap_reloads_and_broken_config_is_refused(tidecast: Factory, 
                 assert _can_connect(probe.host, extra_port), "the old config stopped serving"
                 mark = time.monotonic()
                 time.sleep(2.0)
-                assert player.media_after(mark) > 30, "the player stopped receiving during reloads"
+                assert sum(1 for _, at in player.timestamps() if at >= mark) > 30, (
+                    "the player stopped receiving during reloads"
+                )
                 assert player.error is None, player.error
             finally:
                 player.close()

@@ -9,10 +9,10 @@ side, so an edge pull costs no coroutine per message.
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from tidecast.errors import ProtocolError
+from tidecast.net.sockets import media_transport
 from tidecast.rtmp import constants as C
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
@@ -66,14 +66,7 @@ class RtmpUpstream(asyncio.Protocol):
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        self.transport = media_transport(transport)
         self._flush()
 
     def data_received(self, data: bytes) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tidecast import SERVER_NAME, __version__
@@ -17,6 +16,7 @@ from tidecast.live.hub import PublishRejected
 from tidecast.live.player import Player, rtmp_batch
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
+from tidecast.net.sockets import media_transport
 from tidecast.net.urls import StreamTarget, rtmp_target
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
@@ -50,16 +50,9 @@ class RtmpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = media_transport(transport)
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         if not self.server.admit(self):
             self.transport.abort()
             return
