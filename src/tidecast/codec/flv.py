@@ -43,10 +43,12 @@ def flv_tag(type_id: int, timestamp_ms: int, payload: bytes) -> bytes:
 
 
 def is_keyframe(payload: bytes) -> bool:
-    return bool(payload) and payload[0] >> 4 == 1
+    """A video tag body that starts a GOP (frame type 1); the enhanced-RTMP flag bit is masked off."""
+    return bool(payload) and (payload[0] >> 4) & 0x07 == 1
 
 
 def is_sequence_header(type_id: int, payload: bytes) -> bool:
+    """AVC/HEVC decoder configuration (packet type 0) or AAC AudioSpecificConfig (packet type 0)."""
     if len(payload) < 2:
         return False
     if type_id == TAG_VIDEO:
@@ -99,4 +101,5 @@ class FlvReader:
 
 
 def iter_flv_tags(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """The tags of a whole FLV file; a truncated last tag is left out, garbage raises ProtocolError."""
     yield from FlvReader().feed(data)

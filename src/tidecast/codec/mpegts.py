@@ -1,8 +1,14 @@
 """An MPEG-TS muxer for HLS: PAT/PMT, PES with PTS/DTS, PCR, continuity counters.
 
 One program: H.264 on PID 0x100 (stream type 0x1B) and AAC/ADTS on PID 0x101
-(0x0F), the PMT on 0x1001. Each PES is cut into 188-byte packets in one pass;
-the last packet is padded through its adaptation field, as the standard asks.
+(0x0F), the PMT on 0x1001. Pure: access units in, TS packets (bytes) out.
+
+This runs for every frame of every HLS stream, so a PES is cut into packets
+without a Python loop per packet: the full middle packets are sliced out by one
+`struct` call, joined with a constant 4-byte header and the continuity
+counters patched in with one strided assignment. Only the first packet (PES
+header, PCR, random access flag) and the last one (stuffing through its
+adaptation field, as the standard asks) are built by hand.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import struct
 
 PACKET_SIZE = 188
+PAYLOAD_SIZE = 184
+PAT_PID = 0x0000
 PMT_PID = 0x1001
 VIDEO_PID = 0x100
 AUDIO_PID = 0x101
@@ -17,118 +25,196 @@ STREAM_TYPE_H264 = 0x1B
 STREAM_TYPE_AAC = 0x0F
 VIDEO_STREAM_ID = 0xE0
 AUDIO_STREAM_ID = 0xC0
+PROGRAM_NUMBER = 1
+CLOCK = 90_000  # PTS/DTS/PCR base units per second
 
 
-def _crc_table() -> list[int]:
+def _crc_table() -> tuple[int, ...]:
     table = []
     for i in range(256):
         crc = i << 24
         for _ in range(8):
             crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
         table.append(crc & 0xFFFFFFFF)
-    return table
+    return tuple(table)
 
 
 _CRC_TABLE = _crc_table()
 
 
 def crc32_mpeg2(data: bytes) -> int:
+    """CRC-32/MPEG-2 of a PSI section; only run on PAT/PMT (a few dozen bytes per segment)."""
     crc = 0xFFFFFFFF
     for byte in data:
         crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
     return crc
 
 
-def _timestamp(prefix: int, value: int) -> bytes:
+_PTS = struct.Struct(">BHH")
+_PCR = struct.Struct(">IH")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def encode_timestamp(prefix: int, value: int) -> bytes:
+    """A 33-bit PTS or DTS with its 4-bit prefix and marker bits (5 bytes); wraps like the clock."""
     value &= 0x1FFFFFFFF
-    return bytes(
-        (
-            (prefix << 4) | (((value >> 30) & 0x07) << 1) | 1,
-            (value >> 22) & 0xFF,
-            (((value >> 15) & 0x7F) << 1) | 1,
-            (value >> 7) & 0xFF,
-            ((value & 0x7F) << 1) | 1,
-        )
+    return _PTS.pack(
+        (prefix << 4) | ((value >> 29) & 0x0E) | 1,
+        ((value >> 14) & 0xFFFE) | 1,
+        ((value << 1) & 0xFFFE) | 1,
     )
 
 
-def _pcr(base: int) -> bytes:
+def encode_pcr(base: int) -> bytes:
+    """The 6-byte program_clock_reference: 33-bit base, 6 reserved bits, extension 0."""
     base &= 0x1FFFFFFFF
-    return bytes(
-        ((base >> 25) & 0xFF, (base >> 17) & 0xFF, (base >> 9) & 0xFF, (base >> 1) & 0xFF, ((base & 1) << 7) | 0x7E, 0)
-    )
+    return _PCR.pack(base >> 1, ((base & 1) << 15) | 0x7E00)
 
 
 def _section(table_id: int, body: bytes) -> bytes:
-    """A PSI section (pointer field included), CRC appended, padded to one packet's payload."""
-    length = len(body) + 4  # + CRC
-    head = bytes((table_id, 0xB0 | (length >> 8), length & 0xFF))
-    section = head + body
-    section += struct.pack(">I", crc32_mpeg2(section))
+    """A PSI section with its pointer field and CRC, padded to one packet's payload."""
+    length = len(body) + 4  # the CRC counts
+    section = bytes((table_id, 0xB0 | (length >> 8), length & 0xFF)) + body
+    section += _U32.pack(crc32_mpeg2(section))
     payload = b"\x00" + section
-    return payload + b"\xff" * (184 - len(payload))
+    return payload + b"\xff" * (PAYLOAD_SIZE - len(payload))
+
+
+# Middle packets of a PES are sliced by one Struct call; Structs of up to _GROUP
+# chunks are made on first use and kept (there are at most _GROUP of them).
+_GROUP = 64
+_CHUNKERS: dict[int, struct.Struct] = {}
+# The 4th header byte of payload-only packets for counters 0..15 (adaptation_field_control 01).
+_CC_BYTES = bytes(0x10 | i for i in range(16))
+
+
+def _chunker(n: int) -> struct.Struct:
+    chunker = _CHUNKERS.get(n)
+    if chunker is None:
+        chunker = _CHUNKERS[n] = struct.Struct(f"{PAYLOAD_SIZE}s" * n)
+    return chunker
+
+
+def _chunks(data: bytes | bytearray, pos: int, n: int) -> list[bytes]:
+    out: list[bytes] = []
+    while n > _GROUP:
+        out += _chunker(_GROUP).unpack_from(data, pos)
+        pos += PAYLOAD_SIZE * _GROUP
+        n -= _GROUP
+    out += _chunker(n).unpack_from(data, pos)
+    return out
+
+
+# The header of every packet but a PES's first, before its counter is patched in.
+_SEPARATORS: dict[int, bytearray] = {}
+
+
+def _separator(pid: int) -> bytearray:
+    sep = _SEPARATORS.get(pid)
+    if sep is None:
+        sep = _SEPARATORS[pid] = bytearray((0x47, pid >> 8, pid & 0xFF, 0x10))
+    return sep
+
+
+def _stuffing(room: int) -> bytes:
+    """An adaptation field of exactly `room` bytes that carries nothing: stuffing for a PES's last packet."""
+    if room == 1:
+        return b"\x00"
+    return bytes((room - 1, 0x00)) + b"\xff" * (room - 2)
+
+
+_STUFFING = [b""] + [_stuffing(room) for room in range(1, PAYLOAD_SIZE)]
+
+
+def _cc_run(first: int, n: int) -> bytes:
+    """n header bytes (payload only) with counters first, first+1, ... mod 16."""
+    return (_CC_BYTES * ((first + n) // 16 + 1))[first : first + n]
 
 
 class TsMuxer:
     """Turns access units into TS packets; keeps the continuity counters across segments."""
 
     def __init__(self) -> None:
-        self.cc: dict[int, int] = {0: 0, PMT_PID: 0, VIDEO_PID: 0, AUDIO_PID: 0}
+        self.cc: dict[int, int] = {PAT_PID: 0, PMT_PID: 0, VIDEO_PID: 0, AUDIO_PID: 0}
 
     def _header(self, pid: int, start: bool, adaptation: bool) -> bytes:
         cc = self.cc[pid]
         self.cc[pid] = (cc + 1) & 0x0F
         return bytes((0x47, (0x40 if start else 0) | (pid >> 8), pid & 0xFF, (0x30 if adaptation else 0x10) | cc))
 
+    def _packet(self, pid: int, start: bool, af: bytes, piece: bytes) -> bytes:
+        """One packet carrying `piece`; `af` (flags and fields) plus stuffing fill the rest."""
+        room = PAYLOAD_SIZE - len(piece)  # what the adaptation field must occupy
+        if room == 0 and not af:
+            return self._header(pid, start, False) + piece
+        if room == 1 and not af:
+            return self._header(pid, start, True) + b"\x00" + piece  # a zero-length field
+        body = af or b"\x00"  # no flags, just stuffing
+        stuffing = room - 1 - len(body)
+        if stuffing < 0:
+            raise ValueError("adaptation field does not fit")
+        return self._header(pid, start, True) + bytes((room - 1,)) + body + b"\xff" * stuffing + piece
+
     def tables(self, has_video: bool, has_audio: bool) -> bytes:
         """PAT and PMT, written at the start of every segment so each one plays alone."""
-        pat = _section(0x00, b"\x00\x01\xc1\x00\x00" + b"\x00\x01" + struct.pack(">H", 0xE000 | PMT_PID))
+        # transport_stream_id 1, version 0, current; one program -> the PMT PID.
+        pat = _section(0x00, b"\x00\x01\xc1\x00\x00" + _U16.pack(PROGRAM_NUMBER) + _U16.pack(0xE000 | PMT_PID))
         pcr_pid = VIDEO_PID if has_video else AUDIO_PID
         streams = b""
         if has_video:
-            streams += bytes((STREAM_TYPE_H264,)) + struct.pack(">HH", 0xE000 | VIDEO_PID, 0xF000)
+            streams += bytes((STREAM_TYPE_H264,)) + _U16.pack(0xE000 | VIDEO_PID) + _U16.pack(0xF000)
         if has_audio:
-            streams += bytes((STREAM_TYPE_AAC,)) + struct.pack(">HH", 0xE000 | AUDIO_PID, 0xF000)
-        pmt_body = b"\x00\x01\xc1\x00\x00" + struct.pack(">HH", 0xE000 | pcr_pid, 0xF000) + streams
-        pmt = _section(0x02, pmt_body)
-        return self._header(0, True, False) + pat + self._header(PMT_PID, True, False) + pmt
+            streams += bytes((STREAM_TYPE_AAC,)) + _U16.pack(0xE000 | AUDIO_PID) + _U16.pack(0xF000)
+        body = _U16.pack(PROGRAM_NUMBER) + b"\xc1\x00\x00" + _U16.pack(0xE000 | pcr_pid) + _U16.pack(0xF000) + streams
+        pmt = _section(0x02, body)
+        return self._header(PAT_PID, True, False) + pat + self._header(PMT_PID, True, False) + pmt
 
-    def pes(self, pid: int, stream_id: int, data: bytes, pts: int, dts: int, pcr: bool, keyframe: bool) -> bytes:
-        """One PES packet (an access unit) as TS packets; `pts`/`dts` in 90 kHz units."""
+    def pes(
+        self,
+        pid: int,
+        stream_id: int,
+        data: bytes | bytearray,
+        pts: int,
+        dts: int,
+        pcr: int | None = None,
+        random_access: bool = False,
+    ) -> bytearray:
+        """One PES packet (an access unit) as TS packets; `pts`/`dts`/`pcr` in 90 kHz units.
+
+        `pcr` (the clock at this packet's arrival) goes into the first packet's
+        adaptation field, as does the random access indicator for keyframes.
+        """
         if pts != dts:
-            header = b"\x80\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts)
+            opt = b"\x80\xc0\x0a" + encode_timestamp(3, pts) + encode_timestamp(1, dts)
         else:
-            header = b"\x80\x80\x05" + _timestamp(2, pts)
-        size = len(header) + len(data)
-        # Video PES may exceed 16 bits; a length of 0 means "unbounded" there.
+            opt = b"\x80\x80\x05" + encode_timestamp(2, pts)
+        size = len(opt) + len(data)
+        # Video PES may exceed 16 bits; a length of 0 means "unbounded" there (video only).
         length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
-        pes = b"\x00\x00\x01" + bytes((stream_id,)) + struct.pack(">H", length) + header + data
-        first_af = b""
-        if pcr or keyframe:
-            flags = (0x40 if keyframe else 0) | (0x10 if pcr else 0)
-            first_af = bytes((flags,)) + (_pcr(dts) if pcr else b"")
-        out: list[bytes] = []
-        pos, end = 0, len(pes)
-        view = memoryview(pes)
-        while pos < end:
-            af_body = first_af if pos == 0 else b""
-            room = 184 - (1 + len(af_body) if af_body else 0)
-            remaining = end - pos
-            if remaining < room:
-                stuff = room - remaining
-                if af_body:
-                    af_body += b"\xff" * stuff
-                elif stuff == 1:
-                    out.append(self._header(pid, pos == 0, True) + b"\x00")
-                    out.append(view[pos:end].tobytes())
-                    break
-                else:
-                    af_body = b"\x00" + b"\xff" * (stuff - 2)
-                room = remaining
-            head = self._header(pid, pos == 0, bool(af_body))
-            if af_body:
-                head += bytes((len(af_body),)) + af_body
-            out.append(head)
-            out.append(view[pos : pos + room].tobytes())
-            pos += room
-        return b"".join(out)
+        head = b"\x00\x00\x01" + bytes((stream_id,)) + _U16.pack(length) + opt
+        af = b""
+        if pcr is not None or random_access:
+            af = bytes(((0x40 if random_access else 0) | (0x10 if pcr is not None else 0),))
+            if pcr is not None:
+                af += encode_pcr(pcr)
+        room = PAYLOAD_SIZE - (1 + len(af) if af else 0) - len(head)  # data bytes in the first packet
+        if len(data) <= room:
+            return bytearray(self._packet(pid, True, af, head + data))
+        first = self._header(pid, True, bool(af)) + (bytes((len(af),)) + af if af else b"") + head + data[:room]
+        full, tail = divmod(len(data) - room, PAYLOAD_SIZE)
+        parts = [first]
+        if full:
+            parts += _chunks(data, room, full)
+        if tail:
+            parts.append(_STUFFING[PAYLOAD_SIZE - tail] + data[-tail:])
+        # One join puts the constant header before every packet but the first; then the
+        # counters (and the last packet's adaptation field bit) are patched in place.
+        out = _separator(pid).join(parts)
+        following = full + (1 if tail else 0)
+        cc = self.cc[pid]
+        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run(cc, following)
+        if tail:
+            out[-PAYLOAD_SIZE - 1] |= 0x20  # adaptation_field_control 11: stuffing, then payload
+        self.cc[pid] = (cc + following) & 0x0F
+        return out

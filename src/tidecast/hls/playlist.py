@@ -1,10 +1,9 @@
-"""HLS playlists: the sliding window (by duration, as SRS) and the m3u8 text."""
+"""HLS media playlists: the sliding window (by duration, as SRS) and the m3u8 text. Pure, no I/O."""
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -12,46 +11,76 @@ class Segment:
     sequence: int
     path: str  # on disk
     uri: str  # as the playlist names it
-    duration: float
-    discontinuity: bool = False
+    duration_ms: int
+    discontinuity: bool = False  # the first segment after a republish
+
+    @property
+    def duration(self) -> float:
+        return self.duration_ms / 1000.0
 
 
 def slide(segments: list[Segment], window: float) -> list[Segment]:
-    """Drop the oldest segments while the rest still cover more than `window` seconds.
+    """Drop the oldest segments (in place) while all of them together last longer than `window` seconds.
 
-    Returns what was dropped. The newest segment always stays.
+    Returns what was dropped. The newest segment always stays, however long.
+    Durations are summed in whole milliseconds so the comparison is exact.
     """
-    dropped: list[Segment] = []
-    total = sum(s.duration for s in segments)
-    while len(segments) > 1 and total - segments[0].duration >= window:
-        total -= segments[0].duration
-        dropped.append(segments.pop(0))
+    limit = window * 1000.0
+    total = sum(s.duration_ms for s in segments)
+    cut = 0
+    while len(segments) - cut > 1 and total > limit:
+        total -= segments[cut].duration_ms
+        cut += 1
+    dropped = segments[:cut]
+    del segments[:cut]
     return dropped
 
 
-def render(segments: list[Segment], fragment: float) -> str:
-    longest = max((s.duration for s in segments), default=fragment)
-    # RFC 8216: each EXTINF, rounded to the nearest integer, must not exceed the target.
-    target = max(math.floor(longest + 0.5), math.ceil(fragment))
+def target_duration(longest_ms: int, fragment: float) -> int:
+    """EXT-X-TARGETDURATION: the longest segment rounded up, and at least the configured fragment.
+
+    Rounding up (as SRS) also satisfies RFC 8216 4.3.3.1, which only asks that no
+    EXTINF, rounded to the nearest integer, exceed it.
+    """
+    return max(-(-longest_ms // 1000), math.ceil(fragment), 1)
+
+
+@dataclass
+class Playlist:
+    """A live playlist's state: the segments in the window and what the header needs."""
+
+    segments: list[Segment] = field(default_factory=list)
+    # Only ever grows while the playlist lives: RFC 8216 6.2.1 forbids changing it.
+    longest_ms: int = 0
+    # Discontinuity tags that slid out of the window (EXT-X-DISCONTINUITY-SEQUENCE, RFC 8216 6.2.2).
+    discontinuity_sequence: int = 0
+
+    def add(self, segment: Segment, window: float) -> list[Segment]:
+        """Append a finished segment and slide the window; returns the segments dropped from it."""
+        self.segments.append(segment)
+        self.longest_ms = max(self.longest_ms, segment.duration_ms)
+        dropped = slide(self.segments, window)
+        self.discontinuity_sequence += sum(1 for s in dropped if s.discontinuity)
+        return dropped
+
+    def render(self, fragment: float) -> str:
+        return render(self.segments, fragment, self.longest_ms, self.discontinuity_sequence)
+
+
+def render(segments: list[Segment], fragment: float, longest_ms: int = 0, discontinuity_sequence: int = 0) -> str:
+    """The m3u8 text. No EXT-X-ENDLIST: like SRS, a stream that stopped may come back."""
+    longest = max([longest_ms, *(s.duration_ms for s in segments)])
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:3",
         f"#EXT-X-MEDIA-SEQUENCE:{segments[0].sequence if segments else 0}",
-        f"#EXT-X-TARGETDURATION:{target}",
     ]
+    if discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
+    lines.append(f"#EXT-X-TARGETDURATION:{target_duration(longest, fragment)}")
     for seg in segments:
         if seg.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
-        lines.append(f"#EXTINF:{seg.duration:.3f}, no desc")
+        lines.append(f"#EXTINF:{seg.duration_ms / 1000:.3f},")
         lines.append(seg.uri)
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Readers (players, an nginx sharing the volume) see the old file or the new one, never a part."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

@@ -1,11 +1,27 @@
 """HLS for one stream: FLV messages in, MPEG-TS segments and a sliding m3u8 out.
 
-Segments start on keyframes and are cut once they reach `hls_fragment` ×
-`hls_td_ratio`. Files are written under a temporary name and renamed, the
-segment before the playlist that names it, and a segment that slides out of
-the window is deleted only after the playlist stopped naming it, so an nginx
-reading the same volume never serves a partial or dangling file. File errors
-are logged once and never reach the live fan-out that calls us.
+Segments start on keyframes (SPS/PPS in front) and are cut at the first
+keyframe once they last `hls_fragment` × `hls_td_ratio`; audio-only streams
+are cut at `hls_fragment` × `hls_aof_ratio`. The window is a duration
+(`hls_window`), as in SRS.
+
+Files are written under a temporary name in the same directory and renamed:
+the segment before the playlist that names it, and a segment that slides out
+of the window is deleted only after the playlist stopped naming it - and
+only after one more playlist duration, so a player holding the previous
+playlist can still fetch it (RFC 8216 6.2.2). An nginx reading the same
+volume never serves a partial or dangling file. Segment data goes to disk as
+it comes (a 64 KiB write buffer, no segment in memory). File errors are logged
+once per publish and never reach the live fan-out that calls us.
+
+No EXT-X-ENDLIST on unpublish: as in SRS, a live stream that stopped may be
+republished, and then continues the same playlist after an
+EXT-X-DISCONTINUITY.
+
+`hls_entry_prefix`: empty, URIs are relative to the playlist's directory; set,
+it is the base URL of `hls_path` (SRS's documented behaviour), so the URI is
+the prefix, a slash and the segment's path under `hls_path`
+("http://cdn/" + "live/stream-0.ts").
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import time
 from typing import IO, Any, Protocol
 
@@ -20,13 +37,25 @@ from tidecast.codec import aac, avc
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO
 from tidecast.codec.mpegts import AUDIO_PID, AUDIO_STREAM_ID, VIDEO_PID, VIDEO_STREAM_ID, TsMuxer
 from tidecast.errors import ProtocolError
-from tidecast.hls.playlist import Segment, render, slide, write_atomically
+from tidecast.hls.playlist import Playlist, Segment
 
 log = logging.getLogger("tidecast.hls")
 
-# Timestamps in the TS start here rather than at 0, as most muxers do, so
-# players never see a negative PTS after composition offsets.
+# Timestamps in the TS start 1 s in rather than at 0, so composition offsets and
+# the PCR lag below never make a clock value negative.
 PTS_OFFSET = 90_000
+# The PCR runs this far behind the DTS it travels with (90 kHz units), so audio
+# PES written a little after the video of the same instant still arrive "early".
+PCR_DELAY = 45_000
+# PCR at least this often (90 kHz units): ISO 13818-1 asks for 100 ms at most.
+PCR_INTERVAL = 9_000
+# AAC frames are gathered into one PES (as ffmpeg does) for this many milliseconds:
+# fewer, fuller packets. Audio-only streams carry the PCR on audio, so keep it under 100 ms.
+AUDIO_PES_MS = 200
+AUDIO_ONLY_PES_MS = 90
+FILE_BUFFER = 64 * 1024
+
+TMP = ".tmp"
 
 
 class HlsSettings(Protocol):
@@ -46,11 +75,13 @@ class HlsSettings(Protocol):
 
 def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = None, now: float | None = None) -> str:
     """SRS's path variables: [vhost] [app] [stream] [seq] [timestamp] and [2006] [01] [02] [15] [04] [05] [999]."""
-    now = time.time() if now is None else now
-    t = time.localtime(now)
     out = template.replace("[vhost]", vhost).replace("[app]", app).replace("[stream]", stream)
     if seq is not None:
         out = out.replace("[seq]", str(seq))
+    if "[" not in out:
+        return out
+    now = time.time() if now is None else now
+    t = time.localtime(now)
     return (
         out.replace("[timestamp]", str(int(now * 1000)))
         .replace("[2006]", f"{t.tm_year:04d}")
@@ -63,35 +94,88 @@ def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = N
     )
 
 
+_VARIABLES = {
+    "[seq]": r"\d+",
+    "[timestamp]": r"\d+",
+    "[2006]": r"\d{4}",
+    "[01]": r"\d{2}",
+    "[02]": r"\d{2}",
+    "[15]": r"\d{2}",
+    "[04]": r"\d{2}",
+    "[05]": r"\d{2}",
+    "[999]": r"\d{3}",
+}
+_VARIABLE_SPLIT = re.compile("(" + "|".join(re.escape(v) for v in _VARIABLES) + ")")
+
+
+def segment_files(hls_path: str, template: str, vhost: str, app: str, stream: str) -> list[str]:
+    """Files on disk that `template` could have produced for this stream (temporary ones included).
+
+    Variables match digits only, so stream "s" never claims stream "s-2"'s
+    "s-2-0.ts". A template without [stream] could name any stream's files:
+    then nothing is claimed.
+    """
+    if "[stream]" not in template:
+        return []
+    literal = template.replace("[vhost]", vhost).replace("[app]", app).replace("[stream]", stream)
+    pieces = _VARIABLE_SPLIT.split(literal)
+    pattern = "".join(glob.escape(p) if i % 2 == 0 else "*" for i, p in enumerate(pieces))
+    regex = "".join(re.escape(p) if i % 2 == 0 else _VARIABLES[p] for i, p in enumerate(pieces))
+    root = os.path.join(hls_path, "")
+    matcher = re.compile(re.escape(root) + regex + "(?:" + re.escape(TMP) + ")?")
+    found = glob.glob(glob.escape(root) + pattern) + glob.glob(glob.escape(root) + pattern + TMP)
+    return sorted(path for path in found if matcher.fullmatch(path))
+
+
 class HlsMuxer:
+    """The HLS sink of one stream; see the module docstring. Not thread-safe (the event loop calls it)."""
+
     def __init__(self, settings: HlsSettings | Any, vhost: str, app: str, stream: str) -> None:
-        self.settings = settings
+        self.settings = settings  # reassigned by the server on reload: read at each decision
         self.vhost = vhost
         self.app = app
         self.stream = stream
         self.ts = TsMuxer()
         self.avc: avc.AvcConfig | None = None
         self.aac: aac.AacConfig | None = None
-        self.segments: list[Segment] = []
-        # Segments out of the playlist stay on disk a while (RFC 8216 6.2.2): a player
-        # that loaded the previous playlist still fetches them. (deadline in stream ms, path)
-        self.doomed: list[tuple[int, str]] = []
+        self.playlist = Playlist()
         self.sequence = 0
+        # Segments out of the playlist, deleted once the muxed media clock passes
+        # their deadline: (deadline in ms of `media_ms`, path).
+        self.doomed: list[tuple[int, str]] = []
+        self.media_ms = 0  # the duration of all segments closed so far, across publishes
+        # The segment being written.
         self.file: IO[bytes] | None = None
         self.file_path = ""
         self.segment_start = 0
+        self.segment_video = False  # what its PMT announced
+        self.segment_audio = False
+        self.last_pcr: int | None = None
+        # Timing of the current publish.
         self.last_ts = 0
+        self.last_video_ts: int | None = None
+        self.last_audio_ts: int | None = None
+        self.video_delta = 40  # ms between frames, a guess until two frames came
+        # AAC frames (ADTS header, raw frame, ...) waiting to become one PES.
+        self.audio_parts: list[bytes] = []
+        self.audio_pts = 0
+        self.audio_frames = 0
         self.next_discontinuity = False
         self.started = False  # published at least once: a republish continues the playlist
         self.publishing = False
+        self.disposed = True  # no files of ours on disk
         self.last_message = time.time()
-        self.disposed = True
+        self._m3u8 = self._m3u8_path()
         self._error_logged = False
+        self._playlist_written = True
 
     # ------------------------------------------------------------ paths
 
     @property
     def m3u8_path(self) -> str:
+        return self._m3u8
+
+    def _m3u8_path(self) -> str:
         s = self.settings
         return os.path.join(s.hls_path, expand(s.hls_m3u8_file, self.vhost, self.app, self.stream))
 
@@ -100,27 +184,49 @@ class HlsMuxer:
         return os.path.join(s.hls_path, expand(s.hls_ts_file, self.vhost, self.app, self.stream, seq))
 
     def _uri(self, path: str) -> str:
-        rel = os.path.relpath(path, os.path.dirname(self.m3u8_path))
-        return self.settings.hls_entry_prefix + rel.replace(os.sep, "/")
+        prefix = self.settings.hls_entry_prefix
+        if prefix:
+            rel = os.path.relpath(path, self.settings.hls_path).replace(os.sep, "/")
+            return prefix + rel if prefix.endswith("/") else f"{prefix}/{rel}"
+        return os.path.relpath(path, os.path.dirname(self._m3u8)).replace(os.sep, "/")
 
-    # ------------------------------------------------------------ MediaSink
+    # ------------------------------------------------------------ the sink interface
 
     def on_publish(self) -> None:
+        try:
+            if self.file is not None:  # a publish without an unpublish: finish what we have
+                self._close_segment(self._end_ts())
+        except Exception as exc:
+            self._failed(exc)
         self.publishing = True
         self.last_message = time.time()
+        self._error_logged = False
         self.avc = self.aac = None
+        self.last_video_ts = self.last_audio_ts = None
+        self.audio_parts = []
+        self.audio_frames = 0
         if self.started and not self.disposed:
-            self.next_discontinuity = True
+            # Same playlist, new timestamps: players must reset their decoders.
+            self.next_discontinuity = bool(self.playlist.segments)
         else:
-            self._clean_leftovers()
-            self.segments = []
+            self._m3u8 = self._m3u8_path()
+            self.playlist = Playlist()
+            self.doomed = []
+            self.next_discontinuity = False
+            try:
+                self._clean_leftovers()
+            except Exception as exc:
+                self._failed(exc)
         self.started = True
         self.disposed = False
 
     def on_unpublish(self) -> None:
         self.publishing = False
         self.last_message = time.time()
-        self._guard(self._close_segment, self.last_ts)
+        try:
+            self._close_segment(self._end_ts())
+        except Exception as exc:
+            self._failed(exc)
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
         self.last_message = time.time()
@@ -129,23 +235,30 @@ class HlsMuxer:
                 self._video(timestamp_ms, payload)
             elif type_id == TAG_AUDIO:
                 self._audio(timestamp_ms, payload)
-        except ProtocolError as exc:
-            self._report(f"skipping a malformed frame: {exc}")
-        except OSError as exc:
-            self._report(f"writing failed: {exc}")
-            self._abandon_segment()
+        except Exception as exc:  # the live fan-out must go on whatever a frame or the disk did
+            self._failed(exc)
 
     def maybe_dispose(self, now: float) -> bool:
-        dispose = self.settings.hls_dispose
-        if self.publishing or self.disposed or dispose <= 0 or now - self.last_message < dispose:
+        """After `hls_dispose` seconds without messages since unpublish, delete our files; True when it did."""
+        if self.publishing or self.disposed:
             return False
-        self._close_segment(self.last_ts)
-        _remove(self.m3u8_path)
-        for seg in self.segments:
+        idle = now - self.last_message
+        if self.doomed and idle * 1000 >= self._listed_ms():
+            # No new playlist since: players have had their time for the dropped segments.
+            for _, path in self.doomed:
+                _remove(path)
+            self.doomed = []
+        dispose = self.settings.hls_dispose
+        if dispose <= 0 or idle < dispose:
+            return False
+        self._abandon_segment()
+        _remove(self._m3u8)
+        _remove(self._m3u8 + TMP)
+        for seg in self.playlist.segments:
             _remove(seg.path)
         for _, path in self.doomed:
             _remove(path)
-        self.segments = []
+        self.playlist = Playlist()
         self.doomed = []
         self.disposed = True
         self.next_discontinuity = False
@@ -154,122 +267,209 @@ class HlsMuxer:
     # ------------------------------------------------------------ media
 
     def _video(self, ts: int, payload: bytes) -> None:
-        if len(payload) < 5 or payload[0] & 0x0F != 7:
-            return  # HLS over MPEG-TS carries H.264 only
-        if payload[1] == 0:
+        if len(payload) < 6 or payload[0] & 0x8F != 7:
+            return  # HLS over MPEG-TS carries H.264 here (not enhanced-RTMP codecs)
+        kind = payload[1]
+        if kind == 0:
             self.avc = avc.parse_config(payload[5:])
             return
-        if payload[1] != 1 or self.avc is None:
+        config = self.avc
+        if kind != 1 or config is None:
             return
-        keyframe = payload[0] >> 4 == 1
-        s = self.settings
-        if keyframe or not s.hls_wait_keyframe:
-            if self.file is not None and ts - self.segment_start >= s.hls_fragment * s.hls_td_ratio * 1000:
-                self._close_segment(ts)
-            if self.file is None:
-                self._open_segment(ts)
+        keyframe = payload[0] & 0xF0 == 0x10
+        last = self.last_video_ts
+        if last is not None and ts > last:
+            self.video_delta = ts - last
+        self.last_video_ts = ts
         if self.file is None:
-            return  # before the first keyframe
-        cts = int.from_bytes(payload[2:5], "big")
-        if cts & 0x800000:
-            cts -= 0x1000000
-        data = avc.to_annexb(payload[5:], self.avc, keyframe)
-        dts = ts * 90 + PTS_OFFSET
-        self.file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, True, keyframe))
-        self.last_ts = ts
-
-    def _audio(self, ts: int, payload: bytes) -> None:
-        if len(payload) < 2 or payload[0] >> 4 != 10:
-            return  # AAC only
-        if payload[1] == 0:
-            self.aac = aac.parse_config(payload[2:])
-            return
-        if self.aac is None:
-            return
-        s = self.settings
-        if self.avc is None:
-            # Audio-only: cut on any frame, at the longer audio-only fragment.
-            if self.file is not None and ts - self.segment_start >= s.hls_fragment * s.hls_aof_ratio * 1000:
+            if not keyframe:
+                return  # a segment starts with a keyframe
+            self._open_segment(ts)
+        elif keyframe or not self.settings.hls_wait_keyframe:
+            s = self.settings
+            if ts - self.segment_start >= s.hls_fragment * s.hls_td_ratio * 1000 or (
+                keyframe and (not self.segment_video or (self.aac is not None and not self.segment_audio))
+            ):
+                # Long enough, or the PMT lacks a stream that has appeared since.
                 self._close_segment(ts)
-            if self.file is None:
                 self._open_segment(ts)
-        if self.file is None:
-            return
-        raw = payload[2:]
-        pts = ts * 90 + PTS_OFFSET
-        data = aac.adts_header(self.aac, len(raw)) + raw
-        self.file.write(self.ts.pes(AUDIO_PID, AUDIO_STREAM_ID, data, pts, pts, self.avc is None, False))
-        self.last_ts = max(self.last_ts, ts)
-
-    # ------------------------------------------------------------ segments
-
-    def _open_segment(self, ts: int) -> None:
-        self.file_path = self._segment_path(self.sequence)
-        os.makedirs(os.path.dirname(self.file_path) or ".", exist_ok=True)
-        self.file = open(f"{self.file_path}.tmp", "wb")  # noqa: SIM115 -- open for the segment's life
-        self.file.write(self.ts.tables(self.avc is not None, self.aac is not None))
-        self.segment_start = ts
-
-    def _close_segment(self, ts: int) -> None:
         file = self.file
         if file is None:
             return
-        self.file = None
-        file.close()
-        duration = max(ts - self.segment_start, 0) / 1000.0
-        if duration <= 0:
-            _remove(f"{self.file_path}.tmp")
+        cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
+        if cts & 0x800000:
+            cts -= 0x1000000
+        dts = ts * 90 + PTS_OFFSET
+        pcr = None
+        if keyframe or self.last_pcr is None or dts - self.last_pcr + self.video_delta * 90 > PCR_INTERVAL:
+            # The next frame would come too late for the 100 ms PCR spacing: stamp this one.
+            self.last_pcr = dts
+            pcr = dts - PCR_DELAY
+        data = avc.to_annexb(payload, config, keyframe, 5)
+        file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, pcr, keyframe))
+        if ts > self.last_ts:
+            self.last_ts = ts
+
+    def _audio(self, ts: int, payload: bytes) -> None:
+        if len(payload) < 3 or payload[0] & 0xF0 != 0xA0:
+            return  # AAC only
+        if payload[1] == 0:
+            header = aac.parse_config(payload[2:])
+            if header != self.aac:
+                self._flush_audio()
+                self.aac = header
             return
-        os.replace(f"{self.file_path}.tmp", self.file_path)
-        segment = Segment(self.sequence, self.file_path, self._uri(self.file_path), duration)
-        segment.discontinuity, self.next_discontinuity = self.next_discontinuity, False
+        config = self.aac
+        if config is None:
+            return
+        if self.avc is None:
+            # Audio-only: cut on any frame, at the longer audio-only fragment.
+            if self.file is None:
+                self._open_segment(ts)
+            else:
+                s = self.settings
+                if ts - self.segment_start >= s.hls_fragment * s.hls_aof_ratio * 1000:
+                    self._close_segment(ts)
+                    self._open_segment(ts)
+        elif self.file is None or not self.segment_audio:
+            return  # before the first keyframe, or the PMT has no audio until the next segment
+        self.last_audio_ts = ts
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if self.audio_frames:
+            frame_ms = config.frame_ms
+            expected = self.audio_pts + self.audio_frames * frame_ms
+            limit = AUDIO_PES_MS if self.segment_video else AUDIO_ONLY_PES_MS
+            # A gap (or overlap) in the timestamps must not be hidden by gathering frames.
+            if ts - self.audio_pts >= limit or abs(ts - expected) > frame_ms / 2 + 1:
+                self._flush_audio()
+        if not self.audio_frames:
+            self.audio_pts = ts
+        self.audio_parts.append(config.adts(len(payload) - 2))
+        self.audio_parts.append(payload[2:])
+        self.audio_frames += 1
+
+    def _flush_audio(self) -> None:
+        if not self.audio_frames:
+            return
+        data = b"".join(self.audio_parts)
+        self.audio_parts = []
+        self.audio_frames = 0
+        file = self.file
+        if file is None:
+            return
+        pts = self.audio_pts * 90 + PTS_OFFSET
+        pcr = None if self.segment_video else pts - PCR_DELAY  # the PCR PID is audio without video
+        file.write(self.ts.pes(AUDIO_PID, AUDIO_STREAM_ID, data, pts, pts, pcr))
+
+    def _end_ts(self) -> int:
+        """Where the open segment ends when no cutting frame comes: after its last frame."""
+        if self.segment_video and self.last_video_ts is not None:
+            return self.last_video_ts + self.video_delta
+        if self.last_audio_ts is not None and self.aac is not None:
+            return self.last_audio_ts + round(self.aac.frame_ms)
+        return self.last_ts
+
+    # ------------------------------------------------------------ segments and files
+
+    def _open_segment(self, ts: int) -> None:
+        path = self._segment_path(self.sequence)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.file = open(path + TMP, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 -- open for the segment's life
+        self.file_path = path
+        self.segment_start = ts
+        self.segment_video = self.avc is not None
+        self.segment_audio = self.aac is not None
+        self.last_pcr = None
+        self.file.write(self.ts.tables(self.segment_video, self.segment_audio))
+
+    def _close_segment(self, end_ts: int) -> None:
+        """Finish the open segment: rename it into place, then name it in the playlist."""
+        file = self.file
+        if file is None:
+            return
+        try:
+            self._flush_audio()
+            file.close()  # flushes the write buffer
+        except OSError:
+            self._abandon_segment()
+            raise
+        self.file = None
+        tmp = self.file_path + TMP
+        duration = end_ts - self.segment_start
+        if duration <= 0:
+            _remove(tmp)
+            return
+        os.replace(tmp, self.file_path)
+        segment = Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
+        self.next_discontinuity = False
         self.sequence += 1
-        self.segments.append(segment)
-        gone = slide(self.segments, self.settings.hls_window)
-        write_atomically(self.m3u8_path, render(self.segments, self.settings.hls_fragment).encode())
-        if self.settings.hls_cleanup:
-            listed = sum(s.duration for s in self.segments)
-            for old in gone:
-                self.doomed.append((ts + int((old.duration + listed) * 1000), old.path))
-            while self.doomed and self.doomed[0][0] <= ts:
-                _remove(self.doomed.pop(0)[1])
+        s = self.settings
+        dropped = self.playlist.add(segment, s.hls_window)
+        self.media_ms += duration
+        if s.hls_cleanup:
+            # Deletable once the newest playlist that named it has aged out for any player.
+            listed = self._listed_ms()
+            self.doomed.extend((self.media_ms + old.duration_ms + listed, old.path) for old in dropped)
+        self._write_playlist()
+        doomed = self.doomed
+        while doomed and doomed[0][0] <= self.media_ms:
+            _remove(doomed.pop(0)[1])
+
+    def _write_playlist(self) -> None:
+        """Write under a temporary name and rename: readers see the old playlist or the new one."""
+        self._playlist_written = False
+        os.makedirs(os.path.dirname(self._m3u8) or ".", exist_ok=True)
+        tmp = self._m3u8 + TMP
+        try:
+            with open(tmp, "wb") as f:
+                f.write(self.playlist.render(self.settings.hls_fragment).encode())
+            os.replace(tmp, self._m3u8)
+        except OSError:
+            _remove(tmp)
+            raise
+        self._playlist_written = True
+
+    def _listed_ms(self) -> int:
+        return sum(seg.duration_ms for seg in self.playlist.segments)
 
     def _abandon_segment(self) -> None:
-        if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:
-                pass
+        """After a write error: drop the open segment; the next keyframe starts a new one."""
+        self.audio_parts = []
+        self.audio_frames = 0
+        file = self.file
+        if file is not None:
             self.file = None
-            _remove(f"{self.file_path}.tmp")
+            try:
+                file.close()
+            except (OSError, ValueError):
+                pass  # already failed; the file goes anyway
+            _remove(self.file_path + TMP)
 
     def _clean_leftovers(self) -> None:
         """Files a crashed run left for this stream: its playlist and the segments its pattern names."""
-        template = self.settings.hls_ts_file
-        if "[seq]" in template:
-            prefix, _, suffix = expand(template, self.vhost, self.app, self.stream).partition("[seq]")
-            pattern = os.path.join(self.settings.hls_path, glob.escape(prefix) + "*" + glob.escape(suffix))
-            for path in glob.glob(pattern) + glob.glob(pattern + ".tmp"):
-                _remove(path)
-        _remove(self.m3u8_path)
+        s = self.settings
+        for path in segment_files(s.hls_path, s.hls_ts_file, self.vhost, self.app, self.stream):
+            _remove(path)
+        _remove(self._m3u8)
+        _remove(self._m3u8 + TMP)
 
-    def _guard(self, fn: Any, *args: Any) -> None:
-        try:
-            fn(*args)
-        except OSError as exc:
-            self._report(f"writing failed: {exc}")
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, OSError):
             self._abandon_segment()
-
-    def _report(self, message: str) -> None:
+            what = f"file error: {exc}"
+        else:
+            what = f"skipping a frame it cannot mux: {exc!r}"
         if not self._error_logged:
+            self._error_logged = True
             log.warning(
-                "hls %s/%s/%s: %s (further errors of this stream are not logged)",
+                "hls %s/%s/%s: %s (further errors of this publish are not logged)",
                 self.vhost,
                 self.app,
                 self.stream,
-                message,
+                what,
+                exc_info=not isinstance(exc, (OSError, ProtocolError)),
             )
-            self._error_logged = True
 
 
 def _remove(path: str) -> None:

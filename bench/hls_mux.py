@@ -1,0 +1,93 @@
+"""Micro-benchmark of HLS muxing: a clip's FLV tags through HlsMuxer, N times, as fast as it goes.
+
+    python bench/hls_mux.py [--rounds 10] [--kbps 1000] [--seconds 20] [--clip x.flv] [--dir /dev/shm/x]
+
+Makes an H.264 (B-frames, GOP 1 s) + AAC clip with ffmpeg unless --clip is
+given, muxes it `rounds` times into real files (renames, playlist rewrites and
+cleanup included; --dir picks the filesystem, e.g. a tmpfs) and prints the
+CPU time per message, the muxing throughput, and what one live stream of the
+clip's bitrate costs as a share of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tidecast.codec.flv import FlvReader
+from tidecast.hls.segmenter import HlsMuxer
+
+
+@dataclass
+class Settings:
+    enabled: bool = True
+    hls_fragment: float = 10.0
+    hls_td_ratio: float = 1.0
+    hls_aof_ratio: float = 2.0
+    hls_window: float = 60.0
+    hls_path: str = ""
+    hls_m3u8_file: str = "[app]/[stream].m3u8"
+    hls_ts_file: str = "[app]/[stream]-[seq].ts"
+    hls_entry_prefix: str = ""
+    hls_cleanup: bool = True
+    hls_dispose: float = 0.0
+    hls_wait_keyframe: bool = True
+
+
+def make_clip(path: Path, seconds: int, kbps: int) -> None:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k",
+         "-bufsize", f"{kbps}k", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-bf", "2",
+         "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(path)],
+        check=True,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=10, help="times the clip is muxed")
+    parser.add_argument("--kbps", type=int, default=900, help="video bitrate of the generated clip (+64k audio)")
+    parser.add_argument("--seconds", type=int, default=20, help="length of the generated clip")
+    parser.add_argument("--fragment", type=float, default=10.0, help="hls_fragment (SRS default 10)")
+    parser.add_argument("--clip", type=Path, help="an FLV file to use instead of a generated clip")
+    parser.add_argument("--dir", type=Path, help="where segments go (default: a temporary directory)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        clip = args.clip
+        if clip is None:
+            clip = Path(tmp) / "clip.flv"
+            make_clip(clip, args.seconds, args.kbps)
+        tags = FlvReader().feed(clip.read_bytes())
+        media_bytes = sum(len(payload) for _, _, payload in tags)
+        duration = (tags[-1][1] - tags[0][1]) / 1000.0 + 0.04
+        muxer = HlsMuxer(Settings(hls_path=str(Path(tmp) / "hls"), hls_fragment=args.fragment), "v", "live", "bench")
+        offset = 0
+        cpu = 0.0
+        wall = 0.0
+        for _ in range(args.rounds):
+            muxer.on_publish()
+            started, started_wall = time.process_time(), time.perf_counter()
+            for type_id, ts, payload in tags:
+                muxer.on_message(type_id, ts + offset, payload)
+            muxer.on_unpublish()
+            cpu += time.process_time() - started
+            wall += time.perf_counter() - started_wall
+            offset += int(duration * 1000)
+        messages = len(tags) * args.rounds
+        mbps = media_bytes * 8 / duration / 1e6
+        share = cpu / (duration * args.rounds) * 100
+        print(f"clip: {clip.name}, {duration:.1f} s, {mbps:.2f} Mbit/s, {len(tags)} messages, fragment {args.fragment:g} s")
+        print(f"cpu {cpu:.3f} s (wall {wall:.3f} s) for {args.rounds} rounds")
+        print(f"{cpu / messages * 1e6:.2f} us per message, {media_bytes * 8 * args.rounds / cpu / 1e6:.0f} Mbit/s muxed")
+        print(f"one live stream of this clip: {share:.3f}% of one core ({share / mbps:.3f}% per Mbit/s)")
+        print(f"=> {100 / share:.0f} such streams per core for HLS muxing alone")
+
+
+if __name__ == "__main__":
+    main()
