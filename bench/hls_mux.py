@@ -82,9 +82,12 @@ def main() -> None:
         messages = len(tags) * args.rounds
         mbps = media_bytes * 8 / duration / 1e6
         share = cpu / (duration * args.rounds) * 100
-        print(f"clip: {clip.name}, {duration:.1f} s, {mbps:.2f} Mbit/s, {len(tags)} messages, fragment {args.fragment:g} s")
+        print(f"clip: {clip.name}, {duration:.1f} s, {mbps:.2f} Mbit/s, {len(tags)} messages")
+        print(f"hls_fragment {args.fragment:g} s, output under {tmp}")
         print(f"cpu {cpu:.3f} s (wall {wall:.3f} s) for {args.rounds} rounds")
-        print(f"{cpu / messages * 1e6:.2f} us per message, {media_bytes * 8 * args.rounds / cpu / 1e6:.0f} Mbit/s muxed")
+        print(
+            f"{cpu / messages * 1e6:.2f} us per message, {media_bytes * 8 * args.rounds / cpu / 1e6:.0f} Mbit/s muxed"
+        )
         print(f"one live stream of this clip: {share:.3f}% of one core ({share / mbps:.3f}% per Mbit/s)")
         print(f"=> {100 / share:.0f} such streams per core for HLS muxing alone")
 

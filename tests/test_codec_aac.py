@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_codec_flv import make_bframes_clip
 
+from test_codec_flv import make_bframes_clip
 from tidecast.codec import aac
 from tidecast.codec.flv import TAG_AUDIO, iter_flv_tags
 from tidecast.errors import ProtocolError
@@ -42,7 +42,9 @@ def test_adts_stream_is_read_and_decoded_by_ffmpeg(audio: list[bytes], tmp_path:
         "aac", "LC", "44100", 1
     )  # fmt: skip
     assert int(stream["nb_read_frames"]) == len(frames)
-    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True)
+    decode = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True
+    )
     assert decode.returncode == 0 and decode.stderr == ""
 
 

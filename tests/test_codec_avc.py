@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_codec_flv import make_bframes_clip
 
+from test_codec_flv import make_bframes_clip
 from tidecast.codec import avc
 from tidecast.codec.flv import TAG_VIDEO, iter_flv_tags
 from tidecast.errors import ProtocolError

@@ -119,7 +119,9 @@ def test_fuzz_garbage_raises_only_protocol_errors(data: bytes, with_header: bool
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT]), st.integers(0, 0xFFFFFFFF), st.binary(max_size=64)),
+        st.tuples(
+            st.sampled_from([TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT]), st.integers(0, 0xFFFFFFFF), st.binary(max_size=64)
+        ),
         max_size=8,
     ),
     st.integers(min_value=1, max_value=40),

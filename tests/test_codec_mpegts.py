@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_codec_flv import make_bframes_clip
 
+from test_codec_flv import make_bframes_clip
 from tidecast.codec import aac, avc
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, iter_flv_tags
 from tidecast.codec.mpegts import (
@@ -85,7 +85,9 @@ def split_pes(data: bytes) -> tuple[int, int, int | None, bytes]:
     flags, header_len = data[7], data[8]
 
     def ts(b: bytes) -> int:
-        return ((b[0] >> 1) & 0x07) << 30 | (int.from_bytes(b[1:3], "big") >> 1) << 15 | int.from_bytes(b[3:5], "big") >> 1
+        return (
+            ((b[0] >> 1) & 0x07) << 30 | (int.from_bytes(b[1:3], "big") >> 1) << 15 | int.from_bytes(b[3:5], "big") >> 1
+        )
 
     pts = ts(data[9:14])
     dts = ts(data[14:19]) if flags & 0x40 else None
@@ -141,7 +143,9 @@ def test_fuzz_pes_round_trip(frames: list[bytes], warmup: int) -> None:
     for _ in range(warmup):  # counters start anywhere
         muxer.tables(True, True)
         muxer.pes(VIDEO_PID, VIDEO_STREAM_ID, b"x", 0, 0)
-    out = b"".join(muxer.pes(VIDEO_PID, VIDEO_STREAM_ID, f, 1000 + i, 1000 + i, None, i == 0) for i, f in enumerate(frames))
+    out = b"".join(
+        muxer.pes(VIDEO_PID, VIDEO_STREAM_ID, f, 1000 + i, 1000 + i, None, i == 0) for i, f in enumerate(frames)
+    )
     parsed, _ = parse_ts(out)
     assert [split_pes(bytes(p.data))[3] for p in parsed] == frames
 
@@ -190,5 +194,7 @@ def test_a_clip_muxed_directly_is_read_by_ffprobe(clip: Path, tmp_path: Path) ->
     )  # fmt: skip
     assert streams["audio"]["codec_name"] == "aac" and streams["audio"]["sample_rate"] == "44100"
     assert abs(float(info["format"]["duration"]) - 6.0) < 0.2
-    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
+    decode = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
+    )
     assert decode.stderr == ""
