@@ -167,7 +167,6 @@ class HlsMuxer:
         self.last_message = time.time()
         self._m3u8 = self._m3u8_path()
         self._error_logged = False
-        self._playlist_written = True
 
     # ------------------------------------------------------------ paths
 
@@ -246,18 +245,18 @@ class HlsMuxer:
         if self.doomed and idle * 1000 >= self._listed_ms():
             # No new playlist since: players have had their time for the dropped segments.
             for _, path in self.doomed:
-                _remove(path)
+                self._delete(path)
             self.doomed = []
         dispose = self.settings.hls_dispose
         if dispose <= 0 or idle < dispose:
             return False
         self._abandon_segment()
-        _remove(self._m3u8)
-        _remove(self._m3u8 + TMP)
+        self._delete(self._m3u8)
+        self._delete(self._m3u8 + TMP)
         for seg in self.playlist.segments:
-            _remove(seg.path)
+            self._delete(seg.path)
         for _, path in self.doomed:
-            _remove(path)
+            self._delete(path)
         self.playlist = Playlist()
         self.doomed = []
         self.disposed = True
@@ -398,7 +397,7 @@ class HlsMuxer:
         tmp = self.file_path + TMP
         duration = end_ts - self.segment_start
         if duration <= 0:
-            _remove(tmp)
+            self._delete(tmp)
             return
         os.replace(tmp, self.file_path)
         segment = Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
@@ -414,11 +413,10 @@ class HlsMuxer:
         self._write_playlist()
         doomed = self.doomed
         while doomed and doomed[0][0] <= self.media_ms:
-            _remove(doomed.pop(0)[1])
+            self._delete(doomed.pop(0)[1])
 
     def _write_playlist(self) -> None:
         """Write under a temporary name and rename: readers see the old playlist or the new one."""
-        self._playlist_written = False
         os.makedirs(os.path.dirname(self._m3u8) or ".", exist_ok=True)
         tmp = self._m3u8 + TMP
         try:
@@ -426,9 +424,8 @@ class HlsMuxer:
                 f.write(self.playlist.render(self.settings.hls_fragment).encode())
             os.replace(tmp, self._m3u8)
         except OSError:
-            _remove(tmp)
+            self._delete(tmp)
             raise
-        self._playlist_written = True
 
     def _listed_ms(self) -> int:
         return sum(seg.duration_ms for seg in self.playlist.segments)
@@ -444,22 +441,30 @@ class HlsMuxer:
                 file.close()
             except (OSError, ValueError):
                 pass  # already failed; the file goes anyway
-            _remove(self.file_path + TMP)
+            self._delete(self.file_path + TMP)
 
     def _clean_leftovers(self) -> None:
         """Files a crashed run left for this stream: its playlist and the segments its pattern names."""
         s = self.settings
         for path in segment_files(s.hls_path, s.hls_ts_file, self.vhost, self.app, self.stream):
-            _remove(path)
-        _remove(self._m3u8)
-        _remove(self._m3u8 + TMP)
+            self._delete(path)
+        self._delete(self._m3u8)
+        self._delete(self._m3u8 + TMP)
+
+    def _delete(self, path: str) -> None:
+        error = _remove(path)
+        if error is not None:
+            self._report(f"cannot remove {path}: {error}", error)
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, OSError):
             self._abandon_segment()
-            what = f"file error: {exc}"
+            self._report(f"file error: {exc}", exc)
         else:
-            what = f"skipping a frame it cannot mux: {exc!r}"
+            self._report(f"skipping a frame it cannot mux: {exc!r}", exc)
+
+    def _report(self, what: str, exc: Exception) -> None:
+        """Log the first problem of a publish; a full disk would otherwise log every frame."""
         if not self._error_logged:
             self._error_logged = True
             log.warning(
@@ -472,10 +477,12 @@ class HlsMuxer:
             )
 
 
-def _remove(path: str) -> None:
+def _remove(path: str) -> OSError | None:
+    """Delete a file; one that is not there is fine. Returns the error for the caller to report."""
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as exc:
-        log.warning("hls: cannot remove %s: %s", path, exc)
+        return exc
+    return None
