@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import m3u8
 import pytest
@@ -68,7 +69,7 @@ def mux(tags: Tags, hls: Hls, publishes: int = 1, speed: float = 0.0, stream: st
     return muxer
 
 
-def probe_frames(path: Path, stream: str) -> list[dict[str, str]]:
+def probe_frames(path: Path, stream: str) -> list[dict[str, Any]]:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", stream, "-show_frames", "-show_entries",
          "frame=key_frame,pts_time,pict_type", "-of", "json", str(path)],
@@ -194,7 +195,8 @@ def test_without_cleanup_every_segment_stays(tags: Tags, tmp_path: Path) -> None
 
 
 def test_republish_continues_with_a_discontinuity(tags: Tags, tmp_path: Path) -> None:
-    muxer = mux(tags, Hls(hls_path=str(tmp_path)), publishes=3)
+    hls = Hls(hls_path=str(tmp_path))
+    muxer = mux(tags, hls, publishes=3)
     text = Path(muxer.m3u8_path).read_text()
     playlist = m3u8.loads(text)
     assert [s.uri for s in playlist.segments] == [f"s-{n}.ts" for n in range(9)]
@@ -209,7 +211,7 @@ def test_republish_continues_with_a_discontinuity(tags: Tags, tmp_path: Path) ->
         "video"
     ] == 3 * 150  # fmt: skip
     # Once a discontinuity slides out of the window the discontinuity sequence counts it (RFC 8216 6.2.2).
-    muxer.settings = replace(muxer.settings, hls_window=4.0)
+    muxer.settings = replace(hls, hls_window=4.0)
     muxer.on_publish()
     for type_id, ts, payload in tags:
         muxer.on_message(type_id, ts, payload)
