@@ -1,0 +1,347 @@
+"""Fan-out: how many RTMP or HTTP-FLV players of one 1 Mbps stream one core carries.
+
+    python bench/fanout.py --players 500,1000,2000 --protocol rtmp
+    python bench/fanout.py --players 500,1000,2000 --protocol flv --servers tidecast
+
+For each server (tidecast, and nginx-rtmp when it is installed and the protocol
+is RTMP): start it pinned to core 0 (`prlimit --nofile=65536 taskset -c 0 ...`),
+pin this load tool to core 1, start one publisher (a process of its own)
+replaying a ~1 Mbps H.264+AAC FLV clip at real time, then ramp players up to
+each N in turn (--rate per second). At each N, after --settle seconds, measure
+over --window seconds:
+
+  server CPU%      utime+stime of the server's process tree, from /proc (100% = one core)
+  keep-up %        players that received >= --threshold (90%) of the publisher's media rate
+  failures         players whose connect or set-up failed, or that the server closed
+  latency          publisher send time -> player arrival of the same video frame
+                   (matched by content), p50/p95/p99 over the probe players
+  RSS/player       (server RSS at N - RSS with the publisher only) / N
+  load CPU%        this tool's own CPU (and the publisher's): near 100% means the
+                   load, not the server, is the limit and the figures are void
+
+Writes bench/results/fanout-PROTO-TIME.json and .png (CPU% and keep-up vs N,
+one line per server) and prints tidecast/nginx-rtmp CPU ratios at each N.
+`--url rtmp://127.0.0.1:PORT/live/STREAM [--flv-port P] [--server-pid PID]`
+loads a server that is already running instead (loopback only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import benchlib as B
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--players", default="500,1000,2000", help="player counts, ramped in turn (default 500,1000,2000)")
+    p.add_argument("--protocol", choices=("rtmp", "flv"), default="rtmp", help="how players play (default rtmp)")
+    p.add_argument(
+        "--servers",
+        default="auto",
+        help="comma list of tidecast,nginx; auto = tidecast, plus nginx-rtmp for RTMP when installed",
+    )
+    p.add_argument("--rate", type=float, default=200.0, help="new players per second during a ramp (default 200)")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (default 5)")
+    p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (default 20)")
+    p.add_argument("--threshold", type=float, default=0.9, help="keep-up share of the publisher's rate (0.9)")
+    p.add_argument("--probe-every", type=int, default=50, help="every Kth player parses and times frames (50)")
+    p.add_argument("--stop-below", type=float, default=20.0, help="stop a server's ramp once keep-up %% < this")
+    p.add_argument("--clip", type=Path, default=B.CACHE / "clip-1mbps.flv", help="FLV clip (made with ffmpeg)")
+    p.add_argument("--profile-at", type=int, default=0, help="at this N, record the server with py-spy")
+    p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (15)")
+    p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where JSON and PNG go")
+    p.add_argument("--tag", default="", help="a word added to the output file names")
+    p.add_argument("--url", help="attach: rtmp://127.0.0.1:PORT/APP/STREAM of a running server")
+    p.add_argument("--flv-port", type=int, help="attach: the HTTP port for --protocol flv")
+    p.add_argument("--server-pid", type=int, help="attach: the server's pid, for CPU and RSS")
+    p.add_argument("--min-latency", action="store_true", help="tidecast: min_latency on in the vhost")
+    return p.parse_args(argv)
+
+
+def servers_to_run(args: argparse.Namespace) -> list[str]:
+    if args.url:
+        return ["attached"]
+    if args.servers == "auto":
+        names = ["tidecast"]
+        if args.protocol == "rtmp":
+            if B.nginx_binary():
+                names.append("nginx")
+            else:
+                print("nginx-rtmp not installed (apt-get install -y nginx libnginx-mod-rtmp): tidecast only")
+        return names
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "nginx" in names and args.protocol != "rtmp":
+        print("nginx-rtmp serves no HTTP-FLV: skipping it for --protocol flv")
+        names.remove("nginx")
+    return names
+
+
+def summarize_top(raw: Path, limit: int = 15) -> dict[str, Any]:
+    """Self and inclusive top frames from py-spy's raw (collapsed) output."""
+    self_count: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        self_count[frames[-1]] += n
+        for frame in set(frames):
+            incl[frame] += n
+
+    def top(c: Counter[str]) -> list[dict[str, Any]]:
+        return [{"frame": f, "pct": round(100.0 * k / max(1, total), 1)} for f, k in c.most_common(limit)]
+
+    return {"samples": total, "self": top(self_count), "inclusive": top(incl)}
+
+
+async def profile(pid: int, seconds: float, out: Path) -> dict[str, Any] | None:
+    import shutil
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy): no profile")
+        return None
+    raw = out.with_suffix(".collapsed.txt")
+    rate = 200
+    cmd = [spy, "record", "--nonblocking", "-r", str(rate), "-d", str(int(seconds)), "-p", str(pid)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--format", "raw", "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0 or not raw.exists():
+        print(f"py-spy failed: {err.decode(errors='replace').strip()[-400:]}")
+        return None
+    dump = await asyncio.create_subprocess_exec(spy, "dump", "--nonblocking", "-p", str(pid), stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT)  # fmt: skip
+    dumped, _ = await dump.communicate()
+    summary = summarize_top(raw)
+    summary["busy_pct"] = round(100.0 * summary["samples"] / (rate * seconds), 1)
+    summary["collapsed"] = str(raw)
+    summary["dump"] = dumped.decode(errors="replace")
+    with contextlib.suppress(OSError):
+        version = await asyncio.create_subprocess_exec(spy, "--version", stdout=subprocess.PIPE)
+        summary["py_spy"] = (await version.communicate())[0].decode().strip()
+    return summary
+
+
+async def measure_server(
+    name: str, args: argparse.Namespace, clip: B.Clip, counts: list[int], workdir: Path
+) -> dict[str, Any]:
+    server: B.Server | None = None
+    stream = "bench"
+    if name == "attached":
+        target = B.parse_rtmp_url(args.url, args.flv_port)
+        server = B.Server("attached", args.server_pid, None, None)
+    elif name == "tidecast":
+        rtmp, api, http = B.free_port(), B.free_port(), B.free_port()
+        body = "min_latency on;\n" if args.min_latency else ""
+        config = B.tidecast_config(rtmp, api, http, body)
+        server = B.start_tidecast(config, workdir / "tidecast", rtmp)
+        target = B.Target("127.0.0.1", rtmp, http, "live", stream)
+    elif name == "nginx":
+        rtmp = B.free_port()
+        server = B.start_nginx(workdir / "nginx", rtmp)
+        target = B.Target("127.0.0.1", rtmp, None, "live", stream)
+    else:
+        raise SystemExit(f"unknown server {name}: tidecast, nginx")
+    label = {"tidecast": "tidecast", "nginx": "nginx-rtmp"}.get(name, name)
+    print(f"\n== {label}: {args.protocol} players of {target.rtmp_url()} (server pid {server.pid})")
+    publisher = B.PublisherProcess(clip.path, target, workdir)
+    ramp = B.Ramp(args.protocol, target, args.rate, args.probe_every)
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"server": label, "rows": rows}
+    try:
+        await publisher.start()
+        await asyncio.sleep(3.0)
+        pids = B.process_tree(server.pid) if server.pid else []
+        rss0 = B.rss_bytes(pids) if pids else 0
+        result["rss_idle_mb"] = round(rss0 / 2**20, 1)
+        sendlog = B.SendLog()
+        for n in counts:
+            t_ramp = time.monotonic()
+            await ramp.grow(n)
+            ramp_s = time.monotonic() - t_ramp
+            await asyncio.sleep(args.settle)
+            row = await measure_window(args, clip, n, server, publisher, ramp, sendlog, rss0)
+            row["ramp_s"] = round(ramp_s, 1)
+            rows.append(row)
+            print_row(label, row)
+            if args.profile_at and n == args.profile_at and server.pid and name != "nginx":
+                prof = await profile(server.pid, args.profile_seconds, args.out / f"profile-{label}-{n}")
+                if prof is not None:
+                    result["profile"] = {"players": n, **prof}
+                    print_profile(prof)
+            if not server.alive():
+                print(f"{label} exited:\n{server.log_tail()}")
+                break
+            if not publisher.alive():
+                print("the publisher stopped (connection lost): ending this server's run")
+                break
+            if row["keepup_pct"] < args.stop_below:
+                print(f"keep-up below {args.stop_below}%: not going further with {label}")
+                break
+    finally:
+        ramp.close_all()
+        await asyncio.sleep(0.5)
+        await publisher.stop()
+        if name != "attached":
+            server.stop()
+        errors = Counter(p.stats.error.split(":")[0] for p in ramp.players if p.stats.error)
+        result["errors"] = dict(errors)
+    return result
+
+
+async def measure_window(
+    args: argparse.Namespace,
+    clip: B.Clip,
+    n: int,
+    server: B.Server,
+    publisher: B.PublisherProcess,
+    ramp: B.Ramp,
+    sendlog: B.SendLog,
+    rss0: int,
+) -> dict[str, Any]:
+    players = ramp.players[:n]
+    server_cpu = B.CpuMeter(server.pid) if server.pid else None
+    load_cpu = B.CpuMeter(os.getpid())
+    pub_cpu = B.CpuMeter(publisher.pid) if publisher.pid else None
+    t0 = time.monotonic()
+    bytes0 = [p.stats.bytes for p in players]
+    await asyncio.sleep(args.window)
+    t1 = time.monotonic()
+    bytes1 = [p.stats.bytes for p in players]
+    row: dict[str, Any] = {"players": n}
+    row["server_cpu_pct"] = round(server_cpu.percent(), 1) if server_cpu else None
+    row["load_cpu_pct"] = round(load_cpu.percent(), 1)
+    row["publisher_cpu_pct"] = round(pub_cpu.percent(), 1) if pub_cpu else None
+    await asyncio.sleep(0.6)  # the publisher flushes its send log every 0.25 s
+    sendlog.load_file(publisher.log, clip)
+    rate = sendlog.media_rate(t0, t1)
+    row["publisher_kbps"] = round(rate * 8 / 1000, 1)
+    span = t1 - t0
+    need = args.threshold * rate
+    rates = [(b1 - b0) / span for b0, b1 in zip(bytes0, bytes1, strict=True)]
+    keeping = sum(1 for p, r in zip(players, rates, strict=True) if r >= need and not p.closed)
+    row["keepup_pct"] = round(100.0 * keeping / n, 2)
+    row["setup_failures"] = sum(1 for p in players if p.stats.setup_s is None)
+    row["closed_after_setup"] = sum(1 for p in players if p.stats.setup_s is not None and p.closed)
+    ordered = sorted(rates)
+    row["player_kbps_min"] = round(ordered[0] * 8 / 1000, 1) if ordered else None
+    row["player_kbps_median"] = round(ordered[len(ordered) // 2] * 8 / 1000, 1) if ordered else None
+    setups = [p.stats.setup_s for p in players if p.stats.setup_s is not None]
+    row["setup_p95_ms"] = round(1000 * (B.percentile(setups, 95) or 0), 1)
+    lat: list[float] = []
+    probes = [p for p in players if p.probe and not p.closed]
+    for p in probes:
+        lat.extend(sendlog.latencies(clip, p.stats.frames, t0, t1))
+        p.stats.frames = [f for f in p.stats.frames if f[1] >= t1]
+    row["probes"] = len(probes)
+    row["latency_samples"] = len(lat)
+    for q in (50, 95, 99):
+        v = B.percentile(lat, q)
+        row[f"latency_p{q}_ms"] = round(v * 1000, 1) if v is not None else None
+    if server.pid:
+        rss = B.rss_bytes(B.process_tree(server.pid))
+        row["server_rss_mb"] = round(rss / 2**20, 1)
+        row["rss_per_player_kb"] = round((rss - rss0) / n / 1024, 1)
+    row["load_saturated"] = row["load_cpu_pct"] >= 90.0
+    return row
+
+
+def print_row(label: str, r: dict[str, Any]) -> None:
+    lat = f"p50/p95/p99 {r['latency_p50_ms']}/{r['latency_p95_ms']}/{r['latency_p99_ms']} ms"
+    warn = "  << LOAD SATURATED: figures void" if r["load_saturated"] else ""
+    print(
+        f"{label:10} N={r['players']:5}  cpu {r['server_cpu_pct']:5}%  keep-up {r['keepup_pct']:6}%  "
+        f"fail {r['setup_failures']}+{r['closed_after_setup']}  lat {lat}  "
+        f"rss/player {r.get('rss_per_player_kb')} KB  load {r['load_cpu_pct']}% (pub {r['publisher_cpu_pct']}%)  "
+        f"pub {r['publisher_kbps']} kbps  min/med {r['player_kbps_min']}/{r['player_kbps_median']} kbps{warn}",
+        flush=True,
+    )
+
+
+def print_profile(prof: dict[str, Any]) -> None:
+    print(f"py-spy: {prof['samples']} samples, server busy {prof['busy_pct']}% of the time; top self frames:")
+    for item in prof["self"][:12]:
+        print(f"  {item['pct']:5.1f}%  {item['frame']}")
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {r["server"]: {row["players"]: row for row in r["rows"]} for r in results}
+    if "tidecast" not in by or "nginx-rtmp" not in by:
+        return []
+    out = []
+    for n, t in by["tidecast"].items():
+        ng = by["nginx-rtmp"].get(n)
+        if ng and t["server_cpu_pct"] and ng["server_cpu_pct"]:
+            out.append({"players": n, "cpu_ratio": round(t["server_cpu_pct"] / ng["server_cpu_pct"], 2)})
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    counts = sorted({int(x) for x in args.players.split(",") if x.strip()})
+    if not counts or counts[-1] > 12000:
+        raise SystemExit("--players: counts between 1 and 12000")
+    if args.window <= 0 or args.window > 120:
+        raise SystemExit("--window: 1..120 seconds")
+    clip = B.Clip(B.make_clip(args.clip))
+    names = servers_to_run(args)
+    print(f"clip {clip.path}: {clip.kbps:.0f} kbps of media, {clip.period_ms / 1000:.1f} s loop")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tidecast-fanout-") as tmp:
+        for name in names:
+            results.append(await measure_server(name, args, clip, counts, Path(tmp)))
+    doc = {
+        "tool": "bench/fanout.py",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": B.machine_facts(),
+        "protocol": args.protocol,
+        "clip_kbps": round(clip.kbps, 1),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": results,
+        "cpu_ratio_tidecast_over_nginx": ratios(results),
+    }
+    tag = f"-{args.tag}" if args.tag else ""
+    base = args.out / f"fanout-{args.protocol}{tag}-{B.stamp()}"
+    B.write_json(base.with_suffix(".json"), doc)
+    print(f"\nresults: {base.with_suffix('.json')}")
+    series = {r["server"]: r["rows"] for r in results}
+    note = B.plot(
+        base.with_suffix(".png"),
+        f"fan-out, {args.protocol.upper()} players of one {clip.kbps:.0f} kbps stream, server on one core",
+        "players",
+        series,
+        [("server_cpu_pct", "server CPU % (one core)"), ("keepup_pct", "players keeping up %"),
+         ("latency_p95_ms", "latency p95 ms")],
+        "players",
+    )  # fmt: skip
+    print(note)
+    for r in doc["cpu_ratio_tidecast_over_nginx"]:
+        print(f"N={r['players']}: tidecast CPU / nginx-rtmp CPU = {r['cpu_ratio']}")
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    print(B.pin_load(1), "|", B.use_uvloop(), "| fd limit", B.raise_fd_limit())
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
