@@ -22,6 +22,8 @@ class AacConfig:
     # only the 13-bit frame length varies per frame.
     _prefix: bytes = field(init=False, repr=False, compare=False)
     _base: int = field(init=False, repr=False, compare=False)
+    # Duration of one frame in milliseconds (0 when the rate is unknown); read per frame.
+    frame_ms: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # ADTS has 2 bits of profile (object type - 1): SBR/PS (HE-AAC) streams are
@@ -32,16 +34,12 @@ class AacConfig:
         # Bytes 3-6: channel config (2 bits), originality/home/copyright bits 0, the frame
         # length (13 bits, filled per frame), buffer fullness 0x7FF (VBR), one raw data block.
         object.__setattr__(self, "_base", ((self.channels & 0x03) << 30) | (0x7FF << 2))
+        rate = self.sample_rate
+        object.__setattr__(self, "frame_ms", SAMPLES_PER_FRAME * 1000.0 / rate if rate else 0.0)
 
     @property
     def sample_rate(self) -> int:
         return SAMPLE_RATES[self.rate_index] if self.rate_index < len(SAMPLE_RATES) else 0
-
-    @property
-    def frame_ms(self) -> float:
-        """Duration of one frame in milliseconds (0 when the rate is unknown)."""
-        rate = self.sample_rate
-        return SAMPLES_PER_FRAME * 1000.0 / rate if rate else 0.0
 
     def adts(self, payload_len: int) -> bytes:
         """The 7-byte ADTS header (no CRC) for one raw frame of `payload_len` bytes."""

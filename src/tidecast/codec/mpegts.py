@@ -50,7 +50,11 @@ def crc32_mpeg2(data: bytes) -> int:
     return crc
 
 
+_MASK33 = 0x1FFFFFFFF
 _PTS = struct.Struct(">BHH")
+_PES_PTS = struct.Struct(">IHBBBBHH")
+_PES_PTS_DTS = struct.Struct(">IHBBBBHHBHH")
+_TS_PCR = struct.Struct(">BBBBBBIH")  # packet header, adaptation field length and flags, PCR
 _PCR = struct.Struct(">IH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -179,31 +183,54 @@ class TsMuxer:
         dts: int,
         pcr: int | None = None,
         random_access: bool = False,
-    ) -> bytearray:
+    ) -> bytes | bytearray:
         """One PES packet (an access unit) as TS packets; `pts`/`dts`/`pcr` in 90 kHz units.
 
         `pcr` (the clock at this packet's arrival) goes into the first packet's
         adaptation field, as does the random access indicator for keyframes.
         """
+        pts &= _MASK33
+        dts &= _MASK33
+        # The PES header in one struct call: start code and stream id, length, flags, PTS (and DTS).
         if pts != dts:
-            opt = b"\x80\xc0\x0a" + encode_timestamp(3, pts) + encode_timestamp(1, dts)
+            size = 13 + len(data)
+            # Video PES may exceed 16 bits; a length of 0 means "unbounded" there (video only).
+            length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
+            head = _PES_PTS_DTS.pack(
+                0x100 | stream_id, length, 0x80, 0xC0, 10,
+                0x31 | ((pts >> 29) & 0x0E), ((pts >> 14) & 0xFFFE) | 1, ((pts << 1) & 0xFFFE) | 1,
+                0x11 | ((dts >> 29) & 0x0E), ((dts >> 14) & 0xFFFE) | 1, ((dts << 1) & 0xFFFE) | 1,
+            )  # fmt: skip
         else:
-            opt = b"\x80\x80\x05" + encode_timestamp(2, pts)
-        size = len(opt) + len(data)
-        # Video PES may exceed 16 bits; a length of 0 means "unbounded" there (video only).
-        length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
-        head = b"\x00\x00\x01" + bytes((stream_id,)) + _U16.pack(length) + opt
-        af = b""
-        if pcr is not None or random_access:
-            af = bytes(((0x40 if random_access else 0) | (0x10 if pcr is not None else 0),))
-            if pcr is not None:
-                af += encode_pcr(pcr)
-        room = PAYLOAD_SIZE - (1 + len(af) if af else 0) - len(head)  # data bytes in the first packet
-        if len(data) <= room:
-            return bytearray(self._packet(pid, True, af, head + data))
-        first = self._header(pid, True, bool(af)) + (bytes((len(af),)) + af if af else b"") + head + data[:room]
+            size = 8 + len(data)
+            length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
+            head = _PES_PTS.pack(
+                0x100 | stream_id, length, 0x80, 0x80, 5,
+                0x21 | ((pts >> 29) & 0x0E), ((pts >> 14) & 0xFFFE) | 1, ((pts << 1) & 0xFFFE) | 1,
+            )  # fmt: skip
+        cc = self.cc[pid]
+        b1, b2 = 0x40 | (pid >> 8), pid & 0xFF
+        # The first packet's header and adaptation field (PCR, random access indicator).
+        if pcr is not None:
+            pcr &= _MASK33
+            flags = 0x50 if random_access else 0x10
+            first = _TS_PCR.pack(0x47, b1, b2, 0x30 | cc, 7, flags, pcr >> 1, ((pcr & 1) << 15) | 0x7E00)
+        elif random_access:
+            first = bytes((0x47, b1, b2, 0x30 | cc, 1, 0x40))
+        else:
+            first = bytes((0x47, b1, b2, 0x10 | cc))
+        room = PACKET_SIZE - len(first) - len(head)  # data bytes the first packet can take
+        if len(data) < room:
+            # A PES in one packet: stuff its adaptation field to fill the packet.
+            self.cc[pid] = (cc + 1) & 0x0F
+            stuff = room - len(data)
+            if len(first) > 4:
+                first = first[:4] + bytes((first[4] + stuff,)) + first[5:] + b"\xff" * stuff
+            else:
+                first = bytes((0x47, b1, b2, 0x30 | cc)) + _STUFFING[stuff]
+            return b"".join((first, head, data))
+        parts = [b"".join((first, head, data[:room]))]
         full, tail = divmod(len(data) - room, PAYLOAD_SIZE)
-        parts = [first]
         if full:
             parts += _chunks(data, room, full)
         if tail:
@@ -212,9 +239,8 @@ class TsMuxer:
         # counters (and the last packet's adaptation field bit) are patched in place.
         out = _separator(pid).join(parts)
         following = full + (1 if tail else 0)
-        cc = self.cc[pid]
-        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run(cc, following)
+        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run((cc + 1) & 0x0F, following)
         if tail:
             out[-PAYLOAD_SIZE - 1] |= 0x20  # adaptation_field_control 11: stuffing, then payload
-        self.cc[pid] = (cc + following) & 0x0F
+        self.cc[pid] = (cc + 1 + following) & 0x0F
         return out
