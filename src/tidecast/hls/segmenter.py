@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import time
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from tidecast.codec import aac, avc
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO
@@ -59,18 +59,43 @@ TMP = ".tmp"
 
 
 class HlsSettings(Protocol):
-    enabled: bool
-    hls_fragment: float
-    hls_td_ratio: float
-    hls_aof_ratio: float
-    hls_window: float
-    hls_path: str
-    hls_m3u8_file: str
-    hls_ts_file: str
-    hls_entry_prefix: str
-    hls_cleanup: bool
-    hls_dispose: float
-    hls_wait_keyframe: bool
+    """What the muxer reads of `tidecast.config.Hls` (read-only, so frozen dataclasses fit too)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def hls_fragment(self) -> float: ...
+
+    @property
+    def hls_td_ratio(self) -> float: ...
+
+    @property
+    def hls_aof_ratio(self) -> float: ...
+
+    @property
+    def hls_window(self) -> float: ...
+
+    @property
+    def hls_path(self) -> str: ...
+
+    @property
+    def hls_m3u8_file(self) -> str: ...
+
+    @property
+    def hls_ts_file(self) -> str: ...
+
+    @property
+    def hls_entry_prefix(self) -> str: ...
+
+    @property
+    def hls_cleanup(self) -> bool: ...
+
+    @property
+    def hls_dispose(self) -> float: ...
+
+    @property
+    def hls_wait_keyframe(self) -> bool: ...
 
 
 def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = None, now: float | None = None) -> str:
@@ -130,7 +155,7 @@ def segment_files(hls_path: str, template: str, vhost: str, app: str, stream: st
 class HlsMuxer:
     """The HLS sink of one stream; see the module docstring. Not thread-safe (the event loop calls it)."""
 
-    def __init__(self, settings: HlsSettings | Any, vhost: str, app: str, stream: str) -> None:
+    def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str) -> None:
         self.settings = settings  # reassigned by the server on reload: read at each decision
         self.vhost = vhost
         self.app = app
