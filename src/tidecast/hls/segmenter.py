@@ -424,7 +424,11 @@ class HlsMuxer:
         if duration <= 0:
             self._delete(tmp)
             return
-        os.replace(tmp, self.file_path)
+        try:
+            os.replace(tmp, self.file_path)
+        except OSError:
+            self._delete(tmp)
+            raise
         segment = Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
         self.next_discontinuity = False
         self.sequence += 1
