@@ -16,6 +16,7 @@ from dnslib.server import BaseResolver, DNSServer
 
 from helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
 from players import FlvPlayer, Player, RtmpPlayer, first_media_after, keeps_up
+from rtmpclient import RtmpTestClient
 
 NODES: list[TidecastProcess] = []
 
@@ -362,3 +363,43 @@ def test_edge_serves_hls_pulled_on_demand(tmp_path: Path, clip: Path, ports: tup
         seg_status, seg, _ = http_get(f"{edge.http}/live/{segment}")
         assert seg_status == 200 and seg[:1] == b"\x47"
         assert len(_plays_on(origin, "eh")) == 1
+
+
+def test_edge_pulls_over_http_flv_and_follows_http_redirects(
+    tmp_path: Path, clip: Path, ports: tuple[int, int, int]
+) -> None:
+    api, http = ports[1], ports[2]
+    coworkers = f"coworkers 127.0.0.2:{api} 127.0.0.3:{api};"
+    origins = [
+        node(tmp_path, f"o{i}", f"127.0.0.{i}", f"origin_cluster on; {coworkers}", ports).start() for i in (2, 3)
+    ]
+    # protocol flv: the origins' HTTP ports; the first origin answers with a 302 to the second.
+    edge = node(tmp_path, "edge", "127.0.0.4", f"mode remote; protocol flv; origin 127.0.0.2:{http};", ports).start()
+    with Publisher(clip, f"{origins[1].rtmp}/live/hf"):
+        wait_stream_live(origins[1], "hf")
+        player = RtmpPlayer.on(edge, "hf")
+        started = time.monotonic()
+        wait_for(lambda: first_media_after(player, started), timeout=10, what="media pulled over HTTP-FLV")
+        time.sleep(1.0)
+        start = time.monotonic()
+        time.sleep(4.0)
+        assert keeps_up(player, start, time.monotonic())
+        up = _upstream(edge, "hf")
+        assert up is not None and up["redirects"] >= 1 and up["state"] == "ingesting"
+        assert "HTTP redirect" in edge.log()
+        player.close()
+
+
+def test_token_traverse_lets_the_origin_judge_each_connect(tmp_path: Path, ports: tuple[int, int, int]) -> None:
+    origin = node(tmp_path, "origin", "127.0.0.2", "mode local;", ports)
+    origin.conf.write_text(origin.conf.read_text() + "vhost closed.example { enabled off; }\n")
+    origin.start()
+    edge = node(tmp_path, "edge", "127.0.0.3", f"mode remote; token_traverse on; origin 127.0.0.2:{ports[0]};", ports)
+    edge.start()
+    allowed = RtmpTestClient(edge.host, edge.rtmp_port)
+    assert allowed.connect_result.ok
+    allowed.close()
+    with pytest.raises((TimeoutError, ConnectionError, AssertionError)):
+        refused = RtmpTestClient(edge.host, edge.rtmp_port, app="live?vhost=closed.example")
+        assert refused.connect_result.ok, "the origin refused this vhost; the edge must too"
+    assert "rejected the connect" in edge.log()

@@ -21,8 +21,9 @@ from tidecast.live.client import Client, new_client_id
 from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
+from tidecast.net.flv_client import pull_flv
 from tidecast.net.rtmp_client import Redirected, RtmpUpstream, UpstreamError, open_upstream
-from tidecast.net.urls import parse_rtmp_url
+from tidecast.net.urls import parse_rtmp_url, split_origin
 
 if TYPE_CHECKING:
     from tidecast.config import Vhost
@@ -44,18 +45,6 @@ STATE_INIT = "init"
 STATE_CONNECTING = "connecting"
 STATE_PLAYING = "ingesting"
 STATE_STOPPING = "stopping"
-
-
-def split_origin(origin: str, default_port: int = 1935) -> tuple[str, int]:
-    """`host[:port]`, with `[v6]:port` accepted."""
-    if origin.startswith("["):
-        host, _, rest = origin[1:].partition("]")
-        port = rest.lstrip(":")
-        return host, int(port) if port.isdigit() else default_port
-    host, sep, port = origin.rpartition(":")
-    if sep and port.isdigit() and host:
-        return host, int(port)
-    return origin, default_port
 
 
 def upstream_vhost(settings: Vhost, vhost: str) -> str:
@@ -183,9 +172,30 @@ class EdgeIngester:
                 name = name or self.stream.name
                 vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
             else:
-                host, port = split_origin(picker.pick(origins))
+                protocol = settings.cluster.protocol if settings is not None else "rtmp"
+                default_port = {"flv": 80, "flvs": 443}.get(protocol, 1935)
+                host, port = split_origin(picker.pick(origins), default_port)
                 app, name = self.stream.app, self.stream.name
                 vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
+                if protocol in ("flv", "flvs"):
+                    self.state = STATE_CONNECTING
+                    self.origin = f"{host}:{port}"
+                    try:
+                        await self._pull_flv(protocol, host, port, app, name, vhost)
+                    except (OSError, TimeoutError, UpstreamError) as exc:
+                        log.warning(
+                            "edge: pull %s%s over %s from %s failed: %s; trying the next origin",
+                            self.stream.vhost,
+                            self.stream.url,
+                            protocol,
+                            self.origin,
+                            exc or type(exc).__name__,
+                        )
+                    failures = 0 if self._got_media else failures + 1
+                    self.reconnects += 1
+                    self.stream.on_source_restart()
+                    await asyncio.sleep(BACKOFF[min(max(failures - 1, 0), len(BACKOFF) - 1)])
+                    continue
             self.state = STATE_CONNECTING
             self.origin = f"{host}:{port}"
             try:
@@ -256,6 +266,22 @@ class EdgeIngester:
                     raise UpstreamError(f"no media for {RECEIVE_TIMEOUT:.0f} s")
         finally:
             upstream.close()
+
+    async def _pull_flv(self, protocol: str, host: str, port: int, app: str, name: str, vhost: str) -> None:
+        self._got_media = False
+        scheme = "https" if protocol == "flvs" else "http"
+        query = f"?vhost={vhost}" if vhost and vhost != "__defaultVhost__" else ""
+        url = f"{scheme}://{host}:{port}/{app}/{name}.flv{query}"
+
+        def connected(final_url: str) -> None:
+            self.state = STATE_PLAYING
+            self.connected_since = time.time()
+            if final_url != url:
+                self.redirects += 1
+                log.info("edge: HTTP redirect %s%s from %s to %s", self.stream.vhost, self.stream.url, url, final_url)
+            log.info("edge: pulling %s%s from %s", self.stream.vhost, self.stream.url, final_url)
+
+        await pull_flv(url, self, CONNECT_TIMEOUT, RECEIVE_TIMEOUT, connected, self.manager.source_host())
 
     # ------------------------------------------------------------ UpstreamHandler
 

@@ -20,9 +20,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from tidecast.cluster.dns import DnsError, resolve_all
-from tidecast.cluster.edge import split_origin
 from tidecast.live.stream import LiveStream
-from tidecast.net.urls import StreamTarget
+from tidecast.net.urls import StreamTarget, split_origin
 
 if TYPE_CHECKING:
     from tidecast.config import Vhost

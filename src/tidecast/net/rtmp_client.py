@@ -208,6 +208,26 @@ class RtmpUpstream(asyncio.Protocol):
             self.transport.close()
 
 
+async def open_connection(
+    host: str, port: int, app: str, tc_url: str, timeout: float, source_host: str | None = None
+) -> RtmpUpstream:
+    """Connect and `connect` the app only: an edge's token traverse asks the origin this much."""
+    loop = asyncio.get_running_loop()
+    protocol = RtmpUpstream()
+
+    async def establish() -> None:
+        local = (source_host, 0) if source_host else None
+        await loop.create_connection(lambda: protocol, host, port, local_addr=local)
+        await protocol.connect_app(app, tc_url)
+
+    try:
+        await asyncio.wait_for(establish(), timeout)
+    except BaseException:
+        protocol.close()
+        raise
+    return protocol
+
+
 async def open_upstream(
     host: str,
     port: int,

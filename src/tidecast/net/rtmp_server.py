@@ -16,8 +16,9 @@ from tidecast.live.hub import PublishRejected
 from tidecast.live.player import Player, rtmp_batch
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
+from tidecast.net.rtmp_client import UpstreamError, open_connection
 from tidecast.net.sockets import media_transport
-from tidecast.net.urls import StreamTarget, rtmp_target
+from tidecast.net.urls import StreamTarget, rtmp_target, split_origin
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from tidecast.server import Server
 
 log = logging.getLogger("tidecast.rtmp")
+
+TRAVERSE_TIMEOUT = 5.0
 
 
 class RtmpConnection(asyncio.Protocol):
@@ -163,8 +166,44 @@ class RtmpConnection(asyncio.Protocol):
             return
         self.vhost_name = settings.name
         self.target = target
+        cluster = settings.cluster
+        if cluster.mode == "remote" and cluster.token_traverse:
+            self.gating = True
+            self.server.loop.create_task(self._traverse(req, list(cluster.origin)))
+            return
         self.session.accept_connect(self.server.hub.chunk_size(settings), self.server_data())
         log.debug("client %s: connect app=%s tcUrl=%s", self.ip, target.app, req.tc_url)
+
+    async def _traverse(self, req: S.ConnectRequest, origins: list[str]) -> None:
+        """`token_traverse`: the origin judges the client's connect (its tcUrl carries the token)."""
+        verdict: str | None = "no origin reachable to check the token (token_traverse)"
+        for origin in origins:
+            host, port = split_origin(origin)
+            try:
+                probe = await open_connection(host, port, req.app, req.tc_url, TRAVERSE_TIMEOUT)
+            except (OSError, TimeoutError):
+                continue  # unreachable: ask the next origin
+            except UpstreamError as exc:
+                verdict = f"origin {host}:{port} rejected the connect: {exc}"
+                break
+            probe.close()
+            verdict = None
+            break
+        self.gating = False
+        if self.closed:
+            return
+        token = connection_id.set(self.cid)
+        try:
+            settings = self.server.config.vhost(self.vhost_name)
+            if verdict is None:
+                self.session.accept_connect(self.server.hub.chunk_size(settings), self.server_data())
+            else:
+                log.warning("client %s: connect rejected: %s", self.ip, verdict)
+                self.session.reject_connect(verdict)
+                self.server.loop.call_later(0.1, self.close)
+            self._flush()
+        finally:
+            connection_id.reset(token)
 
     def server_data(self) -> dict[str, Any]:
         return {

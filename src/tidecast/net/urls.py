@@ -68,3 +68,15 @@ def parse_rtmp_url(url: str) -> tuple[str, int, str, str]:
         stream = f"{stream}?{parts.query}" if stream else stream
         app = app if stream else f"{app}?{parts.query}"
     return parts.hostname, parts.port or 1935, app, stream
+
+
+def split_origin(origin: str, default_port: int = 1935) -> tuple[str, int]:
+    """`host[:port]`, with `[v6]:port` accepted."""
+    if origin.startswith("["):
+        host, _, rest = origin[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port.isdigit() else default_port
+    host, sep, port = origin.rpartition(":")
+    if sep and port.isdigit() and host:
+        return host, int(port)
+    return origin, default_port
