@@ -56,6 +56,10 @@ CACHE = Path(tempfile.gettempdir()) / "tidecast-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PUBLISH_CHUNK = 60000
 ACK_EVERY = 1_000_000
+# A counting player's socket wakes this tool only once this much is buffered: a
+# server that writes every message separately (nginx-rtmp) would otherwise cost
+# the load one callback per message per player. Set by `Ramp(rcvlowat=...)`.
+RCVLOWAT = 32 * 1024
 _U32 = struct.Struct(">I")
 
 
@@ -183,22 +187,78 @@ def rss_bytes(pids: Iterable[int]) -> int:
 
 
 class CpuMeter:
-    """CPU% of a process tree (100% = one core) between two readings."""
+    """CPU% of a process tree, or of one process with tree=False (100% = one core), between two readings."""
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, root: int, tree: bool = True) -> None:
         self.root = root
-        self.pids = process_tree(root)
+        self.tree = tree
+        self.pids = process_tree(root) if tree else [root]
         self.t0 = time.monotonic()
         self.c0 = cpu_seconds(self.pids)
 
     def reset(self) -> None:
-        self.pids = process_tree(self.root)
+        self.pids = process_tree(self.root) if self.tree else [self.root]
         self.t0 = time.monotonic()
         self.c0 = cpu_seconds(self.pids)
 
     def percent(self) -> float:
         t, c = time.monotonic(), cpu_seconds(self.pids)
         return 100.0 * (c - self.c0) / max(1e-6, t - self.t0)
+
+
+def core_times() -> dict[int, tuple[float, float]]:
+    """Per core: (busy, total) jiffies from /proc/stat; busy counts user, system, irq, softirq, steal."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *vals = line.split()
+            v = [int(x) for x in vals[:8]]
+            idle = v[3] + v[4]
+            out[int(name[3:])] = (float(sum(v) - idle), float(sum(v)))
+    return out
+
+
+class CoreMeter:
+    """Busy % of each core between two readings: a cross-check of the per-process figures."""
+
+    def __init__(self) -> None:
+        self.t0 = core_times()
+
+    def percent(self) -> dict[int, float]:
+        t1 = core_times()
+        out = {}
+        for core, (busy, total) in t1.items():
+            b0, tot0 = self.t0.get(core, (0.0, 0.0))
+            out[core] = round(100.0 * (busy - b0) / max(1.0, total - tot0), 1)
+        return out
+
+
+class LoopLag:
+    """How late a 10 ms timer fires in this process: a busy load tool delays what it timestamps."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(self.interval)
+            self.lags.append(time.monotonic() - t - self.interval)
+            if len(self.lags) > 100_000:
+                del self.lags[:50_000]
+
+    def take(self) -> list[float]:
+        out, self.lags = self.lags, []
+        return out
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -520,6 +580,14 @@ class _Player(asyncio.BufferedProtocol):
         if not self.ready.done():
             self.ready.set_result(None)
 
+    def start_counting(self) -> None:
+        self.counting = True
+        if RCVLOWAT > 1 and self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+
     def fail(self, error: str) -> None:
         if not self.stats.error:
             self.stats.error = error
@@ -587,8 +655,8 @@ class RtmpPlayer(_Player):
                     self.set_up()
                     playing = True
                     if not self.probe:
-                        self.counting = True
                         self.acked = 0
+                        self.start_counting()
                 elif ev.level == "error":
                     self.fail(f"play refused: {ev.code}")
                     return
@@ -669,7 +737,7 @@ class FlvPlayer(_Player):
             self.head = bytearray()
             self.set_up()
             if not self.probe:
-                self.counting = True
+                self.start_counting()
                 self.stats.bytes += len(data)
                 return
         self.stats.bytes += len(data)

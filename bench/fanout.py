@@ -58,13 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-every", type=int, default=50, help="every Kth player parses and times frames (50)")
     p.add_argument("--stop-below", type=float, default=20.0, help="stop a server's ramp once keep-up %% < this")
     p.add_argument("--clip", type=Path, default=B.CACHE / "clip-1mbps.flv", help="FLV clip (made with ffmpeg)")
-    p.add_argument("--profile-at", type=int, default=0, help="at this N, record the server with py-spy")
+    p.add_argument("--profile-at", default="", help="at these N (comma list), record tidecast with py-spy")
     p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (15)")
     p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where JSON and PNG go")
     p.add_argument("--tag", default="", help="a word added to the output file names")
     p.add_argument("--url", help="attach: rtmp://127.0.0.1:PORT/APP/STREAM of a running server")
     p.add_argument("--flv-port", type=int, help="attach: the HTTP port for --protocol flv")
     p.add_argument("--server-pid", type=int, help="attach: the server's pid, for CPU and RSS")
+    p.add_argument("--rcvlowat", type=int, default=B.RCVLOWAT, help="SO_RCVLOWAT of counting players (32768)")
     p.add_argument("--min-latency", action="store_true", help="tidecast: min_latency on in the vhost")
     return p.parse_args(argv)
 
@@ -117,7 +118,8 @@ async def profile(pid: int, seconds: float, out: Path) -> dict[str, Any] | None:
         print("py-spy is not installed (pip install py-spy): no profile")
         return None
     raw = out.with_suffix(".collapsed.txt")
-    rate = 200
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    rate = 500
     cmd = [spy, "record", "--nonblocking", "-r", str(rate), "-d", str(int(seconds)), "-p", str(pid)]
     proc = await asyncio.create_subprocess_exec(
         *cmd, "--format", "raw", "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -165,6 +167,9 @@ async def measure_server(
     ramp = B.Ramp(args.protocol, target, args.rate, args.probe_every)
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"server": label, "rows": rows}
+    lag = B.LoopLag()
+    lag.start()
+    profile_at = {int(x) for x in args.profile_at.split(",") if x.strip()}
     try:
         await publisher.start()
         await asyncio.sleep(3.0)
@@ -177,14 +182,15 @@ async def measure_server(
             await ramp.grow(n)
             ramp_s = time.monotonic() - t_ramp
             await asyncio.sleep(args.settle)
-            row = await measure_window(args, clip, n, server, publisher, ramp, sendlog, rss0)
+            row = await measure_window(args, clip, n, server, publisher, ramp, sendlog, rss0, lag)
             row["ramp_s"] = round(ramp_s, 1)
             rows.append(row)
             print_row(label, row)
-            if args.profile_at and n == args.profile_at and server.pid and name != "nginx":
-                prof = await profile(server.pid, args.profile_seconds, args.out / f"profile-{label}-{n}")
+            if n in profile_at and server.pid and name != "nginx":
+                where = args.out / f"profile-{label}-{args.protocol}-{n}"
+                prof = await profile(server.pid, args.profile_seconds, where)
                 if prof is not None:
-                    result["profile"] = {"players": n, **prof}
+                    result.setdefault("profiles", []).append({"players": n, **prof})
                     print_profile(prof)
             if not server.alive():
                 print(f"{label} exited:\n{server.log_tail()}")
@@ -196,6 +202,7 @@ async def measure_server(
                 print(f"keep-up below {args.stop_below}%: not going further with {label}")
                 break
     finally:
+        lag.stop()
         ramp.close_all()
         await asyncio.sleep(0.5)
         await publisher.stop()
@@ -215,11 +222,14 @@ async def measure_window(
     ramp: B.Ramp,
     sendlog: B.SendLog,
     rss0: int,
+    lag: B.LoopLag,
 ) -> dict[str, Any]:
     players = ramp.players[:n]
     server_cpu = B.CpuMeter(server.pid) if server.pid else None
-    load_cpu = B.CpuMeter(os.getpid())
+    load_cpu = B.CpuMeter(os.getpid(), tree=False)  # its children include the server
     pub_cpu = B.CpuMeter(publisher.pid) if publisher.pid else None
+    cores = B.CoreMeter()
+    lag.take()
     t0 = time.monotonic()
     bytes0 = [p.stats.bytes for p in players]
     await asyncio.sleep(args.window)
@@ -229,6 +239,11 @@ async def measure_window(
     row["server_cpu_pct"] = round(server_cpu.percent(), 1) if server_cpu else None
     row["load_cpu_pct"] = round(load_cpu.percent(), 1)
     row["publisher_cpu_pct"] = round(pub_cpu.percent(), 1) if pub_cpu else None
+    busy = cores.percent()
+    row["core0_busy_pct"] = busy.get(0)
+    row["core1_busy_pct"] = busy.get(1)
+    lags = lag.take()
+    row["load_lag_p99_ms"] = round(1000 * (B.percentile(lags, 99) or 0.0), 1)
     await asyncio.sleep(0.6)  # the publisher flushes its send log every 0.25 s
     sendlog.load_file(publisher.log, clip)
     rate = sendlog.media_rate(t0, t1)
@@ -259,7 +274,9 @@ async def measure_window(
         rss = B.rss_bytes(B.process_tree(server.pid))
         row["server_rss_mb"] = round(rss / 2**20, 1)
         row["rss_per_player_kb"] = round((rss - rss0) / n / 1024, 1)
-    row["load_saturated"] = row["load_cpu_pct"] >= 90.0
+    row["load_saturated"] = (
+        row["load_cpu_pct"] + (row["publisher_cpu_pct"] or 0) >= 90.0 or row["load_lag_p99_ms"] >= 50.0
+    )
     return row
 
 
@@ -269,7 +286,8 @@ def print_row(label: str, r: dict[str, Any]) -> None:
     print(
         f"{label:10} N={r['players']:5}  cpu {r['server_cpu_pct']:5}%  keep-up {r['keepup_pct']:6}%  "
         f"fail {r['setup_failures']}+{r['closed_after_setup']}  lat {lat}  "
-        f"rss/player {r.get('rss_per_player_kb')} KB  load {r['load_cpu_pct']}% (pub {r['publisher_cpu_pct']}%)  "
+        f"rss/player {r.get('rss_per_player_kb')} KB  load {r['load_cpu_pct']}% (pub {r['publisher_cpu_pct']}%, "
+        f"lag p99 {r['load_lag_p99_ms']} ms)  cores {r['core0_busy_pct']}/{r['core1_busy_pct']}%  "
         f"pub {r['publisher_kbps']} kbps  min/med {r['player_kbps_min']}/{r['player_kbps_median']} kbps{warn}",
         flush=True,
     )
@@ -339,6 +357,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
+    B.RCVLOWAT = args.rcvlowat
     print(B.pin_load(1), "|", B.use_uvloop(), "| fd limit", B.raise_fd_limit())
     return asyncio.run(main_async(args))
 

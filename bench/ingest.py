@@ -1,0 +1,216 @@
+"""Ingest: how many 1 Mbps publishers one tidecast core takes in, with HLS off and on.
+
+    python bench/ingest.py --publishers 50,100,300 --hls both
+
+Starts tidecast pinned to core 0 (HLS off, then on: hls_fragment 2, hls_window
+10, segments in a temporary directory), pins this tool to core 1, and ramps up
+light synthetic publishers (each replays a ~1 Mbps H.264+AAC FLV clip's tags at
+real time; one timer drives them all, the RTMP messages are encoded once per
+clip loop and shared) to each M in turn. At each M, after --settle seconds,
+over --window seconds:
+
+  server CPU%        of one core, and per stream
+  real time          per stream, the server's recv_bytes growth (/api/v1/streams)
+                     against the payload bytes its publisher wrote in the same
+                     window: a stream keeps real time at >= --threshold (95%);
+                     the publishers' own pace is checked too (their largest
+                     unsent backlog and the timer's worst lateness)
+  HLS                playlists and segments on disk, when HLS is on
+  load CPU%          this tool's own CPU: near 100% voids the figures
+
+Writes bench/results/ingest-TIME.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchlib as B
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--publishers", default="50,100,300", help="publisher counts, ramped in turn (50,100,300)")
+    p.add_argument("--hls", choices=("off", "on", "both"), default="both", help="HLS muxing off, on, or both runs")
+    p.add_argument("--rate", type=float, default=50.0, help="new publishers per second during a ramp (50)")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (5)")
+    p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (20)")
+    p.add_argument("--threshold", type=float, default=0.95, help="share of the written bytes the server must take")
+    p.add_argument("--clip", type=Path, default=B.CACHE / "clip-1mbps.flv", help="FLV clip (made with ffmpeg)")
+    p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where JSON and PNG go")
+    p.add_argument("--tag", default="", help="a word added to the output file names")
+    return p.parse_args(argv)
+
+
+async def api_streams(api: str) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    doc = await loop.run_in_executor(None, B.http_json, f"{api}/api/v1/streams?start=0&count=100000", 15.0)
+    return {s["name"]: int(s["recv_bytes"]) for s in doc.get("streams", [])}
+
+
+def hls_files(path: Path) -> tuple[int, int]:
+    playlists = segments = 0
+    if path.exists():
+        for f in path.rglob("*"):
+            if f.suffix == ".m3u8":
+                playlists += 1
+            elif f.suffix == ".ts":
+                segments += 1
+    return playlists, segments
+
+
+async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: list[int], tmp: Path) -> dict[str, Any]:
+    label = "hls on" if hls else "hls off"
+    rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
+    hls_dir = tmp / f"hls-{'on' if hls else 'off'}"
+    body = f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment 2; hls_window 10; }}\n" if hls else ""
+    server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), tmp / label.replace(" ", "-"), rtmp)
+    api = f"http://127.0.0.1:{api_port}"
+    assert server.pid is not None
+    print(f"\n== tidecast, {label}: publishers to rtmp://127.0.0.1:{rtmp}/live/benchK (server pid {server.pid})")
+    base = B.Target("127.0.0.1", rtmp, http, "live", "bench")
+    ticker = B.Ticker(0.01)
+    ticker.start()
+    rows: list[dict[str, Any]] = []
+    failures = 0
+    try:
+        for m in counts:
+            start = time.monotonic()
+            have = len(ticker.publishers)
+            tasks = []
+            for k, index in enumerate(range(have, m)):
+                delay = start + k / args.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(B.start_publisher(clip, base.named(f"bench{index}"))))
+            for res in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(res, B.RtmpPublisher):
+                    ticker.publishers.append(res)
+                else:
+                    failures += 1
+                    print(f"publisher failed: {res}")
+            ramp_s = time.monotonic() - start
+            await asyncio.sleep(args.settle)
+            pubs = list(ticker.publishers)
+            for p in pubs:
+                p.max_backlog = 0
+            ticker.max_lag = 0.0
+            cpu = B.CpuMeter(server.pid)
+            load = B.CpuMeter(os.getpid())
+            t0 = time.monotonic()
+            sent0 = [p.sent_media for p in pubs]
+            recv0 = await api_streams(api)
+            await asyncio.sleep(args.window)
+            t1 = time.monotonic()
+            sent1 = [p.sent_media for p in pubs]
+            recv1 = await api_streams(api)
+            server_cpu = cpu.percent()
+            load_cpu = load.percent()
+            span = t1 - t0
+            ratios = []
+            for p, s0, s1 in zip(pubs, sent0, sent1, strict=True):
+                name = p.target.stream
+                written = s1 - s0
+                taken = recv1.get(name, 0) - recv0.get(name, 0)
+                ratios.append(taken / written if written else 0.0)
+            expected = clip.media_bytes / (clip.period_ms / 1000.0) * span
+            pace = [(s1 - s0) / expected for s0, s1 in zip(sent0, sent1, strict=True)]
+            kept = sum(1 for r, q in zip(ratios, pace, strict=True) if r >= args.threshold and q >= args.threshold)
+            playlists, segments = hls_files(hls_dir) if hls else (0, 0)
+            row = {
+                "publishers": m,
+                "connected": len(pubs),
+                "lost": sum(1 for p in pubs if p.lost),
+                "failed_to_start": failures,
+                "server_cpu_pct": round(server_cpu, 1),
+                "cpu_per_stream_pct": round(server_cpu / max(1, len(pubs)), 3),
+                "realtime_pct": round(100.0 * kept / m, 2),
+                "server_took_min_pct": round(100.0 * min(ratios), 1) if ratios else None,
+                "publisher_pace_min_pct": round(100.0 * min(pace), 1) if pace else None,
+                "ingest_mbps": round(sum(s1 - s0 for s0, s1 in zip(sent0, sent1, strict=True)) * 8 / span / 1e6, 1),
+                "publisher_max_backlog_kb": round(max((p.max_backlog for p in pubs), default=0) / 1024, 1),
+                "ticker_max_lag_ms": round(ticker.max_lag * 1000, 1),
+                "server_rss_mb": round(B.rss_bytes(B.process_tree(server.pid)) / 2**20, 1),
+                "load_cpu_pct": round(load_cpu, 1),
+                "load_saturated": load_cpu >= 90.0,
+                "ramp_s": round(ramp_s, 1),
+            }
+            if hls:
+                row["hls_playlists"] = playlists
+                row["hls_segments_on_disk"] = segments
+            rows.append(row)
+            warn = "  << LOAD SATURATED: figures void" if row["load_saturated"] else ""
+            print(
+                f"{label:8} M={m:4}  cpu {row['server_cpu_pct']:5}% ({row['cpu_per_stream_pct']}%/stream)  "
+                f"real time {row['realtime_pct']}%  took>={row['server_took_min_pct']}%  "
+                f"pace>={row['publisher_pace_min_pct']}%  {row['ingest_mbps']} Mbps in  "
+                f"backlog<={row['publisher_max_backlog_kb']} KB  lag<={row['ticker_max_lag_ms']} ms  "
+                f"rss {row['server_rss_mb']} MB  load {row['load_cpu_pct']}%"
+                + (f"  hls {playlists} playlists/{segments} segments" if hls else "")
+                + warn,
+                flush=True,
+            )
+            if not server.alive():
+                print(f"tidecast exited:\n{server.log_tail()}")
+                break
+    finally:
+        ticker.stop()
+        for p in ticker.publishers:
+            if p.transport is not None:
+                p.transport.close()
+        await asyncio.sleep(0.5)
+        server.stop()
+    return {"server": f"tidecast, {label}", "hls": hls, "rows": rows}
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    counts = sorted({int(x) for x in args.publishers.split(",") if x.strip()})
+    if not counts or counts[-1] > 2000:
+        raise SystemExit("--publishers: counts between 1 and 2000")
+    clip = B.Clip(B.make_clip(args.clip))
+    print(f"clip {clip.path}: {clip.kbps:.0f} kbps of media, {clip.period_ms / 1000:.1f} s loop")
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.hls]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tidecast-ingest-") as tmp:
+        for hls in modes:
+            results.append(await run_mode(hls, args, clip, counts, Path(tmp)))
+    doc = {
+        "tool": "bench/ingest.py",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": B.machine_facts(),
+        "clip_kbps": round(clip.kbps, 1),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": results,
+    }
+    tag = f"-{args.tag}" if args.tag else ""
+    base = args.out / f"ingest{tag}-{B.stamp()}"
+    B.write_json(base.with_suffix(".json"), doc)
+    print(f"\nresults: {base.with_suffix('.json')}")
+    note = B.plot(
+        base.with_suffix(".png"),
+        f"ingest: {clip.kbps:.0f} kbps publishers into tidecast on one core",
+        "publishers",
+        {r["server"]: r["rows"] for r in results},
+        [("server_cpu_pct", "server CPU % (one core)"), ("realtime_pct", "streams in real time %")],
+        "publishers",
+    )
+    print(note)
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    print(B.pin_load(1), "|", B.use_uvloop(), "| fd limit", B.raise_fd_limit())
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
