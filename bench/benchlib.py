@@ -1016,6 +1016,10 @@ def plot(
             ax.plot(xs, ys, marker="o", label=name)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
+        if "keepup" in key or "realtime" in key:
+            ax.set_ylim(0, 105)
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle(title)
