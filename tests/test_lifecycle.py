@@ -208,11 +208,17 @@ def test_daemon_on_detaches_unless_in_a_container(tmp_path: Path, in_docker: boo
     srv.start(wait=False)
     assert srv.proc is not None
     if in_docker:
-        srv.wait_ready()
-        assert srv.proc.poll() is None, "a container server must stay in the foreground"
-        srv.stop()
+        try:
+            srv.wait_ready()
+            assert srv.proc.poll() is None, "a container server must stay in the foreground"
+        finally:
+            srv.stop()
         return
-    assert srv.proc.wait(10) == 0, "the launching process should return once the daemon is detached"
+    try:
+        assert srv.proc.wait(10) == 0, "the launching process should return once the daemon is detached"
+    except subprocess.TimeoutExpired:
+        srv.stop()  # it stayed in the foreground: do not leak it
+        raise
     pid_file = srv.workdir / "objs" / "srs.pid"
     wait_for(pid_file.exists, what="the daemon's pid file")
     pid = int(pid_file.read_text())
