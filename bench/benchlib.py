@@ -545,6 +545,7 @@ class PlayerStats:
     setup_s: float | None = None
     error: str = ""
     bytes: int = 0
+    stage: str = "tcp"  # how far the set-up got: tcp, handshake, connect, createStream, play, playing
     frames: list[tuple[int, float]] = field(default_factory=list)  # (crc32 of video payload, arrival)
 
 
@@ -559,6 +560,7 @@ class _Player(asyncio.BufferedProtocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.counting = False
         self.closed = False
+        self.closing = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _SHARED_VIEW
@@ -577,6 +579,7 @@ class _Player(asyncio.BufferedProtocol):
 
     def set_up(self) -> None:
         self.stats.setup_s = time.monotonic() - self.stats.started
+        self.stats.stage = "playing"
         if not self.ready.done():
             self.ready.set_result(None)
 
@@ -592,19 +595,20 @@ class _Player(asyncio.BufferedProtocol):
         if not self.stats.error:
             self.stats.error = error
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError(error))
+            self.ready.set_result(None)  # the waiter reads stats.error
         self.close()
 
     def close(self) -> None:
+        self.closing = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.stats.error:
+        if not self.stats.error and not self.closing:
             self.stats.error = f"closed by the server: {exc}" if exc else "closed by the server"
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError(self.stats.error))
+            self.ready.set_result(None)
 
     def eof_received(self) -> bool | None:
         return None
@@ -632,6 +636,8 @@ class RtmpPlayer(_Player):
 
     def feed(self, data: bytes) -> None:
         now = time.monotonic()
+        if self.stats.stage == "tcp":
+            self.stats.stage = "handshake"
         events = self.session.receive_data(data)
         playing = self.ready.done()
         if playing:
@@ -642,14 +648,17 @@ class RtmpPlayer(_Player):
                     self.stats.frames.append((zlib.crc32(ev.payload), now))
             elif isinstance(ev, S.HandshakeDone):
                 self.session.connect(self.target.app, self.target.tc_url)
+                self.stats.stage = "connect"
             elif isinstance(ev, S.CommandResult):
                 if not ev.ok:
                     self.fail(f"{ev.command} refused")
                     return
                 if ev.command == "connect":
                     self.session.create_stream()
+                    self.stats.stage = "createStream"
                 elif ev.command == "createStream":
                     self.session.play(self.target.stream)
+                    self.stats.stage = "play"
             elif isinstance(ev, S.Status):
                 if ev.code == "NetStream.Play.Start" and not self.ready.done():
                     self.set_up()
@@ -717,6 +726,7 @@ class FlvPlayer(_Player):
             "Accept: */*\r\nConnection: keep-alive\r\n\r\n"
         )
         transport.write(request.encode())  # type: ignore[attr-defined]
+        self.stats.stage = "http-response"
 
     def feed(self, data: bytes) -> None:
         now = time.monotonic()
@@ -783,9 +793,7 @@ async def open_player(protocol: str, target: Target, probe: bool, timeout: float
     try:
         await asyncio.wait_for(asyncio.shield(player.ready), max(0.1, timeout - (time.monotonic() - started)))
     except TimeoutError:
-        player.fail("set-up timed out")
-    except ConnectionError:
-        pass
+        player.fail(f"set-up timed out at {player.stats.stage}")
     return player
 
 

@@ -179,11 +179,14 @@ async def measure_server(
         sendlog = B.SendLog()
         for n in counts:
             t_ramp = time.monotonic()
+            ramp_cpu = B.CpuMeter(server.pid) if server.pid else None
             await ramp.grow(n)
             ramp_s = time.monotonic() - t_ramp
+            ramp_cpu_pct = round(ramp_cpu.percent(), 1) if ramp_cpu else None
             await asyncio.sleep(args.settle)
             row = await measure_window(args, clip, n, server, publisher, ramp, sendlog, rss0, lag)
             row["ramp_s"] = round(ramp_s, 1)
+            row["ramp_server_cpu_pct"] = ramp_cpu_pct
             rows.append(row)
             print_row(label, row)
             if n in profile_at and server.pid and name != "nginx":
@@ -208,7 +211,7 @@ async def measure_server(
         await publisher.stop()
         if name != "attached":
             server.stop()
-        errors = Counter(p.stats.error.split(":")[0] for p in ramp.players if p.stats.error)
+        errors = Counter(p.stats.error for p in ramp.players if p.stats.error)
         result["errors"] = dict(errors)
     return result
 
@@ -288,7 +291,8 @@ def print_row(label: str, r: dict[str, Any]) -> None:
         f"fail {r['setup_failures']}+{r['closed_after_setup']}  lat {lat}  "
         f"rss/player {r.get('rss_per_player_kb')} KB  load {r['load_cpu_pct']}% (pub {r['publisher_cpu_pct']}%, "
         f"lag p99 {r['load_lag_p99_ms']} ms)  cores {r['core0_busy_pct']}/{r['core1_busy_pct']}%  "
-        f"pub {r['publisher_kbps']} kbps  min/med {r['player_kbps_min']}/{r['player_kbps_median']} kbps{warn}",
+        f"pub {r['publisher_kbps']} kbps  min/med {r['player_kbps_min']}/{r['player_kbps_median']} kbps  "
+        f"ramp {r.get('ramp_s')} s at cpu {r.get('ramp_server_cpu_pct')}%{warn}",
         flush=True,
     )
 
