@@ -103,7 +103,7 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 p.max_backlog = 0
             ticker.max_lag = 0.0
             cpu = B.CpuMeter(server.pid)
-            load = B.CpuMeter(os.getpid())
+            load = B.CpuMeter(os.getpid(), tree=False)  # its children include the server
             t0 = time.monotonic()
             sent0 = [p.sent_media for p in pubs]
             recv0 = await api_streams(api)
