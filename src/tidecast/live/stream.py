@@ -278,16 +278,25 @@ class LiveStream:
     # ------------------------------------------------------------ players
 
     def add_player(self, player: Player) -> None:
-        """Send the join burst (metadata, headers, GOP), then keep the player in sync."""
-        self.flush()
+        """Send the join burst (metadata, headers, GOP), then keep the player in sync.
+
+        The burst leaves out what is still pending: the player gets that with
+        everyone else at the next flush. (Flushing here instead made every join
+        write to every player: thousands joining at once cost O(N²) writes.)
+        """
         burst: list[Packet] = [p for p in (self.metadata, self.video_sh, self.audio_sh) if p is not None]
-        if self.gop:
-            burst.extend(self.gop)
+        gop = self.gop
+        if gop and self.pending:
+            pending = {id(p) for p in self.pending}
+            gop = [p for p in gop if id(p) not in pending]
+        if gop:
+            burst.extend(gop)
             player.in_sync = True
-        elif self.video_sh is not None or self.publisher is None:
-            # No cached keyframe to start from: hold video until the next one.
-            player.wait_keyframe = self.video_sh is not None
-            player.in_sync = self.video_sh is None
+        elif self.gop or self.video_sh is not None or self.publisher is None:
+            # No cached keyframe to start from (or it is still pending): the player
+            # catches up on its own, dropping video until a keyframe.
+            player.wait_keyframe = self.video_sh is not None or bool(self.gop)
+            player.in_sync = not player.wait_keyframe
         else:
             player.in_sync = True
         player.stream = self
