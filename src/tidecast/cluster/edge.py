@@ -162,6 +162,7 @@ class EdgeIngester:
                 await asyncio.sleep(3.0)
                 continue
             warned_empty = False
+            protocol = "rtmp"
             if self._redirect is not None:
                 url, self._redirect = self._redirect, None
                 try:
@@ -170,37 +171,20 @@ class EdgeIngester:
                     log.warning("edge: ignoring a bad redirect target %r", url)
                     continue
                 name = name or self.stream.name
-                vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
             else:
                 protocol = settings.cluster.protocol if settings is not None else "rtmp"
                 default_port = {"flv": 80, "flvs": 443}.get(protocol, 1935)
                 host, port = split_origin(picker.pick(origins), default_port)
                 app, name = self.stream.app, self.stream.name
-                vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
-                if protocol in ("flv", "flvs"):
-                    self.state = STATE_CONNECTING
-                    self.origin = f"{host}:{port}"
-                    try:
-                        await self._pull_flv(protocol, host, port, app, name, vhost)
-                    except (OSError, TimeoutError, UpstreamError) as exc:
-                        log.warning(
-                            "edge: pull %s%s over %s from %s failed: %s; trying the next origin",
-                            self.stream.vhost,
-                            self.stream.url,
-                            protocol,
-                            self.origin,
-                            exc or type(exc).__name__,
-                        )
-                    failures = 0 if self._got_media else failures + 1
-                    self.reconnects += 1
-                    self.stream.on_source_restart()
-                    await asyncio.sleep(BACKOFF[min(max(failures - 1, 0), len(BACKOFF) - 1)])
-                    continue
+            vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
             self.state = STATE_CONNECTING
             self.origin = f"{host}:{port}"
+            self._got_media = False
             try:
-                await self._pull(host, port, app, name, vhost)
-                failures = 0 if self._got_media else failures + 1
+                if protocol in ("flv", "flvs"):
+                    await self._pull_flv(protocol, host, port, app, name, vhost)
+                else:
+                    await self._pull(host, port, app, name, vhost)
             except Redirected as exc:
                 self.redirects += 1
                 if self.redirects_in_row < MAX_REDIRECTS:
@@ -215,29 +199,27 @@ class EdgeIngester:
                     self._redirect = exc.url
                     continue
                 log.warning("edge: too many redirects for %s; trying the next origin", self.stream.url)
-                failures += 1
             except (OSError, TimeoutError, UpstreamError) as exc:
-                failures += 1
                 log.warning(
-                    "edge: pull %s%s from %s failed: %s; trying the next origin",
+                    "edge: pull %s%s over %s from %s failed: %s; trying the next origin",
                     self.stream.vhost,
                     self.stream.url,
+                    protocol,
                     self.origin,
                     exc or type(exc).__name__,
                 )
-            if self._got_media:
-                failures = 0  # it worked until now: retry at once, on the next origin
+            # It worked until now: retry at once, on the next origin; else back off.
+            failures = 0 if self._got_media else failures + 1
             self.redirects_in_row = 0
             self.reconnects += 1
             self.upstream = None
             self.state = STATE_CONNECTING
             self.stream.on_source_restart()
-            await asyncio.sleep(BACKOFF[min(max(failures - 1, 0), len(BACKOFF) - 1)])
+            await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
 
     redirects_in_row = 0
 
     async def _pull(self, host: str, port: int, app: str, name: str, vhost: str) -> None:
-        self._got_media = False
         upstream = await open_upstream(
             host,
             port,
@@ -268,7 +250,6 @@ class EdgeIngester:
             upstream.close()
 
     async def _pull_flv(self, protocol: str, host: str, port: int, app: str, name: str, vhost: str) -> None:
-        self._got_media = False
         scheme = "https" if protocol == "flvs" else "http"
         query = f"?vhost={vhost}" if vhost and vhost != "__defaultVhost__" else ""
         url = f"{scheme}://{host}:{port}/{app}/{name}.flv{query}"
