@@ -39,6 +39,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,39 @@ class LoopLag:
 
     def take(self) -> list[float]:
         out, self.lags = self.lags, []
+        return out
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class StateSampler:
+    """Samples a process's scheduler state (R running, S sleeping, D disk wait) every `interval` s.
+
+    A server that falls behind with its CPU below 100% is waiting for something:
+    D says it blocks on the disk inside the event loop."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.counts: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        path = f"/proc/{self.pid}/stat"
+        while True:
+            with contextlib.suppress(OSError, IndexError), open(path) as f:
+                self.counts[f.read().rsplit(")", 1)[1].split()[0]] += 1
+            await asyncio.sleep(self.interval)
+
+    def take(self) -> dict[str, float]:
+        total = sum(self.counts.values()) or 1
+        out = {k: round(100.0 * v / total, 1) for k, v in sorted(self.counts.items())}
+        self.counts.clear()
         return out
 
     def stop(self) -> None:
@@ -993,6 +1027,71 @@ def start_nginx(workdir: Path, rtmp_port: int, core: int = 0) -> Server:
 def http_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def summarize_top(raw: Path, limit: int = 15) -> dict[str, Any]:
+    """Self and inclusive top frames from py-spy's raw (collapsed) output."""
+    self_count: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        self_count[frames[-1]] += n
+        for frame in set(frames):
+            incl[frame] += n
+
+    def top(c: Counter[str]) -> list[dict[str, Any]]:
+        return [{"frame": f, "pct": round(100.0 * k / max(1, total), 1)} for f, k in c.most_common(limit)]
+
+    return {"samples": total, "self": top(self_count), "inclusive": top(incl)}
+
+
+async def profile(pid: int, seconds: float, out: Path, idle: bool = False) -> dict[str, Any] | None:
+    """py-spy record (raw) and dump of a running server; the top frames, or None without py-spy."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy): no profile")
+        return None
+    raw = out.with_suffix(".collapsed.txt")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    rate = 500
+    cmd = [spy, "record", "--nonblocking", "-r", str(rate), "-d", str(int(seconds)), "-p", str(pid)]
+    if idle:
+        cmd.append("--idle")
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--format", "raw", "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0 or not raw.exists():
+        print(f"py-spy failed: {err.decode(errors='replace').strip()[-400:]}")
+        return None
+    dump = await asyncio.create_subprocess_exec(spy, "dump", "--nonblocking", "-p", str(pid), stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT)  # fmt: skip
+    dumped, _ = await dump.communicate()
+    summary = summarize_top(raw)
+    summary["busy_pct"] = None if idle else round(100.0 * summary["samples"] / (rate * seconds), 1)
+    summary["idle_included"] = idle
+    summary["collapsed"] = str(raw)
+    summary["dump"] = dumped.decode(errors="replace")
+    with contextlib.suppress(OSError):
+        version = await asyncio.create_subprocess_exec(spy, "--version", stdout=subprocess.PIPE)
+        summary["py_spy"] = (await version.communicate())[0].decode().strip()
+    return summary
+
+
+def print_profile(prof: dict[str, Any]) -> None:
+    busy = "" if prof["busy_pct"] is None else f", server busy {prof['busy_pct']}% of the time"
+    print(f"py-spy: {prof['samples']} samples{busy}; top self frames:")
+    for item in prof["self"][:12]:
+        print(f"  {item['pct']:5.1f}%  {item['frame']}")
 
 
 # ---------------------------------------------------------------- output

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,59 +86,6 @@ def servers_to_run(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def summarize_top(raw: Path, limit: int = 15) -> dict[str, Any]:
-    """Self and inclusive top frames from py-spy's raw (collapsed) output."""
-    self_count: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        total += n
-        self_count[frames[-1]] += n
-        for frame in set(frames):
-            incl[frame] += n
-
-    def top(c: Counter[str]) -> list[dict[str, Any]]:
-        return [{"frame": f, "pct": round(100.0 * k / max(1, total), 1)} for f, k in c.most_common(limit)]
-
-    return {"samples": total, "self": top(self_count), "inclusive": top(incl)}
-
-
-async def profile(pid: int, seconds: float, out: Path) -> dict[str, Any] | None:
-    import shutil
-
-    spy = shutil.which("py-spy")
-    if spy is None:
-        print("py-spy is not installed (pip install py-spy): no profile")
-        return None
-    raw = out.with_suffix(".collapsed.txt")
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    rate = 500
-    cmd = [spy, "record", "--nonblocking", "-r", str(rate), "-d", str(int(seconds)), "-p", str(pid)]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, "--format", "raw", "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0 or not raw.exists():
-        print(f"py-spy failed: {err.decode(errors='replace').strip()[-400:]}")
-        return None
-    dump = await asyncio.create_subprocess_exec(spy, "dump", "--nonblocking", "-p", str(pid), stdout=subprocess.PIPE,
-                                                stderr=subprocess.STDOUT)  # fmt: skip
-    dumped, _ = await dump.communicate()
-    summary = summarize_top(raw)
-    summary["busy_pct"] = round(100.0 * summary["samples"] / (rate * seconds), 1)
-    summary["collapsed"] = str(raw)
-    summary["dump"] = dumped.decode(errors="replace")
-    with contextlib.suppress(OSError):
-        version = await asyncio.create_subprocess_exec(spy, "--version", stdout=subprocess.PIPE)
-        summary["py_spy"] = (await version.communicate())[0].decode().strip()
-    return summary
-
-
 async def measure_server(
     name: str, args: argparse.Namespace, clip: B.Clip, counts: list[int], workdir: Path
 ) -> dict[str, Any]:
@@ -191,10 +136,10 @@ async def measure_server(
             print_row(label, row)
             if n in profile_at and server.pid and name != "nginx":
                 where = args.out / f"profile-{label}-{args.protocol}-{n}"
-                prof = await profile(server.pid, args.profile_seconds, where)
+                prof = await B.profile(server.pid, args.profile_seconds, where)
                 if prof is not None:
                     result.setdefault("profiles", []).append({"players": n, **prof})
-                    print_profile(prof)
+                    B.print_profile(prof)
             if not server.alive():
                 print(f"{label} exited:\n{server.log_tail()}")
                 break
@@ -295,12 +240,6 @@ def print_row(label: str, r: dict[str, Any]) -> None:
         f"ramp {r.get('ramp_s')} s at cpu {r.get('ramp_server_cpu_pct')}%{warn}",
         flush=True,
     )
-
-
-def print_profile(prof: dict[str, Any]) -> None:
-    print(f"py-spy: {prof['samples']} samples, server busy {prof['busy_pct']}% of the time; top self frames:")
-    for item in prof["self"][:12]:
-        print(f"  {item['pct']:5.1f}%  {item['frame']}")
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (20)")
     p.add_argument("--threshold", type=float, default=0.95, help="share of the written bytes the server must take")
     p.add_argument("--clip", type=Path, default=B.CACHE / "clip-1mbps.flv", help="FLV clip (made with ffmpeg)")
+    p.add_argument("--profile-at", default="", help="at these M (comma list), record the server with py-spy")
+    p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (15)")
     p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where JSON and PNG go")
     p.add_argument("--tag", default="", help="a word added to the output file names")
     return p.parse_args(argv)
@@ -79,6 +81,10 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
     ticker = B.Ticker(0.01)
     ticker.start()
     rows: list[dict[str, Any]] = []
+    profiles: list[dict[str, Any]] = []
+    profile_at = {int(x) for x in args.profile_at.split(",") if x.strip()}
+    states = B.StateSampler(server.pid)
+    states.start()
     failures = 0
     try:
         for m in counts:
@@ -104,6 +110,8 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
             ticker.max_lag = 0.0
             cpu = B.CpuMeter(server.pid)
             load = B.CpuMeter(os.getpid(), tree=False)  # its children include the server
+            cores = B.CoreMeter()
+            states.take()
             t0 = time.monotonic()
             sent0 = [p.sent_media for p in pubs]
             recv0 = await api_streams(api)
@@ -113,6 +121,8 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
             recv1 = await api_streams(api)
             server_cpu = cpu.percent()
             load_cpu = load.percent()
+            busy = cores.percent()
+            state = states.take()
             span = t1 - t0
             ratios = []
             for p, s0, s1 in zip(pubs, sent0, sent1, strict=True):
@@ -138,6 +148,9 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 "publisher_max_backlog_kb": round(max((p.max_backlog for p in pubs), default=0) / 1024, 1),
                 "ticker_max_lag_ms": round(ticker.max_lag * 1000, 1),
                 "server_rss_mb": round(B.rss_bytes(B.process_tree(server.pid)) / 2**20, 1),
+                "server_state_pct": state,
+                "core0_busy_pct": busy.get(0),
+                "core1_busy_pct": busy.get(1),
                 "load_cpu_pct": round(load_cpu, 1),
                 "load_saturated": load_cpu >= 90.0,
                 "ramp_s": round(ramp_s, 1),
@@ -152,22 +165,28 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 f"real time {row['realtime_pct']}%  took>={row['server_took_min_pct']}%  "
                 f"pace>={row['publisher_pace_min_pct']}%  {row['ingest_mbps']} Mbps in  "
                 f"backlog<={row['publisher_max_backlog_kb']} KB  lag<={row['ticker_max_lag_ms']} ms  "
-                f"rss {row['server_rss_mb']} MB  load {row['load_cpu_pct']}%"
-                + (f"  hls {playlists} playlists/{segments} segments" if hls else "")
-                + warn,
+                f"rss {row['server_rss_mb']} MB  load {row['load_cpu_pct']}%  cores {busy.get(0)}/{busy.get(1)}%  "
+                f"server state {state}" + (f"  hls {playlists} playlists/{segments} segments" if hls else "") + warn,
                 flush=True,
             )
+            if m in profile_at:
+                where = args.out / f"profile-ingest-{'hls' if hls else 'nohls'}-{m}"
+                prof = await B.profile(server.pid, args.profile_seconds, where)
+                if prof is not None:
+                    profiles.append({"publishers": m, **prof})
+                    B.print_profile(prof)
             if not server.alive():
                 print(f"tidecast exited:\n{server.log_tail()}")
                 break
     finally:
+        states.stop()
         ticker.stop()
         for p in ticker.publishers:
             if p.transport is not None:
                 p.transport.close()
         await asyncio.sleep(0.5)
         server.stop()
-    return {"server": f"tidecast, {label}", "hls": hls, "rows": rows}
+    return {"server": f"tidecast, {label}", "hls": hls, "rows": rows, "profiles": profiles}
 
 
 async def main_async(args: argparse.Namespace) -> int:
