@@ -276,6 +276,12 @@ class EdgeIngester:
         self.client.recv_bytes += len(payload)
         stream.on_media(type_id, timestamp, payload)
 
+    def on_upstream_read(self) -> None:
+        # The origin already merged these messages for mw_latency; merging them again
+        # here would add a second mw_latency to every edge player's delay.
+        if self.stream.publisher is self.client:
+            self.stream.flush()
+
     def on_upstream_metadata(self, values: Any) -> None:
         stream = self.stream
         if stream.publisher is None:

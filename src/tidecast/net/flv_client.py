@@ -45,6 +45,7 @@ async def pull_flv(
                             handler.on_upstream_metadata(values[1])
                     else:
                         handler.on_upstream_media(type_id, timestamp, payload)
+                handler.on_upstream_read()
     except aiohttp.TooManyRedirects:
         raise UpstreamError(f"more than {MAX_REDIRECTS} redirects for {url}") from None
     except (aiohttp.ClientError, ProtocolError) as exc:

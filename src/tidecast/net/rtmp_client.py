@@ -38,12 +38,18 @@ class UpstreamHandler(Protocol):
 
     def on_upstream_metadata(self, values: Any) -> None: ...
 
+    def on_upstream_read(self) -> None:
+        """The end of one read from the socket: what arrived together may leave together."""
+
 
 class _NullHandler:
     def on_upstream_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         pass
 
     def on_upstream_metadata(self, values: Any) -> None:
+        pass
+
+    def on_upstream_read(self) -> None:
         pass
 
 
@@ -93,6 +99,8 @@ class RtmpUpstream(asyncio.Protocol):
                     fut.set_result(event)
             elif isinstance(event, S.Status):
                 self._on_status(event)
+        if events:
+            handler.on_upstream_read()
         self._flush()
 
     def _on_status(self, status: S.Status) -> None:
