@@ -12,30 +12,20 @@ clip's bitrate costs as a share of one core.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tidecast import config
 from tidecast.codec.flv import FlvReader
 from tidecast.hls.segmenter import HlsMuxer
 
 
-@dataclass
-class Settings:
-    enabled: bool = True
-    hls_fragment: float = 10.0
-    hls_td_ratio: float = 1.0
-    hls_aof_ratio: float = 2.0
-    hls_window: float = 60.0
-    hls_path: str = ""
-    hls_m3u8_file: str = "[app]/[stream].m3u8"
-    hls_ts_file: str = "[app]/[stream]-[seq].ts"
-    hls_entry_prefix: str = ""
-    hls_cleanup: bool = True
-    hls_dispose: float = 0.0
-    hls_wait_keyframe: bool = True
+def Settings(**overrides: Any) -> config.Hls:
+    return dataclasses.replace(config.Hls(enabled=True, hls_dispose=0.0), **overrides)
 
 
 def make_clip(path: Path, seconds: int, kbps: int) -> None:

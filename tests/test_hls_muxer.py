@@ -5,6 +5,7 @@ Segments and playlists are checked with the m3u8 library, ffprobe and ffmpeg.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -12,7 +13,7 @@ import math
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from test_codec_flv import make_bframes_clip
 from test_codec_mpegts import parse_ts, split_pes
+from tidecast import config
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from tidecast.codec.mpegts import AUDIO_PID, PMT_PID, VIDEO_PID
 from tidecast.hls.segmenter import HlsMuxer
@@ -28,22 +30,9 @@ from tidecast.hls.segmenter import HlsMuxer
 Tags = list[tuple[int, int, bytes]]
 
 
-@dataclass
-class Hls:
-    """The settings HlsMuxer reads (tidecast.config.Hls has the same fields)."""
-
-    enabled: bool = True
-    hls_fragment: float = 2.0
-    hls_td_ratio: float = 1.0
-    hls_aof_ratio: float = 2.0
-    hls_window: float = 60.0
-    hls_path: str = ""
-    hls_m3u8_file: str = "[app]/[stream].m3u8"
-    hls_ts_file: str = "[app]/[stream]-[seq].ts"
-    hls_entry_prefix: str = ""
-    hls_cleanup: bool = True
-    hls_dispose: float = 0.0
-    hls_wait_keyframe: bool = True
+def Hls(**overrides: Any) -> config.Hls:
+    """The real settings, with this module's test defaults (2 s fragments, no dispose)."""
+    return dataclasses.replace(config.Hls(enabled=True, hls_fragment=2.0, hls_dispose=0.0), **overrides)
 
 
 @pytest.fixture(scope="module")
