@@ -98,7 +98,7 @@ def use_uvloop() -> str:
     except ImportError:
         return "asyncio (uvloop missing)"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return f"uvloop {uvloop.__version__}"
+    return f"uvloop {getattr(uvloop, '__version__', '?')}"
 
 
 def free_port() -> int:
