@@ -172,9 +172,9 @@ def _serve(path: str | None, env_only: bool) -> int:
 
 
 async def _run(config) -> int:  # type: ignore[no-untyped-def]
-    from tidecast.server import Server
+    from tidecast.app import App
 
-    server = Server(config)
+    server = App(config)
     try:
         await server.start()
     except OSError as exc:

@@ -22,11 +22,27 @@ def rss_kbyte() -> int:
     return int(fields[1]) * _PAGE_KB if len(fields) > 1 else 0
 
 
-def mem_total_kbyte() -> int:
+def meminfo_kbyte() -> dict[str, int]:
+    """/proc/meminfo's fields, in KB."""
+    found: dict[str, int] = {}
     for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    return 0
+        name, _, rest = line.partition(":")
+        value = rest.split()
+        if value and value[0].isdigit():
+            found[name] = int(value[0])
+    return found
+
+
+def mem_total_kbyte() -> int:
+    return meminfo_kbyte().get("MemTotal", 0)
+
+
+def system_cpu_times() -> dict[str, int]:
+    """The first line of /proc/stat, named as SRS's system_proc_stats names it."""
+    line = _read("/proc/stat").splitlines()[0] if _read("/proc/stat") else "cpu 0 0 0 0"
+    names = ("user", "nice", "sys", "idle", "iowait", "irq", "softirq", "steal", "guest")
+    values = [int(v) for v in line.split()[1:]]
+    return {name: values[i] if i < len(values) else 0 for i, name in enumerate(names)}
 
 
 def loadavg() -> tuple[float, float, float]:

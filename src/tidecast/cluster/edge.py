@@ -17,21 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from tidecast.live.admission import ERROR_SYSTEM_SECURITY_DENY, JoinRequest, Refusal
 from tidecast.live.client import Client, new_client_id
+from tidecast.live.hub import Hub, StreamEvents
+from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
 from tidecast.net.flv_client import pull_flv
-from tidecast.net.rtmp_client import Redirected, RtmpUpstream, UpstreamError, open_upstream
+from tidecast.net.rtmp_client import Redirected, RtmpUpstream, UpstreamError, open_connection, open_upstream
 from tidecast.net.urls import parse_rtmp_url, split_origin
 
 if TYPE_CHECKING:
     from tidecast.config import Vhost
-    from tidecast.server import Server
 
 log = logging.getLogger("tidecast.edge")
 
 CONNECT_TIMEOUT = 5.0
+TRAVERSE_TIMEOUT = 5.0
 RECEIVE_TIMEOUT = 5.0  # no media for this long: the upstream is as good as dead
 LINGER = 2.0  # after the last player leaves, before the upstream stops
 HLS_KEEPALIVE = 30.0  # an HLS request keeps the pull going this long
@@ -53,7 +56,7 @@ def upstream_vhost(settings: Vhost, vhost: str) -> str:
 
 
 def tc_url_for(host: str, port: int, app: str, vhost: str) -> str:
-    query = f"?vhost={vhost}" if vhost and vhost != "__defaultVhost__" else ""
+    query = f"?vhost={vhost}" if vhost and vhost != DEFAULT_VHOST else ""
     return f"rtmp://{host}:{port}/{app}{query}"
 
 
@@ -149,7 +152,7 @@ class EdgeIngester:
         failures = 0
         warned_empty = False
         while True:
-            settings = self.manager.server.config.vhost(self.stream.vhost)
+            settings = self.manager.hub.config.vhost(self.stream.vhost)
             origins = list(settings.cluster.origin) if settings is not None else []
             if not origins and self._redirect is None:
                 if not warned_empty:
@@ -251,7 +254,7 @@ class EdgeIngester:
 
     async def _pull_flv(self, protocol: str, host: str, port: int, app: str, name: str, vhost: str) -> None:
         scheme = "https" if protocol == "flvs" else "http"
-        query = f"?vhost={vhost}" if vhost and vhost != "__defaultVhost__" else ""
+        query = f"?vhost={vhost}" if vhost and vhost != DEFAULT_VHOST else ""
         url = f"{scheme}://{host}:{port}/{app}/{name}.flv{query}"
 
         def connected(final_url: str) -> None:
@@ -324,8 +327,7 @@ class EdgeForwarder:
 
     async def _run(self) -> None:
         connection_id.set(self.client.id)
-        server = self.manager.server
-        settings = server.config.vhost(self.stream.vhost)
+        settings = self.manager.hub.config.vhost(self.stream.vhost)
         origins = list(settings.cluster.origin) if settings is not None else []
         vhost = upstream_vhost(settings, self.stream.vhost) if settings is not None else self.stream.vhost
         errors: list[str] = []
@@ -374,6 +376,9 @@ class EdgeForwarder:
     def on_publish(self) -> None:
         pass
 
+    def on_metadata(self, payload: bytes) -> None:
+        pass  # the upstream gets the stream's metadata when it connects
+
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
         upstream = self.upstream
         if upstream is not None:
@@ -402,21 +407,38 @@ class EdgeForwarder:
         return {"mode": "push", "origin": self.origin, "state": self.state, "dropped": self.dropped}
 
 
-class EdgeManager:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+class EdgeManager(StreamEvents):
+    """Edge streams: pull on a play, forward a publish; also the `token_traverse` connect gate."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.ingesters: dict[Key, EdgeIngester] = {}
         self.forwarders: dict[Key, EdgeForwarder] = {}
-        server.play_hooks.append(self._on_play)
-        server.stop_play_hooks.append(self._on_stop_play)
-        server.publish_hooks.append(self._on_publish)
-        server.close_hooks.append(self.close)
-        server.metric_sources.append(self.metrics)
-        server.edge = self
+
+    async def check(self, request: JoinRequest) -> Refusal | None:
+        """`token_traverse`: the origin judges each client's connect (its tcUrl carries the token)."""
+        if request.action != "connect":
+            return None
+        cluster = self.hub.config.vhost(request.vhost).cluster
+        if cluster.mode != "remote" or not cluster.token_traverse:
+            return None
+        verdict = "no origin reachable to check the token (token_traverse)"
+        for origin in cluster.origin:
+            host, port = split_origin(origin)
+            try:
+                probe = await open_connection(host, port, request.app + request.param, request.tc_url, TRAVERSE_TIMEOUT)
+            except (OSError, TimeoutError):
+                continue  # unreachable: ask the next origin
+            except UpstreamError as exc:
+                verdict = f"origin {host}:{port} rejected the connect: {exc}"
+                break
+            probe.close()
+            return None
+        return Refusal(ERROR_SYSTEM_SECURITY_DENY, verdict)
 
     def source_host(self) -> str | None:
         """Connect upstream from the address this node listens on, when it names one."""
-        listen = self.server.config.listen
+        listen = self.hub.config.listen
         host = listen[0].host if listen else ""
         return None if host in ("", "0.0.0.0", "::") else host
 
@@ -424,7 +446,7 @@ class EdgeManager:
     def is_edge(stream: LiveStream) -> bool:
         return stream.settings.cluster.mode == "remote"
 
-    def _on_play(self, stream: LiveStream, _player: Player) -> None:
+    def on_play(self, stream: LiveStream, player: Player) -> None:
         if not self.is_edge(stream):
             return
         if stream.publisher is not None and stream.publisher.type != "edge-ingest":
@@ -442,17 +464,17 @@ class EdgeManager:
 
     def keep_pulling(self, vhost: str, app: str, name: str) -> None:
         """An HLS request on the edge: pull the stream so its playlist appears and stays fresh."""
-        stream = self.server.hub.stream(vhost, app, name)
+        stream = self.hub.stream(vhost, app, name)
         if not self.is_edge(stream) or (stream.publisher is not None and stream.upstream is None):
             return
         self.ensure_pull(stream).keep_alive(HLS_KEEPALIVE)
 
-    def _on_stop_play(self, stream: LiveStream, _player: Player) -> None:
+    def on_stop(self, stream: LiveStream, player: Player) -> None:
         ingester = self.ingesters.get((stream.vhost, stream.app, stream.name))
         if ingester is not None and not stream.players:
             ingester.schedule_check()
 
-    def _on_publish(self, stream: LiveStream, client: Client) -> None:
+    def on_publish(self, stream: LiveStream, client: Client) -> None:
         if not self.is_edge(stream) or client.type == "edge-ingest":
             return
         key = (stream.vhost, stream.app, stream.name)
@@ -484,7 +506,7 @@ class EdgeManager:
         key = (stream.vhost, stream.app, stream.name)
         if self.ingesters.get(key) is ingester:
             del self.ingesters[key]
-        self.server.hub.release(stream)
+        self.hub.release(stream)
 
     def forwarder_stopped(self, forwarder: EdgeForwarder) -> None:
         stream = forwarder.stream

@@ -15,17 +15,18 @@ import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
 from tidecast.cluster.dns import DnsError, resolve_all
-from tidecast.live.stream import LiveStream
-from tidecast.net.urls import StreamTarget, split_origin
+from tidecast.live.admission import ERROR_SYSTEM_STREAM_BUSY, JoinRequest, Redirect, Refusal
+from tidecast.live.hub import Hub
+from tidecast.live.limits import DEFAULT_VHOST
+from tidecast.net.urls import advertised_ip, split_origin
 
 if TYPE_CHECKING:
-    from tidecast.config import Vhost
-    from tidecast.server import Server
+    from tidecast.config import Config, Vhost
 
 log = logging.getLogger("tidecast.cluster")
 
@@ -37,37 +38,39 @@ Answer = dict[str, Any]
 
 
 class OriginCluster:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    """The origin cluster's gate (redirect plays, refuse a second publisher) and its API answers."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self._answers: dict[tuple[str, str, str], tuple[float, Answer | None]] = {}
         self._dns: dict[str, tuple[float, list[str]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.queries = 0
         self.query_failures = 0
-        server.play_gates.append(self.play_gate)
-        server.http_redirects.append(self.http_redirect)
-        server.publish_gates.append(self.publish_gate)
-        server.close_hooks.append(self.close)
-        server.clusters_query = self.clusters_query
-        server.cluster_view = self.cluster_view
+
+    @property
+    def config(self) -> Config:
+        return self.hub.config
 
     # ------------------------------------------------------------ answering coworkers
 
     def clusters_query(self, query: Any) -> dict[str, Any]:
         """`/api/v1/clusters`: where is this stream? Here, or `origin: null`."""
-        vhost = str(query.get("vhost", "") or "__defaultVhost__")
+        vhost = str(query.get("vhost", "") or DEFAULT_VHOST)
         app = str(query.get("app", ""))
         name = str(query.get("stream", ""))
+        if name.endswith(".flv"):
+            name = name[:-4]  # an SRS edge asks for NAME.flv when its first viewer is HTTP-FLV
         ip = str(query.get("ip", ""))
         coworker = str(query.get("coworker", ""))
         data: dict[str, Any] = {"query": {"ip": ip, "vhost": vhost, "app": app, "stream": name}, "origin": None}
-        settings = self.server.config.vhost(vhost)
-        stream = self.server.hub.find(settings.name, app, name) if settings is not None else None
+        settings = self.config.vhost(vhost)
+        stream = self.hub.find(settings.name, app, name) if settings is not None else None
         if stream is None or stream.publisher is None or stream.publisher.type == "edge-ingest":
             return data
         asked_host = split_origin(coworker, 1985)[0] if coworker else ip
-        advertised = self.server.advertised_ip(asked_host)
-        config = self.server.config
+        advertised = advertised_ip(self.config, asked_host)
+        config = self.config
         port = config.listen[0].port if config.listen else 1935
         api = f"{advertised}:{config.http_api.listen.port}"
         data["origin"] = {
@@ -110,9 +113,9 @@ class OriginCluster:
         return addresses
 
     def _own_apis(self) -> set[str]:
-        config = self.server.config
+        config = self.config
         port = config.http_api.listen.port
-        hosts = {self.server.advertised_ip(), config.http_api.listen.host, "127.0.0.1", "localhost"}
+        hosts = {advertised_ip(self.config), config.http_api.listen.host, "127.0.0.1", "localhost"}
         return {f"{h}:{port}" for h in hosts}
 
     async def find(self, settings: Vhost, app: str, name: str, asked_host: str, fresh: bool = False) -> Answer | None:
@@ -171,9 +174,9 @@ class OriginCluster:
         The coworkers of every origin-cluster vhost are asked in parallel; a node
         that does not answer is listed with its error rather than failing the view.
         """
-        own = f"{self.server.advertised_ip()}:{self.server.config.http_api.listen.port}"
+        own = f"{advertised_ip(self.config)}:{self.config.http_api.listen.port}"
         coworkers: list[str] = []
-        for settings in self.server.config.vhosts.values():
+        for settings in self.config.vhosts.values():
             if settings.cluster.origin_cluster and settings.cluster.mode != "remote":
                 for coworker in await self.coworkers(settings):
                     if coworker not in coworkers and coworker not in self._own_apis():
@@ -200,58 +203,47 @@ class OriginCluster:
         return True, "", [s for s in found if isinstance(s, dict)]
 
     def _enabled(self, vhost: str) -> Vhost | None:
-        settings = self.server.config.vhost(vhost)
+        settings = self.config.vhost(vhost)
         if settings is None or settings.cluster.mode == "remote" or not settings.cluster.origin_cluster:
             return None
         return settings
 
     # ------------------------------------------------------------ gates
 
-    async def play_gate(self, vhost: str, target: StreamTarget, asked_host: str) -> dict[str, Any] | None:
-        settings = self._enabled(vhost)
+    async def check(self, request: JoinRequest) -> Refusal | Redirect | None:
+        if request.action == "connect":
+            return None
+        settings = self._enabled(request.vhost)
         if settings is None:
             return None
-        stream = self.server.hub.find(settings.name, target.app, target.stream)
-        if stream is not None and stream.publisher is not None:
-            return None
-        origin = await self.find(settings, target.app, target.stream, asked_host)
-        if origin is None:
-            return None  # nobody has it: wait here like a plain origin
-        base = f"rtmp://{origin['ip']}:{origin['port']}/{target.app}"
-        query = f"?vhost={origin.get('vhost') or settings.name}"
-        return {
-            "level": "error",
-            "code": "NetConnection.Connect.Rejected",
-            "description": "RTMP 302 Redirect",
-            "ex": {"code": 302, "redirect": base, "redirect2": f"{base}/{target.stream}{query}"},
-        }
-
-    async def http_redirect(self, vhost: str, app: str, name: str, request: Any) -> str | None:
-        settings = self._enabled(vhost)
-        if settings is None:
-            return None
-        asked_host = request.host.rsplit(":", 1)[0] if request is not None else ""
-        origin = await self.find(settings, app, name, asked_host)
+        if request.action == "play":
+            stream = self.hub.find(settings.name, request.app, request.stream)
+            if stream is not None and stream.publisher is not None:
+                return None
+            origin = await self.find(settings, request.app, request.stream, _host_of(request.tc_url))
+            if origin is None:
+                return None  # nobody has it: wait here like a plain origin
+            http = origin.get("http")
+            return Redirect(
+                str(origin["ip"]), int(origin["port"]), str(origin.get("vhost") or settings.name),
+                http if isinstance(http, str) else "",
+            )
+        origin = await self.find(settings, request.app, request.stream, "", fresh=True)
         if origin is None:
             return None
-        http = origin.get("http")
-        if not isinstance(http, str):
-            port = request.url.port if request is not None and request.url.port else 8080
-            http = f"{origin['ip']}:{port}"
-        return f"http://{http}/{app}/{name}.flv"
-
-    async def publish_gate(self, stream: LiveStream, target: StreamTarget) -> str | None:
-        settings = self._enabled(stream.vhost)
-        if settings is None:
-            return None
-        origin = await self.find(settings, target.app, target.stream, "", fresh=True)
-        if origin is None:
-            return None
-        return (
-            f"stream {stream.vhost}{stream.url} is already published on origin "
-            f"{origin['ip']}:{origin['port']} (coworker {origin.get('coworker')}); stop it there first"
+        return Refusal(
+            ERROR_SYSTEM_STREAM_BUSY,
+            f"stream {request.vhost}/{request.app}/{request.stream} is already published on origin "
+            f"{origin['ip']}:{origin['port']} (coworker {origin.get('coworker')}); stop it there first",
         )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""

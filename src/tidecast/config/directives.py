@@ -198,9 +198,9 @@ CLUSTER = Block(
 )
 HTTP_REMUX = Block(
     HttpRemux,
-    {"enabled": flag, "mount": text},
+    {"enabled": flag, "mount": text, "has_audio": flag, "has_video": flag, "guess_has_av": flag},
     {},
-    frozenset({"fast_cache", "drop_if_not_match", "has_audio", "has_video", "guess_has_av", "hstrs"}),
+    frozenset({"fast_cache", "drop_if_not_match", "hstrs"}),
 )
 HLS = Block(
     Hls,

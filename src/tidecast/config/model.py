@@ -73,6 +73,9 @@ class Cluster:
 class HttpRemux:
     enabled: bool = False
     mount: str = "[vhost]/[app]/[stream].flv"
+    has_audio: bool = True
+    has_video: bool = True
+    guess_has_av: bool = True
 
 
 @dataclass

@@ -244,6 +244,9 @@ class HlsMuxer:
         self.started = True
         self.disposed = False
 
+    def on_metadata(self, payload: bytes) -> None:
+        pass  # segments carry no script data
+
     def on_unpublish(self) -> None:
         self.publishing = False
         self.last_message = time.time()

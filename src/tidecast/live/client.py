@@ -6,10 +6,9 @@ import secrets
 import string
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from tidecast.live.stream import LiveStream
+from tidecast.config.model import DEFAULT_VHOST
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -17,6 +16,19 @@ _ALPHABET = string.ascii_lowercase + string.digits
 def new_client_id() -> str:
     """SRS-style short connection id, also the logging context id."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+class StreamRef(Protocol):
+    """What a client knows of the stream it publishes or plays (the API shows it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
 
 
 class Client:
@@ -29,6 +41,7 @@ class Client:
         "id",
         "ip",
         "page_url",
+        "query",
         "recv_bytes",
         "reject",
         "send_bytes",
@@ -45,12 +58,13 @@ class Client:
         self.type = kind
         self.closer = closer
         self.created = time.monotonic()
-        self.vhost = "__defaultVhost__"
+        self.vhost = DEFAULT_VHOST
         self.app = ""
         self.tc_url = ""
         self.page_url = ""
         self.swf_url = ""
-        self.stream: LiveStream | None = None
+        self.query = ""  # the request's query string without "?": hooks and signed URLs read it
+        self.stream: StreamRef | None = None
         self.send_bytes = 0
         self.recv_bytes = 0
         # Set by connections that can tell their peer why it is refused late.

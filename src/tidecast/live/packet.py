@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from tidecast.codec.flv import flv_tag
-from tidecast.rtmp import constants as C
-from tidecast.rtmp.chunk import encode_message
-from tidecast.rtmp.session import STREAM_ID
+from typing import Protocol
 
-_CSID = {C.AUDIO: C.CSID_AUDIO, C.VIDEO: C.CSID_VIDEO}
+from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
+
+__all__ = ["TAG_AUDIO", "TAG_SCRIPT", "TAG_VIDEO", "Encoder", "Packet"]
+
+
+class Encoder(Protocol):
+    """One output format's serialization of a single packet (an RTMP message, an FLV tag...)."""
+
+    def encode(self, packet: Packet) -> bytes: ...
 
 
 class Packet:
     """One audio, video or script message of a live stream.
 
-    Serialization is lazy and cached: a stream with no FLV players never builds
-    FLV tags, and a stream with 2,000 RTMP players builds each chunk once.
+    Serialization is lazy and cached per format: a stream with no FLV players
+    never builds FLV tags, and a GOP sent to 2,000 joining players is encoded
+    once.
     """
 
-    __slots__ = ("_flv", "_rtmp", "chunk_size", "keyframe", "payload", "sequence_header", "timestamp", "type_id")
+    __slots__ = ("_encoded", "chunk_size", "keyframe", "payload", "sequence_header", "timestamp", "type_id")
 
     def __init__(
         self,
@@ -31,31 +37,24 @@ class Packet:
         self.type_id = type_id
         self.timestamp = timestamp
         self.payload = payload
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size  # the stream's outgoing RTMP chunk size
         self.keyframe = keyframe
         self.sequence_header = sequence_header
-        self._rtmp: bytes | None = None
-        self._flv: bytes | None = None
+        self._encoded: dict[Encoder, bytes] | None = None
 
-    def rtmp(self) -> bytes:
-        data = self._rtmp
+    def encoded(self, encoder: Encoder) -> bytes:
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        data = cache.get(encoder)
         if data is None:
-            csid = _CSID.get(self.type_id, C.CSID_DATA)
-            data = self._rtmp = encode_message(
-                csid, self.type_id, self.timestamp, STREAM_ID, self.payload, self.chunk_size
-            )
-        return data
-
-    def flv(self) -> bytes:
-        data = self._flv
-        if data is None:
-            data = self._flv = flv_tag(self.type_id, self.timestamp, self.payload)
+            data = cache[encoder] = encoder.encode(self)
         return data
 
     @property
     def is_video(self) -> bool:
-        return self.type_id == C.VIDEO
+        return self.type_id == TAG_VIDEO
 
     @property
     def is_audio(self) -> bool:
-        return self.type_id == C.AUDIO
+        return self.type_id == TAG_AUDIO

@@ -3,8 +3,9 @@
 A player in sync receives the stream's shared batch: the same bytes object
 written to every in-sync player of that format. A player that falls behind
 (its socket buffer is full) leaves sync and queues packets of its own; the
-queue is bounded in media time by `queue_length`, past which everything but the
-sequence headers is dropped and the player waits for the next keyframe.
+queue is bounded in media time by `queue_length` and in bytes, past which
+everything but the sequence headers is dropped and the player waits for the
+next keyframe.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from tidecast.codec.flv import TAG_VIDEO
 from tidecast.live.client import Client
-from tidecast.live.packet import Packet
-
-# A transport holding more than this has filled the kernel's socket buffer too:
-# the peer is not reading fast enough, so stop writing and start queueing.
-CONGESTED_BYTES = 256 * 1024
+from tidecast.live.limits import CATCH_UP_BYTES, CONGESTED_BYTES, PLAYER_QUEUE_BYTES
+from tidecast.live.packet import TAG_SCRIPT, TAG_VIDEO, Packet
 
 
 class Transport(Protocol):
@@ -30,18 +27,29 @@ class Transport(Protocol):
     def is_closing(self) -> bool: ...
 
 
-def rtmp_batch(packets: Iterable[Packet]) -> bytes:
-    return b"".join([p.rtmp() for p in packets])
+class OutputFormat(Protocol):
+    """How one protocol frames packets for its players; `net/` implements it."""
 
+    def batch(self, packets: Iterable[Packet]) -> bytes: ...
 
-def flv_batch(packets: Iterable[Packet]) -> bytes:
-    body = b"".join([p.flv() for p in packets])
-    # The HTTP response is chunked: frame the batch once for every FLV player.
-    return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+    def notice(self, code: str, description: str, chunk_size: int) -> bytes:
+        """A stream event (PublishNotify, UnpublishNotify) for this format's players; b"" when it has none."""
+        ...
 
 
 class Player(Client):
-    __slots__ = ("batch", "dropped", "in_sync", "on_leave", "paused", "queue", "transport", "wait_keyframe")
+    __slots__ = (
+        "congested_since",
+        "dropped",
+        "format",
+        "in_sync",
+        "on_leave",
+        "paused",
+        "queue",
+        "queued_bytes",
+        "transport",
+        "wait_keyframe",
+    )
 
     def __init__(
         self,
@@ -50,16 +58,18 @@ class Player(Client):
         kind: str,
         transport: Transport,
         closer: Callable[[], None],
-        batch: Callable[[Iterable[Packet]], bytes],
+        fmt: OutputFormat,
     ) -> None:
         super().__init__(cid, ip, kind, closer)
         self.transport = transport
-        self.batch = batch
+        self.format = fmt
         self.in_sync = False
         self.wait_keyframe = False
         self.paused = False
         self.queue: deque[Packet] = deque()
+        self.queued_bytes = 0
         self.dropped = 0
+        self.congested_since = 0.0  # when it last left sync; 0 while in sync
         self.on_leave: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> None:
@@ -69,6 +79,7 @@ class Player(Client):
 
     def enqueue(self, packets: Iterable[Packet], queue_length_ms: float) -> None:
         queue = self.queue
+        added = 0
         for pkt in packets:
             if self.wait_keyframe and pkt.type_id == TAG_VIDEO:
                 if not pkt.keyframe and not pkt.sequence_header:
@@ -77,21 +88,46 @@ class Player(Client):
                 if pkt.keyframe:
                     self.wait_keyframe = False
             queue.append(pkt)
-        if queue and queue[-1].timestamp - queue[0].timestamp > queue_length_ms:
+            added += len(pkt.payload)
+        self.queued_bytes += added
+        if not queue:
+            return
+        if self.queued_bytes > PLAYER_QUEUE_BYTES:
             self._shrink()
+            return
+        # Measured from the first media packet: sequence headers kept by a skip carry old timestamps.
+        for first in queue:
+            if not first.sequence_header and first.type_id != TAG_SCRIPT:
+                if queue[-1].timestamp - first.timestamp > queue_length_ms:
+                    self._shrink()
+                return
 
     def _shrink(self) -> None:
         """Drop all but the sequence headers and metadata, then wait for a keyframe."""
-        kept = [p for p in self.queue if p.sequence_header or p.type_id == 18]
+        kept = [p for p in self.queue if p.sequence_header or p.type_id == TAG_SCRIPT]
         self.dropped += len(self.queue) - len(kept)
         self.queue = deque(kept)
+        self.queued_bytes = sum(len(p.payload) for p in kept)
         self.wait_keyframe = True
 
     def try_catch_up(self) -> bool:
-        """Write the private queue if the socket has room; True when back in sync."""
+        """Write some of the private queue if the socket has room; True when back in sync.
+
+        At most CATCH_UP_BYTES leave per call, so a slow reader's transport
+        buffer stays bounded while the queue holds only shared packets.
+        """
         if self.transport.get_write_buffer_size() > CONGESTED_BYTES // 4:
             return False
-        if self.queue:
-            self.write(self.batch(self.queue))
-            self.queue.clear()
+        queue = self.queue
+        if queue:
+            take: list[Packet] = []
+            size = 0
+            while queue and size < CATCH_UP_BYTES:
+                pkt = queue.popleft()
+                take.append(pkt)
+                size += len(pkt.payload)
+            self.queued_bytes -= size
+            self.write(self.format.batch(take))
+            if queue:
+                return False
         return not self.wait_keyframe and not self.paused

@@ -7,19 +7,17 @@ late joiners, and pending packets leave in merged writes.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.codec import amf0
-from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from tidecast.live.client import Client
-from tidecast.live.packet import Packet
-from tidecast.live.player import Player, rtmp_batch
-from tidecast.rtmp.session import encode_status, status_info
+from tidecast.live.limits import CONGESTED_BYTES, DIRECT_BURST_BYTES, GOP_CACHE_BYTES, SEND_TIMEOUT_S
+from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet
+from tidecast.live.player import OutputFormat, Player
 
 if TYPE_CHECKING:
     from tidecast.config import Vhost
@@ -30,13 +28,31 @@ _stream_ids = itertools.count(1)
 
 
 class MediaSink(Protocol):
-    """Something besides players that consumes a stream, e.g. the HLS muxer."""
+    """Something besides players that consumes a stream: the HLS muxer, a recorder, a forward."""
 
     def on_publish(self) -> None: ...
 
-    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None: ...
+    def on_metadata(self, payload: bytes) -> None:
+        """An onMetaData script-data body (AMF0) as relayed to players."""
+        ...
+
+    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        """An audio (8) or video (9) FLV tag body; timestamps already jitter-corrected."""
+        ...
 
     def on_unpublish(self) -> None: ...
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """The clock and timers the adapter lends the live core (an asyncio loop fits as it is)."""
+
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle: ...
 
 
 class TimeJitter:
@@ -72,9 +88,10 @@ class TimeJitter:
                 delta = ts - last
                 if delta < -MAX_JITTER_MS or delta > MAX_JITTER_MS:
                     delta = DEFAULT_FRAME_MS
+            if delta < 0:
+                # Small backward steps (interleaving, encoder jitter) would make DTS go back in HLS and DVR.
+                delta = 0
             corrected = self.last_correct + delta
-            if corrected < 0:
-                corrected = 0
             self.last_correct = corrected
             self.last_time = ts
             return corrected
@@ -102,7 +119,10 @@ def _is_audio_sequence_header(payload: bytes) -> bool:
 
 
 class LiveStream:
-    def __init__(self, vhost: str, app: str, name: str, settings: Vhost, chunk_size: int) -> None:
+    def __init__(
+        self, vhost: str, app: str, name: str, settings: Vhost, chunk_size: int, scheduler: Scheduler
+    ) -> None:
+        self.scheduler = scheduler
         self.id = f"vid-{next(_stream_ids)}"
         self.vhost = vhost
         self.app = app
@@ -118,9 +138,10 @@ class LiveStream:
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
         self.gop: list[Packet] = []
+        self.gop_bytes = 0
         self.pending: list[Packet] = []
         self._pending_since = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TimerHandle | None = None
         self.jitter = TimeJitter(settings.play.time_jitter)
         self.frames = 0
         self.recv_bytes = 0
@@ -143,7 +164,11 @@ class LiveStream:
         self.settings = settings
         self.jitter.mode = settings.play.time_jitter
         if not settings.play.gop_cache:
-            self.gop = []
+            self._drop_gop()
+
+    def _drop_gop(self) -> None:
+        self.gop = []
+        self.gop_bytes = 0
 
     # ------------------------------------------------------------ publisher side
 
@@ -151,46 +176,52 @@ class LiveStream:
         self.publisher = publisher
         self.publish_count += 1
         self.jitter.rebase()
-        self.gop = []
+        self._drop_gop()
         self.metadata = self.video_sh = self.audio_sh = None
         for sink in self.sinks:
             sink.on_publish()
         if self.publish_count > 1:
-            self._send_status_to_rtmp_players(
-                status_info("status", "NetStream.Play.PublishNotify", f"{self.name} is now published.")
-            )
+            self._notify_players("NetStream.Play.PublishNotify", f"{self.name} is now published.")
 
     def on_source_restart(self) -> None:
         """The edge's upstream changed: forget the old GOP; new headers will follow."""
         self.flush()
-        self.gop = []
+        self._drop_gop()
         self.jitter.rebase()
 
     def on_unpublish(self) -> None:
         self.flush()
         self.publisher = None
-        self.gop = []
+        self._drop_gop()
         self.metadata = self.video_sh = self.audio_sh = None
         for sink in self.sinks:
             sink.on_unpublish()
-        self._send_status_to_rtmp_players(
-            status_info("status", "NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
-        )
+        self._notify_players("NetStream.Play.UnpublishNotify", f"{self.name} is now unpublished.")
 
-    def _send_status_to_rtmp_players(self, info: dict[str, Any]) -> None:
-        data = encode_status(info, self.chunk_size)
+    def _notify_players(self, code: str, description: str) -> None:
+        built: dict[OutputFormat, bytes] = {}
         for player in self.players:
-            if player.batch is rtmp_batch and player.in_sync:
+            if player.in_sync:
+                fmt = player.format
+                data = built.get(fmt)
+                if data is None:
+                    data = built[fmt] = fmt.notice(code, description, self.chunk_size)
                 player.write(data)
 
     def on_metadata(self, values: Any) -> None:
         if isinstance(values, dict):
             values = amf0.EcmaArray(values)
+            # A live stream has no duration; players that trust `duration: 0` stop at once.
+            if values.get("duration") in (0, 0.0):
+                del values["duration"]
             values["server"] = f"{SERVER_NAME.upper()}/{__version__}"
             values["server_version"] = __version__
         self.metadata_values = values
-        pkt = Packet(TAG_SCRIPT, 0, amf0.encode("onMetaData", values), self.chunk_size)
+        payload = amf0.encode("onMetaData", values)
+        pkt = Packet(TAG_SCRIPT, 0, payload, self.chunk_size)
         self.metadata = pkt
+        for sink in self.sinks:
+            sink.on_metadata(payload)
         self._queue(pkt)
 
     def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
@@ -215,10 +246,12 @@ class LiveStream:
             if keyframe:
                 gop.clear()
                 gop.append(pkt)
+                self.gop_bytes = len(payload)
             elif gop:
                 gop.append(pkt)
-                if len(gop) > self.settings.play.gop_cache_max_frames:
-                    gop.clear()
+                self.gop_bytes += len(payload)
+                if len(gop) > self.settings.play.gop_cache_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
+                    self._drop_gop()
         for sink in self.sinks:
             sink.on_message(type_id, ts, payload)
         self._queue(pkt)
@@ -236,8 +269,7 @@ class LiveStream:
         elif self._timer is None:
             # A sparse stream (audio only, a stalled encoder) still leaves within
             # about one merge window of wall time.
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(latency, 20) / 1000.0, self.flush)
+            self._timer = self.scheduler.call_later(max(latency, 20) / 1000.0, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -248,7 +280,7 @@ class LiveStream:
             return
         self.pending = []
         queue_ms = self.settings.play.queue_length * 1000.0
-        shared: dict[Any, bytes] = {}
+        shared: dict[OutputFormat, bytes] = {}
         gone: list[Player] = []
         for player in self.players:
             transport = player.transport
@@ -256,15 +288,16 @@ class LiveStream:
                 gone.append(player)
                 continue
             if player.in_sync:
-                if transport.get_write_buffer_size() <= 256 * 1024:
-                    build = player.batch
-                    data = shared.get(build)
+                if transport.get_write_buffer_size() <= CONGESTED_BYTES:
+                    fmt = player.format
+                    data = shared.get(fmt)
                     if data is None:
-                        data = shared[build] = build(pending)
+                        data = shared[fmt] = fmt.batch(pending)
                     transport.write(data)
                     player.send_bytes += len(data)
                     continue
                 player.in_sync = False
+                player.congested_since = self.scheduler.time()
             if player.paused:
                 continue
             before = player.dropped
@@ -272,6 +305,7 @@ class LiveStream:
             self.dropped_frames += player.dropped - before
             if player.try_catch_up():
                 player.in_sync = True
+                player.congested_since = 0.0
         for player in gone:
             self.remove_player(player)
 
@@ -292,6 +326,19 @@ class LiveStream:
         if gop:
             burst.extend(gop)
             player.in_sync = True
+            if self.gop_bytes > DIRECT_BURST_BYTES:
+                # A big GOP leaves through the player's budgeted queue, as its socket drains:
+                # a hundred players that never read must not each hold a copy of it.
+                player.in_sync = False
+                player.congested_since = self.scheduler.time()
+                player.queue.extend(burst)
+                player.queued_bytes = sum(len(p.payload) for p in burst)
+                player.stream = self
+                self.players.append(player)
+                if player.try_catch_up():
+                    player.in_sync = True
+                    player.congested_since = 0.0
+                return
         elif self.gop or self.video_sh is not None or self.publisher is None:
             # No cached keyframe to start from (or it is still pending): the player
             # catches up on its own, dropping video until a keyframe.
@@ -301,7 +348,7 @@ class LiveStream:
             player.in_sync = True
         player.stream = self
         if burst:
-            player.write(player.batch(burst))
+            player.write(player.format.batch(burst))
         self.players.append(player)
 
     def remove_player(self, player: Player) -> None:
@@ -323,9 +370,16 @@ class LiveStream:
             player.wait_keyframe = self.video_sh is not None
 
     def sweep(self) -> None:
-        """Drop players whose sockets closed while no media flowed."""
-        for player in [p for p in self.players if p.transport.is_closing()]:
-            self.remove_player(player)
+        """Drop players whose sockets closed while no media flowed; close those that read nothing for too long."""
+        now = self.scheduler.time()
+        for player in list(self.players):
+            if player.transport.is_closing():
+                self.remove_player(player)
+            elif player.congested_since and now - player.congested_since > SEND_TIMEOUT_S:
+                if player.transport.get_write_buffer_size() > CONGESTED_BYTES // 4:
+                    player.kick()
+                else:
+                    player.congested_since = now  # it reads, slowly: give it another window
 
     @property
     def send_bytes(self) -> int:

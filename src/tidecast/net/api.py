@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -17,16 +20,15 @@ from tidecast import __version__
 from tidecast.live.client import Client
 from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
-from tidecast.sysinfo import loadavg, mem_total_kbyte, rss_kbyte
-
-if TYPE_CHECKING:
-    from tidecast.server import Server
+from tidecast.net.node import ClusterDirectory, NodeStatus
+from tidecast.sysinfo import loadavg, mem_total_kbyte, meminfo_kbyte, rss_kbyte, system_cpu_times
 
 ERROR_STREAM_NOT_FOUND = 2048
 ERROR_CLIENT_NOT_FOUND = 2049
 ERROR_VHOST_NOT_FOUND = 1062
 ERROR_RAW_DISABLED = 1061
 ERROR_NOT_SUPPORTED = 1000
+_JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 
 
 def _version_tuple() -> tuple[int, int, int]:
@@ -35,8 +37,10 @@ def _version_tuple() -> tuple[int, int, int]:
 
 
 class Api:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: NodeStatus, cluster: ClusterDirectory | None = None) -> None:
         self.server = server
+        self.hub = server.hub
+        self.cluster_directory = cluster
         self.server_id = f"vid-{os.getpid():x}{int(server.started) % 100000:05d}"
         self.service_id = os.urandom(4).hex()
 
@@ -53,29 +57,123 @@ class Api:
         text = json.dumps(body, ensure_ascii=False)
         callback = request.query.get("callback")
         if callback:
+            if _JSONP_CALLBACK.fullmatch(callback) is None:
+                raise web.HTTPBadRequest(text="callback must be a JavaScript identifier (A-Z a-z 0-9 _ $ .)\n")
             return web.Response(text=f"{callback}({text})", content_type="text/javascript")
         return web.Response(text=text, content_type="application/json")
 
     def routes(self) -> list[web.RouteDef]:
+        """Each path also with a trailing slash, which SRS answers the same way."""
+        routes: list[web.RouteDef] = []
+        for route in self._routes():
+            routes.append(route)
+            if not route.path.endswith(("/", "}")):
+                routes.append(web.route(route.method, route.path + "/", route.handler))
+        return routes
+
+    def _routes(self) -> list[web.RouteDef]:
         return [
             web.get("/api/v1/versions", self.versions),
             web.get("/api/v1/summaries", self.summaries),
             web.get("/api/v1/vhosts", self.vhosts),
             web.get("/api/v1/vhosts/{id}", self.vhosts),
             web.get("/api/v1/streams", self.streams),
-            web.get("/api/v1/streams/", self.streams),
             web.get("/api/v1/streams/{id}", self.streams),
             web.get("/api/v1/clients", self.clients),
-            web.get("/api/v1/clients/", self.clients),
             web.get("/api/v1/clients/{id}", self.clients),
             web.delete("/api/v1/clients/{id}", self.kick),
             web.get("/api/v1/raw", self.raw),
             web.route("*", "/api/v1/clusters", self.clusters),
             web.get("/api/v1/cluster", self.cluster),
+            web.get("/api/v1/rusages", self.rusages),
+            web.get("/api/v1/self_proc_stats", self.self_proc_stats),
+            web.get("/api/v1/system_proc_stats", self.system_proc_stats),
+            web.get("/api/v1/meminfos", self.meminfos),
+            web.get("/api/v1/features", self.features),
+            web.get("/api/v1/requests", self.requests),
             web.get("/api/v1", self.index),
-            web.get("/api/", self.index),
             web.get("/api", self.index),
         ]
+
+    # ------------------------------------------------------------ process and system figures (SRS's shapes)
+
+    async def rusages(self, request: web.Request) -> web.Response:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        data: dict[str, Any] = {"ok": True, "sample_time": int(time.time() * 1000)}
+        for name in ("ru_utime", "ru_stime"):
+            data[name] = getattr(usage, name)
+        for name in (
+            "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt", "ru_majflt", "ru_nswap", "ru_inblock",
+            "ru_oublock", "ru_msgsnd", "ru_msgrcv", "ru_nsignals", "ru_nvcsw", "ru_nivcsw",
+        ):
+            data[name] = int(getattr(usage, name))
+        return self.reply(request, data=data)
+
+    async def self_proc_stats(self, request: web.Request) -> web.Response:
+        times = os.times()
+        data: dict[str, Any] = {
+            "ok": True,
+            "sample_time": int(time.time() * 1000),
+            "percent": round(self.server.cpu.process_percent / 100.0, 4),
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "utime": int(times.user * 100),
+            "stime": int(times.system * 100),
+            "cutime": int(times.children_user * 100),
+            "cstime": int(times.children_system * 100),
+            "num_threads": threading.active_count(),
+            "rss": rss_kbyte() * 1024,
+        }
+        return self.reply(request, data=data)
+
+    async def system_proc_stats(self, request: web.Request) -> web.Response:
+        data: dict[str, Any] = {"ok": True, "sample_time": int(time.time() * 1000), **system_cpu_times()}
+        data["percent"] = round(self.server.cpu.system_percent / 100.0, 4)
+        return self.reply(request, data=data)
+
+    async def meminfos(self, request: web.Request) -> web.Response:
+        info = meminfo_kbyte()
+        total = info.get("MemTotal", 0) or 1
+        free = info.get("MemFree", 0) + info.get("Buffers", 0) + info.get("Cached", 0)
+        data = {
+            "ok": True,
+            "sample_time": int(time.time() * 1000),
+            "percent_ram": round((total - free) / total, 4),
+            "percent_swap": 0.0,
+            "MemActive": info.get("Active", 0),
+            "RealInUse": total - free,
+            "NotInUse": free,
+            "MemTotal": total,
+            "MemFree": info.get("MemFree", 0),
+            "Buffers": info.get("Buffers", 0),
+            "Cached": info.get("Cached", 0),
+            "SwapTotal": info.get("SwapTotal", 0),
+            "SwapFree": info.get("SwapFree", 0),
+        }
+        return self.reply(request, data=data)
+
+    async def features(self, request: web.Request) -> web.Response:
+        data = {
+            "options": "tidecast",
+            "options2": "",
+            "build": "python",
+            "build2": "",
+            "features": {
+                "ssl": True, "hls": True, "hds": False, "callback": True, "api": True, "httpd": True, "dvr": False,
+                "transcode": False, "ingest": False, "stat": True, "caster": False, "complex_send": True,
+                "tcp_nodelay": True, "so_sendbuf": False, "mr": False,
+            },
+        }
+        return self.reply(request, data=data)
+
+    async def requests(self, request: web.Request) -> web.Response:
+        data = {
+            "uri": str(request.url),
+            "path": request.path,
+            "METHOD": request.method,
+            "headers": [{k: v} for k, v in request.headers.items() if k.lower() != "authorization"],
+        }
+        return self.reply(request, data=data)
 
     async def index(self, request: web.Request) -> web.Response:
         urls = {
@@ -140,11 +238,11 @@ class Api:
                 "srs_sample_time": int(time.time() * 1000),
                 "srs_recv_bytes": recv,
                 "srs_send_bytes": send,
-                "conn_sys": len(server.connections),
-                "conn_sys_et": len(server.connections),
+                "conn_sys": server.connection_count,
+                "conn_sys_et": server.connection_count,
                 "conn_sys_tw": 0,
                 "conn_sys_udp": 0,
-                "conn_srs": len(server.connections),
+                "conn_srs": server.connection_count,
             },
         }
         return self.reply(request, data=data)
@@ -153,7 +251,7 @@ class Api:
 
     def _vhost_json(self, name: str) -> dict[str, Any]:
         server = self.server
-        settings = server.config.vhosts[name]
+        settings = server.hub.config.vhosts[name]
         streams = [s for s in server.hub.streams.values() if s.vhost == name]
         clients = [c for c in server.hub.clients.values() if c.vhost == name]
         recv_kbps, send_kbps = server.rates.kbps(f"vhost:{name}")
@@ -171,7 +269,7 @@ class Api:
 
     async def vhosts(self, request: web.Request) -> web.Response:
         vid = request.match_info.get("id")
-        names = list(self.server.config.vhosts)
+        names = list(self.server.hub.config.vhosts)
         if vid:
             for name in names:
                 if vid in (f"vhost-{name}", name):
@@ -262,14 +360,14 @@ class Api:
     # ------------------------------------------------------------ raw and clusters
 
     async def raw(self, request: web.Request) -> web.Response:
-        raw_api = self.server.config.http_api.raw_api
+        raw_api = self.server.hub.config.http_api.raw_api
         rpc = request.query.get("rpc", "")
         if not raw_api.enabled:
             return self.reply(request, code=ERROR_RAW_DISABLED)
         if rpc == "reload":
             if not raw_api.allow_reload:
                 return self.reply(request, code=ERROR_RAW_DISABLED)
-            ok = self.server.reload("api")
+            ok = await self.server.reload("api")
             return self.reply(request) if ok else self.reply(request, code=1023)
         if rpc == "reload-fetch":
             return self.reply(request, data=dict(self.server.reload_state))
@@ -277,16 +375,14 @@ class Api:
 
     async def cluster(self, request: web.Request) -> web.Response:
         local = [self.stream_json(s) for s in self.server.hub.streams.values()]
-        view = self.server.cluster_view
-        if view is None:
+        if self.cluster_directory is None:
             return self.reply(request, nodes=[{"self": True, "ok": True, "streams": len(local)}], streams=local)
-        return self.reply(request, **await view(local))
+        return self.reply(request, **await self.cluster_directory.cluster_view(local))
 
     async def clusters(self, request: web.Request) -> web.Response:
-        handler = getattr(self.server, "clusters_query", None)
-        if handler is None:
+        if self.cluster_directory is None:
             return self.reply(request, data={"query": dict(request.query), "origin": None})
-        data = handler(request.query)
+        data = self.cluster_directory.clusters_query(request.query)
         return self.reply(request, data=data)
 
 

@@ -1,10 +1,21 @@
-"""Counting every TCP connection against `max_connections`, whatever protocol it speaks."""
+"""Counting every TCP connection against `max_connections`, and keeping idle HTTP sockets from hoarding them.
+
+RTMP and HTTP are counted apart: a crowd of idle HTTP sockets can never lock
+publishers and players out, and probes keep a small reserve of their own. An
+HTTP connection must finish its first request's headers within
+`HEADER_TIMEOUT_S` (no request at all, or a byte every few seconds, is closed);
+after that aiohttp's keep-alive timeout closes it between requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from typing import Protocol, cast
+
+HEADER_TIMEOUT_S = 10.0
+KEEPALIVE_TIMEOUT_S = 5.0
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class Admission(Protocol):
@@ -14,29 +25,49 @@ class Admission(Protocol):
 
 
 class CountedProtocol(asyncio.Protocol):
-    """Wraps another protocol (aiohttp's request handler) so the server can count and refuse it."""
+    """Wraps another protocol (aiohttp's request handler) so the server can count, refuse and time it out."""
 
-    __slots__ = ("admitted", "inner", "server")
+    __slots__ = ("_deadline", "_head", "admitted", "inner", "server", "transport")
 
     def __init__(self, server: Admission, inner: asyncio.Protocol) -> None:
         self.server = server
         self.inner = inner
         self.admitted = False
+        self.transport: asyncio.Transport | None = None
+        self._head = b""
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
         if not self.server.admit(self):
-            cast(asyncio.Transport, transport).abort()
+            self.transport.abort()
             return
         self.admitted = True
+        self._deadline = asyncio.get_running_loop().call_later(HEADER_TIMEOUT_S, self._too_slow)
         self.inner.connection_made(transport)
 
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            # Until the first request's headers are complete, a slow or silent client is on a clock.
+            self._head = (self._head + data)[-MAX_HEADER_BYTES:]
+            if b"\r\n\r\n" in self._head:
+                self._deadline.cancel()
+                self._deadline = None
+                self._head = b""
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self.admitted:
             self.server.release(self)
             self.inner.connection_lost(exc)

@@ -6,6 +6,7 @@ as SRS does.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import ipaddress
@@ -17,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tidecast.live.hub import Hub
+from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.net.api import Api
-from tidecast.net.counted import counted_factory
+from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
 from tidecast.net.metrics import make_registry, render
+from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
 
 if TYPE_CHECKING:
-    from tidecast.config import Listen
-    from tidecast.server import Server
+    from tidecast.config import Config, Listen
 
 log = logging.getLogger("tidecast.http")
 
@@ -61,7 +64,18 @@ async def _health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def _readiness(server: Server) -> Handler:
+def static_root_for(config: Config, rel: str) -> str:
+    """HLS files come from the vhost's hls_path; everything else from http_server.dir."""
+    if rel.endswith((".m3u8", ".ts")):
+        vhost = config.vhost(DEFAULT_VHOST)
+        if vhost.hls.enabled:
+            candidate = _safe_join(vhost.hls.hls_path, rel)
+            if candidate is not None and os.path.exists(candidate):
+                return vhost.hls.hls_path
+    return config.http_server.dir
+
+
+def _readiness(server: NodeStatus) -> Handler:
     async def readyz(request: web.Request) -> web.Response:
         if server.is_ready:
             return web.Response(text="ready\n")
@@ -71,30 +85,31 @@ def _readiness(server: Server) -> Handler:
     return readyz
 
 
-def _metrics(server: Server) -> Handler:
+def _metrics(server: NodeStatus) -> Handler:
     registry = make_registry(server)
 
     async def metrics(request: web.Request) -> web.Response:
-        if not server.config.exporter.enabled and not server.config.http_api.enabled:
+        config = server.hub.config
+        if not config.exporter.enabled and not config.http_api.enabled:
             return web.json_response({"code": 1090})
         return web.Response(body=render(registry), content_type="text/plain", charset="utf-8")
 
     return metrics
 
 
-def _static(server: Server) -> Handler:
+def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
             parts = split_flv_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
             if parts is not None:
-                return await serve_flv(server, request, *parts)
+                return await serve_flv(hub, request, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
         rel = path.lstrip("/")
         if rel == "" or rel.endswith("/"):
             rel += "index.html"
-        root = server.static_root_for(rel)
+        root = static_root_for(hub.config, rel)
         full = _safe_join(root, rel)
         if full is None:
             raise web.HTTPForbidden()
@@ -102,13 +117,13 @@ def _static(server: Server) -> Handler:
         headers = dict(CORS)
         if ext == ".m3u8":
             headers["Cache-Control"] = "no-cache"
-            if server.edge is not None and "/" in rel:
+            if hls_demand is not None and "/" in rel:
                 # HLS on an edge: the request itself keeps the upstream pull alive.
                 app, _, name = rel[: -len(".m3u8")].rpartition("/")
                 vhost = request.query.get("vhost") or request.host.split(":")[0]
-                settings = server.config.vhost(vhost)
-                if settings is not None and settings.hls.enabled:
-                    server.edge.keep_pulling(settings.name, app, name)
+                settings = hub.config.vhost(vhost)
+                if settings.hls.enabled and settings.cluster.mode == "remote":
+                    hls_demand(settings.name, app, name)
         if os.path.isfile(full):
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:
@@ -131,11 +146,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _auth_middleware(server: Server) -> Any:
+def _auth_middleware(hub: Hub) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        cfg = server.config.http_api.auth
-        if cfg.enabled and request.path.startswith("/api/") and request.path != "/api/v1/versions":
+        cfg = hub.config.http_api.auth
+        guarded = request.path.startswith("/api/") or request.path in ("/metrics", "/console") or (
+            request.path.startswith("/console/")
+        )
+        if cfg.enabled and guarded and request.path.rstrip("/") != "/api/v1/versions":
             expected = "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -154,18 +172,21 @@ def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[No
     return on_prepare
 
 
-def build_apps(server: Server) -> list[tuple[Listen, web.Application]]:
-    cfg = server.config
-    api = Api(server)
+def build_apps(
+    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+) -> list[tuple[Listen, web.Application]]:
+    hub = server.hub
+    cfg = hub.config
+    api = Api(server, cluster)
     server.api_service_id = api.service_id
     apps: list[tuple[Listen, web.Application]] = []
     health = [web.get("/healthz", _health), web.get("/readyz", _readiness(server))]
     shared = cfg.http_api.enabled and cfg.http_server.enabled and cfg.http_api.listen == cfg.http_server.listen
     if cfg.http_api.enabled:
-        app = web.Application(middlewares=[_auth_middleware(server)], handler_args={"max_field_size": 16384})
+        app = web.Application(middlewares=[_auth_middleware(hub)], handler_args={"max_field_size": 16384})
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
         if shared:
-            app.add_routes([web.route("*", "/{tail:.*}", _static(server))])
+            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
         apps.append((cfg.http_api.listen, app))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
@@ -176,7 +197,7 @@ def build_apps(server: Server) -> list[tuple[Listen, web.Application]]:
     if cfg.http_server.enabled and not shared:
         app = web.Application()
         app.add_routes(
-            [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(server))]
+            [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(hub, hls_demand))]
         )
         apps.append((cfg.http_server.listen, app))
     if cfg.exporter.enabled:
@@ -188,14 +209,20 @@ def build_apps(server: Server) -> list[tuple[Listen, web.Application]]:
     return apps
 
 
-async def start_http(server: Server) -> None:
-    loop = server.loop
-    for listen, app in build_apps(server):
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def start_http(
+    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
+    """Bind every HTTP port; the caller closes the listeners and cleans the runners up."""
+    loop = asyncio.get_running_loop()
+    listeners: list[asyncio.AbstractServer] = []
+    runners: list[web.AppRunner] = []
+    for listen, app in build_apps(server, cluster, hls_demand):
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
+        runners.append(runner)
         assert runner.server is not None
         factory = counted_factory(server, runner.server)
         listener = await loop.create_server(factory, listen.host, listen.port, reuse_address=True, backlog=1024)
-        server.http_listeners.append(listener)
-        server.close_hooks.append(runner.cleanup)
+        listeners.append(listener)
         log.info("HTTP listen at %s", listen)
+    return listeners, runners

@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tidecast import __version__
+from tidecast.net.node import NodeStatus
 from tidecast.sysinfo import rss_kbyte
-
-if TYPE_CHECKING:
-    from tidecast.server import Server
 
 
 class ServerCollector(Collector):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: NodeStatus) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -36,11 +33,11 @@ class ServerCollector(Collector):
             "build and server identity",
             labels=["server", "service", "pid", "build_date", "major", "version", "code", "label", "tag"],
         )
-        exporter = server.config.exporter
+        exporter = hub.config.exporter
         build.add_metric(
             [
                 "tidecast",
-                getattr(server, "api_service_id", ""),
+                server.api_service_id,
                 str(os.getpid()),
                 "",
                 __version__.split(".")[0],
@@ -68,7 +65,7 @@ class ServerCollector(Collector):
         for client in hub.clients.values():
             by_type[client.type] = by_type.get(client.type, 0) + 1
         conns = GaugeMetricFamily("tidecast_connections", "open connections by type", labels=["type"])
-        conns.add_metric(["tcp"], len(server.connections))
+        conns.add_metric(["tcp"], server.connection_count)
         for kind, n in sorted(by_type.items()):
             conns.add_metric([kind], n)
         yield conns
@@ -100,7 +97,7 @@ class ServerCollector(Collector):
             yield from extra()
 
 
-def make_registry(server: Server) -> CollectorRegistry:
+def make_registry(server: NodeStatus) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
     return registry

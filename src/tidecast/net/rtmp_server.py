@@ -1,4 +1,10 @@
-"""The asyncio adapter between a TCP connection and the sans-I/O RTMP session."""
+"""The asyncio adapter between a TCP connection and the sans-I/O RTMP session.
+
+Connect, publish and play go through the hub's session API, whose admission may
+await (hooks, the origin cluster). While a verdict is pending the connection
+stops reading and holds what already arrived, so a client that pipelines its
+commands is answered in order.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +12,63 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.errors import ProtocolError
+from tidecast.live.admission import JoinRequest, Redirect, Refusal
 from tidecast.live.client import Client, new_client_id
-from tidecast.live.hub import PublishRejected
-from tidecast.live.player import Player, rtmp_batch
-from tidecast.live.stream import LiveStream
+from tidecast.live.hub import Hub, Publication, Subscription, Target
+from tidecast.live.names import sanitize
+from tidecast.live.player import Player
 from tidecast.log import connection_id
-from tidecast.net.rtmp_client import UpstreamError, open_connection
+from tidecast.net.counted import Admission
+from tidecast.net.formats import RTMP
 from tidecast.net.sockets import media_transport
-from tidecast.net.urls import StreamTarget, rtmp_target, split_origin
+from tidecast.net.urls import advertised_ip, rtmp_target
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
 
-if TYPE_CHECKING:
-    from tidecast.server import Server
-
 log = logging.getLogger("tidecast.rtmp")
 
-TRAVERSE_TIMEOUT = 5.0
+# How long after a refusal or redirect the connection stays open, so the client reads why.
+LINGER_AFTER_REFUSAL = 0.1
+LINGER_AFTER_REDIRECT = 3.0
+# After FCUnpublish/closeStream a publisher that keeps the connection open is closed after this.
+AFTER_UNPUBLISH_TIMEOUT = 5.0
 
 
 class RtmpConnection(asyncio.Protocol):
     """One RTMP client: handshake, commands, then either publishing or playing."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, hub: Hub, admission: Admission) -> None:
+        self.hub = hub
+        self.admission = admission
         self.cid = new_client_id()
-        self.session = S.RtmpSession(max_message_size=server.max_message_size)
+        self.session = S.RtmpSession()
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.started = time.monotonic()
         self.last_media = self.started
-        self.target: StreamTarget | None = None
-        self.client: Client | None = None
-        self.stream: LiveStream | None = None
-        self.vhost_name = "__defaultVhost__"
-        self.publishing = False
+        self.unpublished_at = 0.0
+        self.target: Target | None = None
+        self.connected: JoinRequest | None = None
+        self.publication: Publication | None = None
+        self.subscription: Subscription | None = None
         self.closed = False
         self.received_any = False
-        self.gating = False  # a publish or play waits for a check that asks other nodes
+        self.gating = False  # a verdict is pending: hold input until it comes
+        self._held: list[bytes] = []
+        self._pending_events: list[Any] = []  # events decoded after one that started a verdict
+
+    @property
+    def client(self) -> Client | None:
+        if self.publication is not None:
+            return self.publication.client
+        if self.subscription is not None:
+            return self.subscription.player
+        return None
 
     # ------------------------------------------------------------ transport events
 
@@ -56,49 +76,56 @@ class RtmpConnection(asyncio.Protocol):
         self.transport = media_transport(transport)
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
-        if not self.server.admit(self):
+        if not self.admission.admit(self):
             self.transport.abort()
             return
-        out = self.session.data_to_send()
-        if out:
-            self.transport.writelines(out)
+        self._flush()
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if self.gating:
+            self._held.append(data)
+            return
         token = connection_id.set(self.cid)
         try:
+            self._receive(data)
+        finally:
+            connection_id.reset(token)
+
+    def _receive(self, data: bytes) -> None:
+        try:
             events = self.session.receive_data(data)
-            if self.client is not None:
-                self.client.recv_bytes += len(data)
-            stream = self.stream
-            for event in events:
+            publication = self.publication
+            if publication is not None:
+                publication.client.recv_bytes += len(data)
+            for i, event in enumerate(events):
                 if type(event) is Message:
-                    if self.publishing and stream is not None:
+                    if publication is not None:
                         if event.type_id == 8 or event.type_id == 9:
-                            stream.on_media(event.type_id, event.timestamp, event.payload)
+                            publication.stream.on_media(event.type_id, event.timestamp, event.payload)
                         self.last_media = time.monotonic()
-                else:
-                    self._on_event(event)
-                    stream = self.stream
-            out = self.session.data_to_send()
-            if out and self.transport is not None:
-                self.transport.writelines(out)
+                    continue
+                self._on_event(event)
+                publication = self.publication
+                if self.gating:
+                    # The rest waits for the verdict; re-feeding bytes is not possible, so keep the events.
+                    self._pending_events = events[i + 1 :]
+                    break
+            self._flush()
         except ProtocolError as exc:
             log.warning("client %s: closing RTMP connection, malformed input: %s", self.ip, exc)
             self.close()
-        except PublishRejected as exc:
-            log.warning("client %s: %s", self.ip, exc)
-            self.close()
-        finally:
-            connection_id.reset(token)
 
     def connection_lost(self, exc: Exception | None) -> None:
         token = connection_id.set(self.cid)
         try:
             self.closed = True
             self._leave()
-            self.server.release(self)
-            if not self.received_any and self.server.config.empty_ip_ok:
+            if self.connected is not None:
+                self.hub.closed(self.connected)
+                self.connected = None
+            self.admission.release(self)
+            if not self.received_any and self.hub.config.empty_ip_ok:
                 return  # a TCP health probe: connect and close, nothing to say
             log.debug("client %s: RTMP connection closed", self.ip)
         finally:
@@ -106,18 +133,73 @@ class RtmpConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            out = self.session.data_to_send()
-            if out:
-                self.transport.writelines(out)
+            self._flush()
             self.transport.close()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    # ------------------------------------------------------------ admission, asynchronously
+
+    def _gate(self, verdict: Coroutine[Any, Any, None]) -> None:
+        """Run an admission step; input is held (and reading paused) until it is done."""
+        self.gating = True
+        self._pending_events = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().create_task(self._run_gate(verdict))
+
+    async def _run_gate(self, verdict: Coroutine[Any, Any, None]) -> None:
+        try:
+            await verdict
+        except Exception:
+            log.exception("client %s: admission failed; closing the connection", self.ip)
+            self.close()
+        self.gating = False
+        if self.closed:
+            return
+        token = connection_id.set(self.cid)
+        try:
+            self._flush()
+            events, self._pending_events = self._pending_events, []
+            for i, event in enumerate(events):
+                if type(event) is Message:
+                    if self.publication is not None and event.type_id in (8, 9):
+                        self.publication.stream.on_media(event.type_id, event.timestamp, event.payload)
+                    continue
+                self._on_event(event)
+                if self.gating:
+                    self._pending_events = events[i + 1 :]
+                    return
+            held, self._held = self._held, []
+            for data in held:
+                self._receive(data)
+                if self.gating:
+                    return
+            self._flush()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        except ProtocolError as exc:
+            log.warning("client %s: closing RTMP connection, malformed input: %s", self.ip, exc)
+            self.close()
+        finally:
+            connection_id.reset(token)
 
     # ------------------------------------------------------------ housekeeping
 
     def check_timeouts(self, now: float) -> None:
         """Called about once a second by the server."""
-        cfg = self.server.config
-        if not self.session.handshake_done or self.client is None:
-            if now - self.started > cfg.handshake_timeout / 1000.0:
+        cfg = self.hub.config
+        if not self.session.handshake_done or (self.publication is None and self.subscription is None):
+            if self.gating:
+                return
+            if self.unpublished_at and now - self.unpublished_at > AFTER_UNPUBLISH_TIMEOUT:
+                log.info("client %s: closing RTMP connection idle after unpublish", self.ip)
+                self.close()
+                return
+            if not self.unpublished_at and now - self.started > cfg.handshake_timeout / 1000.0:
                 log.warning(
                     "client %s: closing RTMP connection: no publish or play within %d ms (handshake_timeout)",
                     self.ip,
@@ -125,15 +207,14 @@ class RtmpConnection(asyncio.Protocol):
                 )
                 self.close()
             return
-        if self.publishing and self.stream is not None:
-            publish = self.stream.settings.publish
-            limit = publish.firstpkt_timeout if self.stream.frames == 0 else publish.normal_timeout
+        publication = self.publication
+        if publication is not None:
+            stream = publication.stream
+            publish = stream.settings.publish
+            limit = publish.firstpkt_timeout if stream.frames == 0 else publish.normal_timeout
             if now - self.last_media > limit / 1000.0:
                 log.warning(
-                    "client %s: publisher of %s sent no media for %d ms, closing",
-                    self.ip,
-                    self.stream.url,
-                    limit,
+                    "client %s: publisher of %s sent no media for %d ms, closing", self.ip, stream.url, limit
                 )
                 self.close()
 
@@ -143,67 +224,69 @@ class RtmpConnection(asyncio.Protocol):
         if isinstance(event, S.ConnectRequest):
             self._on_connect(event)
         elif isinstance(event, S.PublishRequest):
-            self._on_publish(event)
+            self._check_single()
+            self._gate(self._publish(self._resolve(event.name)))
         elif isinstance(event, S.PlayRequest):
-            self._on_play(event)
+            self._check_single()
+            self._gate(self._play(self._resolve(event.name)))
         elif isinstance(event, S.Metadata):
-            if self.publishing and self.stream is not None:
-                self.stream.on_metadata(event.values)
+            if self.publication is not None:
+                self.publication.stream.on_metadata(event.values)
         elif isinstance(event, S.StreamClosed):
-            if self.publishing:
+            if self.publication is not None:
                 self._leave()
-        elif isinstance(event, S.PauseRequest) and isinstance(self.client, Player) and self.stream is not None:
-            self.stream.set_paused(self.client, event.paused)
+                self.unpublished_at = time.monotonic()
+        elif isinstance(event, S.PauseRequest) and self.subscription is not None:
+            self.subscription.stream.set_paused(self.subscription.player, event.paused)
             self.session.pause_notify(event.paused)
 
-    def _on_connect(self, req: S.ConnectRequest) -> None:
-        target = rtmp_target(req.tc_url, req.app, "")
-        settings = self.server.config.vhost(target.vhost)
-        if settings is None or not settings.enabled:
-            self.session.reject_connect(f"vhost {target.vhost} is not served here")
-            log.warning("client %s: connect rejected: vhost %s is not configured", self.ip, target.vhost)
-            self.close()
-            return
-        self.vhost_name = settings.name
-        self.target = target
-        cluster = settings.cluster
-        if cluster.mode == "remote" and cluster.token_traverse:
-            self.gating = True
-            self.server.loop.create_task(self._traverse(req, list(cluster.origin)))
-            return
-        self.session.accept_connect(self.server.hub.chunk_size(settings), self.server_data())
-        log.debug("client %s: connect app=%s tcUrl=%s", self.ip, target.app, req.tc_url)
+    def _check_single(self) -> None:
+        if self.publication is not None or self.subscription is not None or self.unpublished_at:
+            raise ProtocolError("a second publish or play on one connection")
 
-    async def _traverse(self, req: S.ConnectRequest, origins: list[str]) -> None:
-        """`token_traverse`: the origin judges the client's connect (its tcUrl carries the token)."""
-        verdict: str | None = "no origin reachable to check the token (token_traverse)"
-        for origin in origins:
-            host, port = split_origin(origin)
-            try:
-                probe = await open_connection(host, port, req.app, req.tc_url, TRAVERSE_TIMEOUT)
-            except (OSError, TimeoutError):
-                continue  # unreachable: ask the next origin
-            except UpstreamError as exc:
-                verdict = f"origin {host}:{port} rejected the connect: {exc}"
-                break
-            probe.close()
-            verdict = None
-            break
-        self.gating = False
+    def _resolve(self, name: str) -> Target:
+        req = self.session.connect_request
+        if req is None:
+            raise ProtocolError("publish or play before connect")
+        found = rtmp_target(req.tc_url, req.app, name)
+        found.stream = _strip_flv(found.stream)
+        return found
+
+    def _describe(self, client: Client) -> Client:
+        req = self.session.connect_request
+        if req is not None:
+            client.tc_url = req.tc_url
+            client.page_url = _text(req.command_object.get("pageUrl"))
+            client.swf_url = _text(req.command_object.get("swfUrl"))
+        if self.target is not None:
+            client.vhost = self.target.vhost
+            client.app = self.target.app
+            client.query = self.target.query
+        return client
+
+    def _on_connect(self, req: S.ConnectRequest) -> None:
+        self.target = rtmp_target(req.tc_url, req.app, "")
+        self._gate(self._connect(req, self.target))
+
+    async def _connect(self, req: S.ConnectRequest, target: Target) -> None:
+        client = self._describe(Client(self.cid, self.ip, "rtmp-connect", self.close))
+        refusal = await self.hub.connect(target, client)
         if self.closed:
             return
-        token = connection_id.set(self.cid)
-        try:
-            settings = self.server.config.vhost(self.vhost_name)
-            if verdict is None:
-                self.session.accept_connect(self.server.hub.chunk_size(settings), self.server_data())
-            else:
-                log.warning("client %s: connect rejected: %s", self.ip, verdict)
-                self.session.reject_connect(verdict)
-                self.server.loop.call_later(0.1, self.close)
-            self._flush()
-        finally:
-            connection_id.reset(token)
+        if refusal is not None:
+            log.warning("client %s: connect rejected: %s", self.ip, refusal.reason)
+            self.session.reject_connect(refusal.reason)
+            self._close_soon(LINGER_AFTER_REFUSAL)
+            return
+        self.target.vhost = client.vhost  # type: ignore[union-attr]
+        self.connected = self.hub.request("connect", client, None, "rtmp")
+        settings = self.hub.vhost_settings(client.vhost)
+        self.session.accept_connect(self.hub.chunk_size(settings), self.server_data())
+        log.debug("client %s: connect app=%s tcUrl=%s", self.ip, sanitize(target.app), sanitize(req.tc_url))
+
+    def _close_soon(self, delay: float) -> None:
+        self._flush()
+        asyncio.get_running_loop().call_later(delay, self.close)
 
     def server_data(self) -> dict[str, Any]:
         return {
@@ -214,89 +297,30 @@ class RtmpConnection(asyncio.Protocol):
             "srs_url": "https://github.com/tidecast/tidecast",
             "srs_version": __version__,
             "srs_authors": "the tidecast developers",
-            "srs_server_ip": self.server.advertised_ip(),
+            "srs_server_ip": advertised_ip(self.hub.config),
             "srs_pid": float(os.getpid()),
             "srs_id": self.cid,
         }
 
-    def _resolve(self, name: str) -> StreamTarget:
-        req = self.session.connect_request
-        if req is None:
-            raise ProtocolError("publish or play before connect")
-        return rtmp_target(req.tc_url, req.app, name)
-
-    def _new_client(self, kind: str, target: StreamTarget, client: Client | None = None) -> Client:
-        c = client or Client(self.cid, self.ip, kind, self.close)
-        req = self.session.connect_request
-        c.vhost = self.vhost_name
-        c.app = target.app
-        if req is not None:
-            c.tc_url = req.tc_url
-            c.page_url = str(req.command_object.get("pageUrl") or "")
-            c.swf_url = str(req.command_object.get("swfUrl") or "")
-        return c
-
-    def _on_publish(self, req: S.PublishRequest) -> None:
-        if self.client is not None or self.gating:
-            raise ProtocolError("a second publish or play on one connection")
-        target = self._resolve(req.name)
-        if self.server.publish_gates:
-            self.gating = True
-            self.server.loop.create_task(self._gated_publish(target))
-            return
-        self._start_publish(target)
-
-    async def _gated_publish(self, target: StreamTarget) -> None:
-        hub = self.server.hub
-        probe = hub.stream(self.vhost_name, target.app, target.stream)
-        try:
-            reason = await self.server.check_publish_remote(probe, target)
-        except Exception:
-            log.exception("client %s: publish check for %s failed; allowing it", self.ip, target.url)
-            reason = None
-        self.gating = False
-        hub.release(probe)
-        if self.closed:
-            return
-        token = connection_id.set(self.cid)
-        try:
-            if reason is not None:
-                self.session.reject_publish("NetStream.Publish.BadName", reason)
-                log.warning("client %s: publish %s rejected: %s", self.ip, target.url, reason)
-                self.close()
-                return
-            self._start_publish(target)
-            self._flush()
-        except PublishRejected as exc:
-            log.warning("client %s: %s", self.ip, exc)
-            self.close()
-        finally:
-            connection_id.reset(token)
-
-    def _start_publish(self, target: StreamTarget) -> None:
-        hub = self.server.hub
-        stream = hub.stream(self.vhost_name, target.app, target.stream)
-        reason = self.server.check_publish(stream, target)
-        if reason is not None:
-            self.session.reject_publish("NetStream.Publish.BadName", reason)
-            log.warning("client %s: publish %s rejected: %s", self.ip, stream.url, reason)
-            hub.release(stream)
-            self.close()
-            return
+    async def _publish(self, target: Target) -> None:
         kind = "fmle-publish" if self.session.fcpublish else "flash-publish"
-        client = self._new_client(kind, target)
-        client.stream = stream
+        client = self._describe(Client(self.cid, self.ip, kind, self.close))
         client.reject = self.reject_publish_late
-        self.client = client
-        self.stream = stream
-        self.publishing = True
+        result = await self.hub.publish(target, client)
+        if isinstance(result, Refusal):
+            if isinstance(result, Publication):  # pragma: no cover -- narrowed for mypy
+                return
+            self.session.reject_publish("NetStream.Publish.BadName", result.reason)
+            log.warning("client %s: publish %s rejected: %s", self.ip, sanitize(target.url), result.reason)
+            self._close_soon(LINGER_AFTER_REFUSAL)
+            return
+        if self.closed:
+            result.close()
+            return
+        self.publication = result
         self.last_media = time.monotonic()
-        hub.register(client)
         self.session.accept_publish(target.stream)
-        self._flush()
-        stream.on_publish(client)
-        self.server.on_publish(stream, client)
-        log.info("client %s: publish %s/%s started", self.ip, self.vhost_name, stream.url.lstrip("/"))
+        log.info("client %s: publish %s/%s started", self.ip, client.vhost, result.stream.url.lstrip("/"))
 
     def reject_publish_late(self, reason: str) -> None:
         """A publish accepted here but refused further on (e.g. no origin took an edge's forward)."""
@@ -305,87 +329,60 @@ class RtmpConnection(asyncio.Protocol):
         self.session.reject_publish("NetStream.Publish.Rejected", reason)
         self.close()
 
-    def _flush(self) -> None:
-        out = self.session.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
-
-    def _on_play(self, req: S.PlayRequest) -> None:
-        if self.client is not None or self.gating:
-            raise ProtocolError("a second publish or play on one connection")
-        target = self._resolve(req.name)
-        if self.server.play_gates:
-            self.gating = True
-            self.server.loop.create_task(self._gated_play(target))
+    async def _play(self, target: Target) -> None:
+        assert self.transport is not None
+        player = self._describe(Player(self.cid, self.ip, "rtmp-play", self.transport, self.close, RTMP))
+        assert isinstance(player, Player)
+        result = await self.hub.play(target, player, "rtmp")
+        if isinstance(result, Refusal):
+            self.session.reject_play("NetStream.Play.Rejected", result.reason)
+            log.warning("client %s: play %s rejected: %s", self.ip, sanitize(target.url), result.reason)
+            self._close_soon(LINGER_AFTER_REFUSAL)
             return
-        self._start_play(target)
-
-    def _asked_host(self) -> str:
-        req = self.session.connect_request
-        if req is None:
-            return ""
-        try:
-            return urlsplit(req.tc_url).hostname or ""
-        except ValueError:
-            return ""
-
-    async def _gated_play(self, target: StreamTarget) -> None:
-        try:
-            redirect = await self.server.check_play(self.vhost_name, target, self._asked_host())
-        except Exception:
-            log.exception("client %s: play check for %s failed; playing locally", self.ip, target.url)
-            redirect = None
-        self.gating = False
+        if isinstance(result, Redirect):
+            # SRS's order: Play.Reset/Play.Start first, then the 302 as onStatus.
+            self.session.accept_play(target.stream)
+            self.session.send_status(_redirect_status(result, target))
+            log.info("client %s: play %s redirected to %s:%d", self.ip, target.url, result.host, result.port)
+            self._close_soon(LINGER_AFTER_REDIRECT)
+            return
         if self.closed:
             return
-        token = connection_id.set(self.cid)
-        try:
-            if redirect is not None:
-                # SRS's order: Play.Reset/Play.Start first, then the 302 as onStatus.
-                self.session.accept_play(target.stream)
-                self.session.send_status(redirect)
-                self._flush()
-                log.info("client %s: play %s redirected to %s", self.ip, target.url, redirect["ex"]["redirect2"])
-                self.server.loop.call_later(3.0, self.close)
-                return
-            self._start_play(target)
-        except PublishRejected as exc:
-            log.warning("client %s: %s", self.ip, exc)
-            self.close()
-        finally:
-            connection_id.reset(token)
-
-    def _start_play(self, target: StreamTarget) -> None:
-        hub = self.server.hub
-        stream = hub.stream(self.vhost_name, target.app, target.stream)
-        assert self.transport is not None
-        player = Player(self.cid, self.ip, "rtmp-play", self.transport, self.close, rtmp_batch)
-        self._new_client("rtmp-play", target, player)
-        self.client = player
-        self.stream = stream
-        hub.register(player)
         self.session.accept_play(target.stream)
-        self._flush()
-        stream.add_player(player)
-        self.server.on_play(stream, player)
-        log.info("client %s: play %s/%s started", self.ip, self.vhost_name, stream.url.lstrip("/"))
+        self._flush()  # Play.Start before the join burst
+        self.subscription = subscription = result.start()
+        log.info("client %s: play %s/%s started", self.ip, player.vhost, subscription.stream.url.lstrip("/"))
 
     def _leave(self) -> None:
         """Undo publish or play; idempotent."""
-        stream, client = self.stream, self.client
-        if stream is None or client is None:
-            return
-        self.stream = None
-        hub = self.server.hub
-        if self.publishing:
-            self.publishing = False
-            if stream.publisher is client:
-                stream.on_unpublish()
-                self.server.on_unpublish(stream, client)
-            log.info("client %s: publish %s stopped", self.ip, stream.url)
-        elif isinstance(client, Player):
-            stream.remove_player(client)
-            self.server.on_stop_play(stream, client)
-            log.info("client %s: play %s stopped", self.ip, stream.url)
-        hub.unregister(client)
-        hub.release(stream)
+        publication, self.publication = self.publication, None
+        if publication is not None:
+            publication.close()
+            log.info("client %s: publish %s stopped", self.ip, publication.stream.url)
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            subscription.close()
+            log.info("client %s: play %s stopped", self.ip, subscription.stream.url)
+
+
+def _redirect_status(redirect: Redirect, target: Target) -> dict[str, Any]:
+    base = f"rtmp://{redirect.host}:{redirect.port}/{target.app}"
+    query = f"?vhost={redirect.vhost}"
+    return {
+        "level": "error",
+        "code": "NetConnection.Connect.Rejected",
+        "description": "RTMP 302 Redirect",
+        "ex": {"code": 302, "redirect": base, "redirect2": f"{base}/{target.stream}{query}"},
+    }
+
+
+def _strip_flv(name: str) -> str:
+    """An SRS edge asks its origin for `NAME.flv` when its first viewer came over HTTP-FLV: it is NAME."""
+    return name[:-4] if name.endswith(".flv") else name
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+Factory = Callable[[], RtmpConnection]

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-DEFAULT_VHOST = "__defaultVhost__"
+from tidecast.live.hub import Target
+from tidecast.live.limits import DEFAULT_VHOST
+
+if TYPE_CHECKING:
+    from tidecast.config import Config
+
+__all__ = ["DEFAULT_VHOST", "Target", "advertised_ip", "parse_rtmp_url", "rtmp_target", "split_origin"]
 
 
-@dataclass(slots=True)
-class StreamTarget:
-    vhost: str  # as requested: ?vhost=, else the host name
-    app: str
-    stream: str
-    query: str  # kept whole for auth hooks and edge traversal
-
-    @property
-    def url(self) -> str:
-        return f"/{self.app}/{self.stream}"
+def advertised_ip(config: Config, asked_host: str = "") -> str:
+    """The address other nodes should use for this one (SRS #1501)."""
+    for listen in config.listen:
+        if listen.host not in ("0.0.0.0", "::", "127.0.0.1", ""):
+            return listen.host
+    pod_ip = os.environ.get("POD_IP", "")
+    if pod_ip:
+        return pod_ip
+    if asked_host:
+        return asked_host
+    for listen in config.listen:
+        if listen.host not in ("0.0.0.0", "::", ""):
+            return listen.host
+    return "127.0.0.1"
 
 
 def _split_query(s: str) -> tuple[str, str]:
@@ -37,7 +48,7 @@ def _vhost_param(*queries: str) -> str:
     return ""
 
 
-def rtmp_target(tc_url: str, app: str, stream: str) -> StreamTarget:
+def rtmp_target(tc_url: str, app: str, stream: str) -> Target:
     """Resolve what a connect + play/publish asked for."""
     app_path, app_query = _split_query(app)
     stream_name, stream_query = _split_query(stream)
@@ -54,7 +65,7 @@ def rtmp_target(tc_url: str, app: str, stream: str) -> StreamTarget:
             host = ""
     vhost = _vhost_param(stream_query, app_query, tc_query) or host or DEFAULT_VHOST
     query = "&".join(q for q in (app_query, stream_query) if q)
-    return StreamTarget(vhost, app_path.strip("/"), stream_name, query)
+    return Target(vhost, app_path.strip("/"), stream_name, query)
 
 
 def parse_rtmp_url(url: str) -> tuple[str, int, str, str]:

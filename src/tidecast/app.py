@@ -1,8 +1,10 @@
-"""The server: listeners, signals, reload, graceful drain.
+"""The composition root: builds the hub, HLS, edge, origin cluster, listeners and the HTTP side, and wires them.
 
-Lifecycle follows SRS so Kubernetes manifests written for SRS behave the same:
-SIGQUIT (or SIGTERM with `force_grace_quit`) drains, SIGTERM and SIGINT quit
-fast, SIGHUP reloads; a config that fails to load never takes the server down.
+It is the only module that knows them all. Lifecycle follows SRS so Kubernetes
+manifests written for SRS behave the same: SIGQUIT (or SIGTERM with
+`force_grace_quit`) drains, SIGTERM and SIGINT quit fast, SIGHUP reloads; a
+config that fails to load, or a listen that cannot bind, never takes the
+server down: the reload is refused and the running config keeps serving.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
 
 from tidecast import __version__
+from tidecast.cluster.edge import EdgeManager
+from tidecast.cluster.origin import OriginCluster
 from tidecast.config import Config, ConfigError, Listen, load_config
-from tidecast.live.client import Client
+from tidecast.config.watch import ConfigWatcher, auto_reload_enabled
+from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
-from tidecast.live.player import Player
-from tidecast.live.stream import LiveStream
 from tidecast.log import SRS_LEVELS, reopen_log_files
+from tidecast.net.http import start_http
+from tidecast.net.node import MetricSource
 from tidecast.net.rates import Rates
-from tidecast.net.urls import StreamTarget
+from tidecast.net.rtmp_server import RtmpConnection
 from tidecast.sysinfo import CpuSampler
 
 log = logging.getLogger("tidecast.server")
@@ -32,18 +39,33 @@ log = logging.getLogger("tidecast.server")
 RELOAD_OK = 90
 RELOAD_PARSE_FAILED = 10
 RELOAD_CHECK_FAILED = 20
+RELOAD_LISTEN_FAILED = 30
+RELOAD_PARSE_BUDGET_S = 5.0
+# A tick this late means the loop stalled: reads queued behind it go first, timeouts wait a tick.
+TICK_STALL_S = 0.5
+# HTTP connections allowed past max_connections, so liveness and readiness probes answer on a full server.
+PROBE_RESERVE = 16
 
 
-class Server:
+class Service(Protocol):
+    """What the root drives besides connections: a 1 s tick, config reloads, the final close."""
+
+    def tick(self, now: float) -> None: ...
+
+    def reload(self) -> None: ...
+
+    def close(self) -> Any: ...
+
+
+class App:
     def __init__(self, config: Config) -> None:
-        self.config = config
         self.loop = asyncio.get_running_loop()
-        self.hub = Hub(config)
         self.started = time.time()
+        self.hub = Hub(config, self.loop, server_id=f"vid-{os.getpid():x}{int(self.started) % 100000:05d}")
         self.connections: set[object] = set()
-        self.max_message_size = 8 * 1024 * 1024
         self.rtmp_listeners: dict[Listen, asyncio.AbstractServer] = {}
         self.http_listeners: list[asyncio.AbstractServer] = []
+        self.http_runners: list[web.AppRunner] = []
         self.ready = False
         self.draining = False
         self.quitting = False
@@ -54,38 +76,32 @@ class Server:
         self.reload_failures = 0
         self.reload_state: dict[str, Any] = {"err": 0, "msg": "", "state": 0, "rid": ""}
         self.connections_total = 0
-        self.connection_errors = 0
+        self.http_connections = 0
         self.rejected_connections = 0
         self._last_drop_log = 0.0
         self._housekeeping: asyncio.Task[None] | None = None
+        self._watcher: ConfigWatcher | None = None
         self.cpu = CpuSampler()
         self.rates = Rates()
         self.api_service_id = ""
-        self.metric_sources: list[Callable[[], Any]] = []
-        self.http_redirects: list[Callable[[str, str, str, Any], Awaitable[str | None]]] = []
-        self._watcher: Any = None
-        # Extension points used by the HLS muxers, the edge and the origin cluster.
-        self.publish_checks: list[Callable[[LiveStream, StreamTarget], str | None]] = []
-        # Gates may ask other nodes (the origin cluster), hence awaitable.
-        self.play_gates: list[Callable[[str, StreamTarget, str], Awaitable[dict[str, Any] | None]]] = []
-        self.publish_gates: list[Callable[[LiveStream, StreamTarget], Awaitable[str | None]]] = []
-        self.edge: Any = None
-        self.clusters_query: Callable[[Any], dict[str, Any]] | None = None
-        self.cluster_view: Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]] | None = None
-        self.play_hooks: list[Callable[[LiveStream, Player], None]] = []
-        self.stop_play_hooks: list[Callable[[LiveStream, Player], None]] = []
-        self.publish_hooks: list[Callable[[LiveStream, Client], None]] = []
-        self.unpublish_hooks: list[Callable[[LiveStream, Client], None]] = []
-        self.tick_hooks: list[Callable[[float], None]] = []
-        self.close_hooks: list[Callable[[], Any]] = []
-        self.reload_hooks: list[Callable[[], None]] = []
+        self.metric_sources: list[MetricSource] = []
+        self.services: list[Service] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    # ------------------------------------------------------------ connections
+    @property
+    def config(self) -> Config:
+        return self.hub.config
+
+    # ------------------------------------------------------------ connections (net.counted.Admission)
 
     def admit(self, conn: object) -> bool:
         if self.quitting:
             return False
-        if len(self.connections) >= self.config.max_connections:
+        # RTMP and HTTP have a budget each (HTTP with a reserve for probes), so neither starves the other.
+        http = not isinstance(conn, RtmpConnection)
+        count = self.http_connections if http else len(self.connections) - self.http_connections
+        limit = self.config.max_connections + (PROBE_RESERVE if http else 0)
+        if count >= limit:
             self.rejected_connections += 1
             now = time.monotonic()
             # A connection storm must not become a log storm: one line a second.
@@ -101,100 +117,39 @@ class Server:
             return False
         self.connections.add(conn)
         self.connections_total += 1
+        if http:
+            self.http_connections += 1
         return True
 
     def release(self, conn: object) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if not isinstance(conn, RtmpConnection):
+                self.http_connections -= 1
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
 
     @property
     def is_ready(self) -> bool:
         return self.ready and not self.draining
 
-    def static_root_for(self, rel: str) -> str:
-        """HLS files come from the vhost's hls_path; everything else from http_server.dir."""
-        if rel.endswith((".m3u8", ".ts")):
-            vhost = self.config.vhost("__defaultVhost__")
-            if vhost is not None and vhost.hls.enabled:
-                candidate = os.path.join(vhost.hls.hls_path, rel)
-                if os.path.exists(candidate):
-                    return vhost.hls.hls_path
-        return self.config.http_server.dir
-
-    async def http_play_redirect(self, vhost: str, app: str, name: str, request: Any) -> str | None:
-        for redirect in self.http_redirects:
-            url = await redirect(vhost, app, name, request)
-            if url is not None:
-                return url
-        return None
-
-    def check_publish(self, stream: LiveStream, target: StreamTarget) -> str | None:
-        if stream.publisher is not None:
-            return f"stream {stream.vhost}{stream.url} is already being published"
-        for check in self.publish_checks:
-            reason = check(stream, target)
-            if reason is not None:
-                return reason
-        return None
-
-    async def check_publish_remote(self, stream: LiveStream, target: StreamTarget) -> str | None:
-        for gate in self.publish_gates:
-            reason = await gate(stream, target)
-            if reason is not None:
-                return reason
-        return None
-
-    async def check_play(self, vhost: str, target: StreamTarget, asked_host: str) -> dict[str, Any] | None:
-        for gate in self.play_gates:
-            info = await gate(vhost, target, asked_host)
-            if info is not None:
-                return info
-        return None
-
-    def on_publish(self, stream: LiveStream, client: Client) -> None:
-        for hook in self.publish_hooks:
-            hook(stream, client)
-
-    def on_unpublish(self, stream: LiveStream, client: Client) -> None:
-        for hook in self.unpublish_hooks:
-            hook(stream, client)
-
-    def on_play(self, stream: LiveStream, player: Player) -> None:
-        for hook in self.play_hooks:
-            hook(stream, player)
-
-    def on_stop_play(self, stream: LiveStream, player: Player) -> None:
-        for hook in self.stop_play_hooks:
-            hook(stream, player)
-
-    def advertised_ip(self, asked_host: str = "") -> str:
-        """The address other nodes should use for this one (SRS #1501)."""
-        for listen in self.config.listen:
-            if listen.host not in ("0.0.0.0", "::", "127.0.0.1", ""):
-                return listen.host
-        pod_ip = os.environ.get("POD_IP", "")
-        if pod_ip:
-            return pod_ip
-        if asked_host:
-            return asked_host
-        for listen in self.config.listen:
-            if listen.host not in ("0.0.0.0", "::", ""):
-                return listen.host
-        return "127.0.0.1"
-
-    # ------------------------------------------------------------ start
+    # ------------------------------------------------------------ building
 
     async def start(self) -> None:
-        from tidecast.cluster.edge import EdgeManager
-        from tidecast.cluster.origin import OriginCluster
-        from tidecast.live.hls_sink import HlsManager
-        from tidecast.net.http import start_http
-
-        HlsManager(self)
-        EdgeManager(self)
-        OriginCluster(self)
+        hub = self.hub
+        hls = HlsManager(hub)
+        edge = EdgeManager(hub)
+        origin = OriginCluster(hub)
+        hub.observers += [hls, edge]
+        hub.gates += [edge, origin]
+        self.metric_sources.append(edge.metrics)
+        self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]
+        self.services.append(_Tick(None, None, origin.close))
         for listen in self.config.listen:
             await self._open_rtmp(listen)
-        await start_http(self)
+        self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()
         self._start_watcher()
@@ -208,25 +163,27 @@ class Server:
             os.getpid(),
         )
 
-    async def _open_rtmp(self, listen: Listen) -> None:
-        from tidecast.net.rtmp_server import RtmpConnection
-
+    async def _open_rtmp(self, listen: Listen) -> asyncio.AbstractServer:
         server = await self.loop.create_server(
-            lambda: RtmpConnection(self), listen.host, listen.port, reuse_address=True, backlog=1024
+            lambda: RtmpConnection(self.hub, self), listen.host, listen.port, reuse_address=True, backlog=1024
         )
         self.rtmp_listeners[listen] = server
         log.info("RTMP listen at %s", listen)
+        return server
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_watcher(self) -> None:
-        from tidecast.config.watch import ConfigWatcher, auto_reload_enabled
-
         if self.config.path and auto_reload_enabled(self.config):
-            self._watcher = ConfigWatcher(self.config.path, lambda: self.reload("inotify"))
+            self._watcher = ConfigWatcher(self.config.path, lambda: self._spawn(self.reload("inotify")))
             self._watcher.start()
 
     def _install_signals(self) -> None:
         loop = self.loop
-        loop.add_signal_handler(signal.SIGHUP, self.reload, "signal")
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("signal")))
         loop.add_signal_handler(signal.SIGQUIT, self._on_graceful_signal, signal.SIGQUIT)
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
         loop.add_signal_handler(signal.SIGINT, self._on_fast_signal, signal.SIGINT)
@@ -239,6 +196,8 @@ class Server:
             signal.SIGTERM,
             signal.SIGQUIT,
         )
+
+    # ------------------------------------------------------------ signals
 
     def _on_term(self) -> None:
         if self.config.force_grace_quit:
@@ -274,18 +233,22 @@ class Server:
     # ------------------------------------------------------------ housekeeping
 
     async def _tick(self) -> None:
+        expected = time.monotonic() + 1.0
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            stalled = now - expected > TICK_STALL_S
+            expected = now + 1.0
             try:
-                for conn in list(self.connections):
-                    check = getattr(conn, "check_timeouts", None)
-                    if check is not None:
-                        check(now)
+                if not stalled:
+                    for conn in list(self.connections):
+                        check = getattr(conn, "check_timeouts", None)
+                        if check is not None:
+                            check(now)
                 self.hub.sweep()
                 self._sample(now)
-                for hook in self.tick_hooks:
-                    hook(now)
+                for service in self.services:
+                    service.tick(now)
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -305,26 +268,43 @@ class Server:
 
     # ------------------------------------------------------------ reload
 
-    def reload(self, source: str = "api") -> bool:
-        """Load the config file again; a bad file is refused and the old one keeps serving."""
+    async def reload(self, source: str = "api") -> bool:
+        """Load the config file again; a bad file or an unbindable listen is refused and the old config serves on."""
         self.reloads += 1
         rid = f"{int(time.time() * 1000):x}"
         if source == "signal":
             log.info("reload config, signo=%d", signal.SIGHUP)
         log.info("starting reload config (%s).", source)
+        state = RELOAD_PARSE_FAILED
         try:
             if not self.config.path:
                 raise ConfigError("env-only mode: there is no config file to reload")
-            new = load_config(self.config.path)
+            # Parsing reads files (includes may name anything): off the loop, within a budget.
+            new = await asyncio.wait_for(
+                self.loop.run_in_executor(None, load_config, self.config.path), RELOAD_PARSE_BUDGET_S
+            )
+            state = RELOAD_CHECK_FAILED
             self._check_reload(new)
+            state = RELOAD_LISTEN_FAILED
+            await self._apply_listen(new)
+        except TimeoutError:
+            budget = f"parsing took longer than {RELOAD_PARSE_BUDGET_S:.0f} s (an include naming a pipe?)"
+            return self._refuse(rid, state, budget)
         except ConfigError as exc:
-            self.reload_failures += 1
-            state = RELOAD_PARSE_FAILED
-            self.reload_state = {"err": 1, "msg": str(exc), "state": state, "rid": rid}
-            log.error("reload failed, state=%d, err %s; keeping the running config", state, exc)
-            return False
-        self.loop.create_task(self._apply(new, rid))
+            return self._refuse(rid, state, str(exc))
+        except OSError as exc:
+            return self._refuse(rid, state, f"listen: {exc}; the old listeners keep serving")
+        except Exception as exc:  # never a 500 or a dead server for a reload
+            log.exception("reload failed unexpectedly")
+            return self._refuse(rid, state, f"{type(exc).__name__}: {exc}")
+        self._apply(new, rid)
         return True
+
+    def _refuse(self, rid: str, state: int, message: str) -> bool:
+        self.reload_failures += 1
+        self.reload_state = {"err": 1, "msg": message, "state": state, "rid": rid}
+        log.error("reload failed, state=%d, err %s; keeping the running config", state, message)
+        return False
 
     def _check_reload(self, new: Config) -> None:
         for name, vhost in self.config.vhosts.items():
@@ -335,28 +315,30 @@ class Server:
                     f"({vhost.cluster.mode} -> {other.cluster.mode}); restart the server instead"
                 )
 
-    async def _apply(self, new: Config, rid: str) -> None:
-        old = self.config
+    async def _apply_listen(self, new: Config) -> None:
+        """Bind what is new before closing what is gone: a port in use fails the reload with nothing closed."""
+        opened: list[Listen] = []
         try:
-            for listen in [x for x in self.rtmp_listeners if x not in new.listen]:
-                server = self.rtmp_listeners.pop(listen)
-                server.close()
-                log.info("RTMP listener %s closed by reload", listen)
             for listen in [x for x in new.listen if x not in self.rtmp_listeners]:
                 await self._open_rtmp(listen)
-        except OSError as exc:
-            self.reload_failures += 1
-            self.reload_state = {"err": 1, "msg": f"listen: {exc}", "state": 30, "rid": rid}
-            log.error("reload failed while applying listen, state=30, err %s; other settings applied", exc)
+                opened.append(listen)
+        except OSError:
+            for listen in opened:
+                self.rtmp_listeners.pop(listen).close()
+            raise
+        for listen in [x for x in self.rtmp_listeners if x not in new.listen]:
+            self.rtmp_listeners.pop(listen).close()
+            log.info("RTMP listener %s closed by reload", listen)
+
+    def _apply(self, new: Config, rid: str) -> None:
+        old = self.config
         if new.http_api != old.http_api or new.http_server != old.http_server:
             log.warning("reload: http_api and http_server changes need a restart (as in SRS 5); kept the running ones")
-        self.config = new
         self.hub.apply_config(new)
-        for hook in self.reload_hooks:
-            hook()
+        for service in self.services:
+            service.reload()
         logging.getLogger("tidecast").setLevel(SRS_LEVELS.get(new.srs_log_level, logging.INFO))
-        if self.reload_state.get("rid") != rid:
-            self.reload_state = {"err": 0, "msg": "", "state": RELOAD_OK, "rid": rid}
+        self.reload_state = {"err": 0, "msg": "", "state": RELOAD_OK, "rid": rid}
         log.info("reload config success, state=%d.", RELOAD_OK)
 
     # ------------------------------------------------------------ quitting
@@ -382,14 +364,13 @@ class Server:
     def _close_media_listeners(self) -> None:
         """Refuse new publishers and players; HTTP stays up so probes and scrapes keep answering
         (a liveness probe failing mid-drain would get the pod killed before its players left)."""
+        self.hub.accepting = False
         for server in self.rtmp_listeners.values():
             server.close()
         self.rtmp_listeners.clear()
 
     def media_connections(self) -> int:
         """What a graceful quit waits for: RTMP connections and HTTP-FLV players, not API calls."""
-        from tidecast.net.rtmp_server import RtmpConnection
-
         rtmp = sum(1 for conn in self.connections if isinstance(conn, RtmpConnection))
         return rtmp + sum(1 for client in self.hub.clients.values() if client.type == "flv-play")
 
@@ -404,8 +385,8 @@ class Server:
     async def _graceful(self) -> None:
         cfg = self.config
         log.info("cleanup for quit signal fast=0, grace=1")
-        # Listeners stay open: Kubernetes may still route new connections here
-        # until the Service update reaches every node (SRS #1595).
+        # Listeners stay open and new plays are still served: Kubernetes may still route new
+        # connections here until the endpoint removal reaches every node (SRS #1595).
         await self._sleep_unless_fast(cfg.grace_start_wait / 1000.0)
         log.info("start wait for %dms", cfg.grace_start_wait)
         self._close_media_listeners()
@@ -439,19 +420,46 @@ class Server:
 
     def _close_all_connections(self) -> None:
         for conn in list(self.connections):
-            close = getattr(conn, "close", None)
-            if close is not None:
-                close()
-            transport = getattr(getattr(conn, "inner", None), "transport", None)
-            if transport is not None:
-                transport.close()
+            if isinstance(conn, RtmpConnection):
+                conn.close()
+        for client in list(self.hub.clients.values()):
+            client.kick()
 
     async def _dispose(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._watcher is not None:
             self._watcher.stop()
-        for hook in self.close_hooks:
-            result = hook()
+        for service in self.services:
+            result = service.close()
             if asyncio.iscoroutine(result):
                 await result
+        for runner in self.http_runners:
+            await runner.cleanup()
+
+
+class _Tick:
+    """A Service made of plain callables, for parts that need only some of the lifecycle."""
+
+    __slots__ = ("_close", "_reload", "_tick")
+
+    def __init__(
+        self,
+        tick: Callable[[float], None] | None,
+        reload: Callable[[], None] | None,
+        close: Callable[[], Any] | None,
+    ) -> None:
+        self._tick = tick
+        self._reload = reload
+        self._close = close
+
+    def tick(self, now: float) -> None:
+        if self._tick is not None:
+            self._tick(now)
+
+    def reload(self) -> None:
+        if self._reload is not None:
+            self._reload()
+
+    def close(self) -> Any:
+        return self._close() if self._close is not None else None

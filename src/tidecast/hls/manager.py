@@ -8,38 +8,58 @@ discontinuity.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from typing import TYPE_CHECKING
 
 from tidecast.hls.segmenter import HlsMuxer
+from tidecast.live.hub import Hub, StreamEvents
+from tidecast.live.names import sanitize
 from tidecast.live.stream import LiveStream
-
-if TYPE_CHECKING:
-    from tidecast.server import Server
 
 log = logging.getLogger("tidecast.hls")
 
 Key = tuple[str, str, str]
 
 
-class HlsManager:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.muxers: dict[Key, HlsMuxer] = {}
-        server.hub.stream_created.append(self._on_stream)
-        server.tick_hooks.append(self._tick)
-        server.close_hooks.append(self.close)
-        server.reload_hooks.append(self._on_reload)
+def inside(root: str, path: str) -> bool:
+    """True when `path` stays within `root` once both are normalised (the second line of defence
+    behind the hub's name checks: a template or a name must never write or delete elsewhere)."""
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == base or real.startswith(base + os.sep)
 
-    def _on_stream(self, stream: LiveStream) -> None:
+
+class HlsManager(StreamEvents):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.muxers: dict[Key, HlsMuxer] = {}
+
+    def on_stream_created(self, stream: LiveStream) -> None:
         if stream.settings.hls.enabled:
             self._attach(stream)
+
+    def on_stream_removed(self, stream: LiveStream) -> None:
+        key = (stream.vhost, stream.app, stream.name)
+        muxer = self.muxers.get(key)
+        if muxer is not None and not muxer.started:
+            # Played but never published: nothing on disk, nothing to dispose of later.
+            del self.muxers[key]
 
     def _attach(self, stream: LiveStream) -> None:
         key = (stream.vhost, stream.app, stream.name)
         muxer = self.muxers.get(key)
         if muxer is None:
             muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name)
+            if not inside(stream.settings.hls.hls_path, muxer.m3u8_path):
+                log.error(
+                    "hls: %s/%s/%s would write %s outside hls_path %s; not muxing it (check hls_m3u8_file)",
+                    stream.vhost,
+                    sanitize(stream.app),
+                    sanitize(stream.name),
+                    sanitize(muxer.m3u8_path),
+                    stream.settings.hls.hls_path,
+                )
+                return
             self.muxers[key] = muxer
         else:
             muxer.settings = stream.settings.hls
@@ -56,16 +76,16 @@ class HlsManager:
             if stream.active:
                 muxer.on_unpublish()
 
-    def _on_reload(self) -> None:
-        for stream in self.server.hub.streams.values():
+    def reload(self) -> None:
+        for stream in self.hub.streams.values():
             if stream.settings.hls.enabled:
                 self._attach(stream)
             else:
                 self._detach(stream)
 
-    def _tick(self, _monotonic: float) -> None:
+    def tick(self, _monotonic: float) -> None:
         now = time.time()
-        streams = self.server.hub.streams
+        streams = self.hub.streams
         for key, muxer in list(self.muxers.items()):
             stream = streams.get(key)
             if stream is not None and stream.active:
@@ -80,7 +100,7 @@ class HlsManager:
 
     def close(self) -> None:
         """Fast or graceful quit: close open segments so the playlist is complete."""
-        for stream in self.server.hub.streams.values():
+        for stream in self.hub.streams.values():
             if stream.active:
                 for sink in stream.sinks:
                     if isinstance(sink, HlsMuxer):
