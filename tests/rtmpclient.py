@@ -107,6 +107,13 @@ class RtmpTestClient:
         self.session.play(stream)
         self._flush()
 
+    def publish(self, stream: str) -> None:
+        self.session.create_stream()
+        self._flush()
+        self._wait_result("createStream", 10.0)
+        self.session.publish(stream)
+        self._flush()
+
     def read_for(self, seconds: float) -> Received:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

@@ -43,8 +43,6 @@ RELOAD_LISTEN_FAILED = 30
 RELOAD_PARSE_BUDGET_S = 5.0
 # A tick this late means the loop stalled: reads queued behind it go first, timeouts wait a tick.
 TICK_STALL_S = 0.5
-# HTTP connections allowed past max_connections, so liveness and readiness probes answer on a full server.
-PROBE_RESERVE = 16
 
 
 class Service(Protocol):
@@ -76,7 +74,7 @@ class App:
         self.reload_failures = 0
         self.reload_state: dict[str, Any] = {"err": 0, "msg": "", "state": 0, "rid": ""}
         self.connections_total = 0
-        self.http_connections = 0
+        self.counts: dict[str, int] = {}  # open connections by kind: rtmp, http, api, exporter
         self.rejected_connections = 0
         self._last_drop_log = 0.0
         self._housekeeping: asyncio.Task[None] | None = None
@@ -97,11 +95,9 @@ class App:
     def admit(self, conn: object) -> bool:
         if self.quitting:
             return False
-        # RTMP and HTTP have a budget each (HTTP with a reserve for probes), so neither starves the other.
-        http = not isinstance(conn, RtmpConnection)
-        count = self.http_connections if http else len(self.connections) - self.http_connections
-        limit = self.config.max_connections + (PROBE_RESERVE if http else 0)
-        if count >= limit:
+        # RTMP, the HTTP port and the API port have a budget each, so idle sockets on one never starve another.
+        kind = getattr(conn, "kind", "rtmp")
+        if self.counts.get(kind, 0) >= self.config.max_connections:
             self.rejected_connections += 1
             now = time.monotonic()
             # A connection storm must not become a log storm: one line a second.
@@ -117,15 +113,14 @@ class App:
             return False
         self.connections.add(conn)
         self.connections_total += 1
-        if http:
-            self.http_connections += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         return True
 
     def release(self, conn: object) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
-            if not isinstance(conn, RtmpConnection):
-                self.http_connections -= 1
+            kind = getattr(conn, "kind", "rtmp")
+            self.counts[kind] -= 1
 
     @property
     def connection_count(self) -> int:

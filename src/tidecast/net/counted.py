@@ -1,7 +1,7 @@
 """Counting every TCP connection against `max_connections`, and keeping idle HTTP sockets from hoarding them.
 
-RTMP and HTTP are counted apart: a crowd of idle HTTP sockets can never lock
-publishers and players out, and probes keep a small reserve of their own. An
+RTMP, the HTTP server port and the API port are counted apart: a crowd of idle
+HTTP sockets can never lock publishers, players or probes out. An
 HTTP connection must finish its first request's headers within
 `HEADER_TIMEOUT_S` (no request at all, or a byte every few seconds, is closed);
 after that aiohttp's keep-alive timeout closes it between requests.
@@ -27,9 +27,10 @@ class Admission(Protocol):
 class CountedProtocol(asyncio.Protocol):
     """Wraps another protocol (aiohttp's request handler) so the server can count, refuse and time it out."""
 
-    __slots__ = ("_deadline", "_head", "admitted", "inner", "server", "transport")
+    __slots__ = ("_deadline", "_head", "admitted", "inner", "kind", "server", "transport")
 
-    def __init__(self, server: Admission, inner: asyncio.Protocol) -> None:
+    def __init__(self, server: Admission, inner: asyncio.Protocol, kind: str) -> None:
+        self.kind = kind  # which port's budget it counts against: "api", "http" or "exporter"
         self.server = server
         self.inner = inner
         self.admitted = False
@@ -79,5 +80,7 @@ class CountedProtocol(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-def counted_factory(server: Admission, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-    return lambda: CountedProtocol(server, factory())
+def counted_factory(
+    server: Admission, factory: Callable[[], asyncio.Protocol], kind: str
+) -> Callable[[], asyncio.Protocol]:
+    return lambda: CountedProtocol(server, factory(), kind)

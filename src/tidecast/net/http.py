@@ -174,12 +174,12 @@ def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[No
 
 def build_apps(
     server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
-) -> list[tuple[Listen, web.Application]]:
+) -> list[tuple[Listen, web.Application, str]]:
     hub = server.hub
     cfg = hub.config
     api = Api(server, cluster)
     server.api_service_id = api.service_id
-    apps: list[tuple[Listen, web.Application]] = []
+    apps: list[tuple[Listen, web.Application, str]] = []
     health = [web.get("/healthz", _health), web.get("/readyz", _readiness(server))]
     shared = cfg.http_api.enabled and cfg.http_server.enabled and cfg.http_api.listen == cfg.http_server.listen
     if cfg.http_api.enabled:
@@ -187,7 +187,7 @@ def build_apps(
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
-        apps.append((cfg.http_api.listen, app))
+        apps.append((cfg.http_api.listen, app, "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
                 "http_api listens on %s without auth: anyone who reaches it can kick clients; "
@@ -199,12 +199,12 @@ def build_apps(
         app.add_routes(
             [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(hub, hls_demand))]
         )
-        apps.append((cfg.http_server.listen, app))
+        apps.append((cfg.http_server.listen, app, "http"))
     if cfg.exporter.enabled:
         app = web.Application()
         app.add_routes([web.get("/metrics", _metrics(server))])
-        apps.append((cfg.exporter.listen, app))
-    for _, app in apps:
+        apps.append((cfg.exporter.listen, app, "exporter"))
+    for _, app, _kind in apps:
         app.on_response_prepare.append(_server_header())
     return apps
 
@@ -216,12 +216,12 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app in build_apps(server, cluster, hls_demand):
+    for listen, app, kind in build_apps(server, cluster, hls_demand):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
         assert runner.server is not None
-        factory = counted_factory(server, runner.server)
+        factory = counted_factory(server, runner.server, kind)
         listener = await loop.create_server(factory, listen.host, listen.port, reuse_address=True, backlog=1024)
         listeners.append(listener)
         log.info("HTTP listen at %s", listen)

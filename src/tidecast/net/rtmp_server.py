@@ -42,6 +42,8 @@ AFTER_UNPUBLISH_TIMEOUT = 5.0
 class RtmpConnection(asyncio.Protocol):
     """One RTMP client: handshake, commands, then either publishing or playing."""
 
+    kind = "rtmp"  # its connection budget
+
     def __init__(self, hub: Hub, admission: Admission) -> None:
         self.hub = hub
         self.admission = admission
