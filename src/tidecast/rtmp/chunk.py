@@ -262,10 +262,14 @@ class ChunkDecoder:
         else:
             basic = bytes((0xC1, (csid - 64) & 0xFF, (csid - 64) >> 8))
         hlen = len(basic)
-        spans = [(p, take)]
-        q = p + take
         left = cs.length - take
         end = len(buf)
+        # Not all here (the usual case for a large frame in small reads): say
+        # so before scanning any header.
+        if p + cs.length + -(-left // chunk_size) * hlen > end:
+            return 0
+        spans = [(p, take)]
+        q = p + take
         extended = cs.extended
         ts = cs.timestamp & 0xFFFFFFFF
         while left:
