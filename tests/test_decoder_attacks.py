@@ -9,6 +9,7 @@ nested aggregates, repeated connect, and the session's order rules.
 from __future__ import annotations
 
 import ast
+import contextlib
 import socket
 import struct
 import time
@@ -310,6 +311,16 @@ def test_long_sps_tail_is_not_read() -> None:
     assert quick(lambda: avc.parse_sps(sps), 0.05) == (320, 240)
 
 
+def test_oversized_parameter_sets_in_a_sequence_header_are_refused() -> None:
+    # 31 SPS of 60 kB each would go before every keyframe of every HLS segment.
+    sps = b"\x67\x42\x00\x1f" + bytes(60_000)
+    record = b"\x01\x42\x00\x1f\xff" + bytes((0xE0 | 31,)) + (struct.pack(">H", len(sps)) + sps) * 31 + b"\x00"
+    with pytest.raises(ProtocolError, match="exceed the 16384-byte limit"):
+        avc.parse_config(record)
+    small = b"\x01\x42\x00\x1f\xff\xe1" + struct.pack(">H", 4) + b"\x67\x42\x00\x1f" + b"\x01\x00\x02\x68\xce"
+    assert avc.parse_config(small).pps == [b"\x68\xce"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_sps_fuzz_only_protocol_errors(data: bytes) -> None:
@@ -581,3 +592,26 @@ def test_real_server_refuses_a_reference_bomb_connect_and_stays_responsive(
             pass
         assert time.monotonic() - t0 < 2.0
     assert "too large" in server.log()
+
+
+def test_real_server_closes_a_client_that_repeats_connect(tidecast: Callable[..., TidecastProcess]) -> None:
+    # The client never reads: each connect answered would pile ~19x its size into our write buffer.
+    server = tidecast()
+    rtmp = RtmpSession(client=True)
+    with socket.create_connection(("127.0.0.1", server.rtmp_port), timeout=5) as sock:
+        for data in rtmp.data_to_send():
+            sock.sendall(data)
+        while not rtmp.handshake_done:
+            rtmp.receive_data(sock.recv(65536))
+        for data in rtmp.data_to_send():
+            sock.sendall(data)
+        one = command(amf0.encode("connect", 1.0, {"app": "live", "tcUrl": f"{server.rtmp}/live"}))
+        with contextlib.suppress(OSError):  # the server may reset us mid-send
+            sock.sendall(one * 200)
+        sock.settimeout(3)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    assert received < 20 * len(one), f"{received} bytes answered to 200 connects of {len(one)} bytes"
+    assert "a second connect on one connection" in server.log()

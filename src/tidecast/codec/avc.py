@@ -21,6 +21,11 @@ NAL_AUD = 9
 
 _U32 = struct.Struct(">I")
 
+# SPS and PPS bytes one sequence header may carry. Real ones are a few hundred
+# bytes; all of them go before every IDR picture in HLS, so a huge set would
+# multiply every keyframe an attacker sends.
+MAX_PARAMETER_SETS_BYTES = 16 * 1024
+
 # Profiles whose SPS carries chroma format, bit depths and scaling lists (H.264 7.3.2.1.1).
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 
@@ -63,6 +68,12 @@ def parse_config(record: bytes) -> AvcConfig:
             pos += size
     if not config.sps:
         raise ProtocolError("AVC sequence header without an SPS")
+    total = sum(len(nal) for nal in (*config.sps, *config.pps))
+    if total > MAX_PARAMETER_SETS_BYTES:
+        raise ProtocolError(
+            f"AVC sequence header: {len(config.sps)} SPS and {len(config.pps)} PPS of {total} bytes "
+            f"exceed the {MAX_PARAMETER_SETS_BYTES}-byte limit"
+        )
     return config
 
 
