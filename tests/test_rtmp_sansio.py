@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import struct
 
@@ -284,3 +285,36 @@ def test_session_fuzz_after_handshake(data: bytes) -> None:
         server.receive_data(data)
     except ProtocolError:
         pass
+
+
+_messages = st.lists(
+    st.tuples(
+        st.sampled_from([3, 4, 63, 64, 319, 320, 1000]),  # one-, two- and three-byte basic headers
+        st.sampled_from([C.AUDIO, C.VIDEO, C.DATA_AMF0]),
+        st.one_of(st.integers(0, 0xFFFFFE), st.integers(0xFFFFFF, 0xFFFFFFFF)),  # extended timestamps too
+        st.integers(0, 3000),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_messages, st.sampled_from([128, 129, 1000, 4096]), st.lists(st.integers(1, 5000), max_size=20))
+def test_chunk_reassembly_does_not_depend_on_read_boundaries(
+    messages: list[tuple[int, int, int, int]], chunk_size: int, cuts: list[int]
+) -> None:
+    enc = ChunkEncoder()
+    wire = enc.set_chunk_size(chunk_size)
+    expect = []
+    for i, (csid, type_id, ts, size) in enumerate(messages):
+        payload = bytes([i % 256]) * size
+        wire += enc.encode(csid, type_id, ts, 1, payload)
+        expect.append((csid, type_id, ts, payload))
+    points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+    dec = ChunkDecoder()
+    got = []
+    for a, b in itertools.pairwise(points):
+        got += [(m.csid, m.type_id, m.timestamp, m.payload) for m in dec.feed(wire[a:b]) if m.type_id != 1]
+    assert got == expect
+    assert dec.unfinished_bytes == 0

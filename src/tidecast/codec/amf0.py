@@ -4,6 +4,10 @@ Python values map as: None <-> null (undefined decodes to None too), bool,
 float (ints encode as numbers), str, dict <-> object, `EcmaArray` <-> ECMA
 array, list <-> strict array, `Date`. An AMF0 "switch to AMF3" marker decodes
 one AMF3 value (some Flash-era clients send those in commands).
+
+Decoding never expands references: a referenced object is shared, charged its
+full size against the message's `Budget`, and a reference into an object that
+is still open (a cycle) is refused. See `amf_common` for why.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from tidecast.errors import ProtocolError
+from tidecast.codec import amf3
+from tidecast.codec.amf_common import MAX_DEPTH, AmfError, Budget, Date, EcmaArray, without_bytes
 
 NUMBER = 0x00
 BOOLEAN = 0x01
@@ -36,19 +41,9 @@ _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _DATE = struct.Struct(">dh")
-_MAX_DEPTH = 64
 
-
-class AmfError(ProtocolError):
-    """Bytes that are not valid AMF."""
-
-
-class EcmaArray(dict[str, Any]):
-    """An associative array: encodes as AMF0 type 8, as onMetaData usually is."""
-
-
-class Date(float):
-    """Milliseconds since the epoch, kept apart from plain numbers."""
+# Re-exported: callers know these as amf0.AmfError, amf0.EcmaArray, amf0.Date.
+__all__ = ["AmfError", "Budget", "Date", "EcmaArray", "decode", "decode_all", "encode", "without_bytes"]
 
 
 # ---------------------------------------------------------------- encoding
@@ -109,12 +104,15 @@ def encode(*values: Any) -> bytes:
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "refs")
+    __slots__ = ("budget", "costs", "data", "pos", "refs")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, budget: Budget | None) -> None:
         self.data = data
         self.pos = 0
+        self.budget = budget if budget is not None else Budget(len(data))
         self.refs: list[Any] = []
+        # (values, text) each referable object cost to decode; None while it is open.
+        self.costs: list[tuple[int, int] | None] = []
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -134,91 +132,115 @@ class _Reader:
 
     def utf8(self, n: int) -> str:
         try:
-            return self.take(n).decode()
+            text = self.take(n).decode()
         except UnicodeDecodeError:
             raise AmfError(f"AMF0 string at byte {self.pos - n} is not UTF-8") from None
+        self.budget.charge(0, n)
+        return text
 
     def key(self) -> str:
         return self.utf8(self.u16())
 
     def properties(self, target: dict[str, Any], depth: int) -> None:
+        data = self.data
         while True:
-            if self.pos + 3 <= len(self.data) and self.data[self.pos : self.pos + 3] == b"\x00\x00\x09":
+            if data[self.pos : self.pos + 3] == b"\x00\x00\x09":
                 self.pos += 3
                 return
-            if self.pos >= len(self.data):
+            if self.pos >= len(data):
                 # Some encoders end the top-level object without the end
                 # marker; accept what was there.
                 return
             name = self.key()
             target[name] = self.value(depth + 1)
 
+    def open(self, value: Any) -> tuple[int, int, int]:
+        """Register an object for references; returns what `close` needs to price it."""
+        self.refs.append(value)
+        self.costs.append(None)
+        budget = self.budget
+        budget.charge(1)
+        return len(self.refs) - 1, budget.values, budget.text
+
+    def close(self, mark: tuple[int, int, int]) -> None:
+        index, values, text = mark
+        budget = self.budget
+        # +1: the object itself, charged in `open` before the mark was taken.
+        self.costs[index] = (values - budget.values + 1, text - budget.text)
+
     def value(self, depth: int = 0) -> Any:
-        if depth > _MAX_DEPTH:
+        if depth > MAX_DEPTH:
             raise AmfError("AMF0 value nested too deeply")
         marker = self.take(1)[0]
-        if marker == NUMBER:
-            return _DOUBLE.unpack(self.take(8))[0]
-        if marker == BOOLEAN:
-            return self.take(1) != b"\x00"
-        if marker == STRING:
-            return self.utf8(self.u16())
         if marker == OBJECT:
             obj: dict[str, Any] = {}
-            self.refs.append(obj)
+            mark = self.open(obj)
             self.properties(obj, depth)
+            self.close(mark)
             return obj
-        if marker in (NULL, UNDEFINED, UNSUPPORTED):
-            return None
-        if marker == REFERENCE:
-            index = self.u16()
-            if index >= len(self.refs):
-                raise AmfError(f"AMF0 reference {index} to an unknown object")
-            return self.refs[index]
         if marker == ECMA_ARRAY:
             self.u32()  # the count is a hint; the end marker is authoritative
             arr = EcmaArray()
-            self.refs.append(arr)
+            mark = self.open(arr)
             self.properties(arr, depth)
+            self.close(mark)
             return arr
         if marker == STRICT_ARRAY:
             count = self.u32()
             if count > len(self.data) - self.pos:
                 raise AmfError(f"AMF0 strict array claims {count} items in fewer bytes")
             items: list[Any] = []
-            self.refs.append(items)
+            mark = self.open(items)
             for _ in range(count):
                 items.append(self.value(depth + 1))
+            self.close(mark)
             return items
+        if marker == TYPED_OBJECT:
+            self.key()  # the class name carries nothing RTMP needs
+            typed: dict[str, Any] = {}
+            mark = self.open(typed)
+            self.properties(typed, depth)
+            self.close(mark)
+            return typed
+        if marker == REFERENCE:
+            index = self.u16()
+            if index >= len(self.refs):
+                raise AmfError(f"AMF0 reference {index} to an unknown object")
+            cost = self.costs[index]
+            if cost is None:
+                raise AmfError(f"AMF0 reference {index} points into itself (a cycle); refusing it")
+            self.budget.charge(*cost)
+            return self.refs[index]
+        if marker == AVMPLUS:
+            decoder = amf3.Decoder(self.data, self.pos, self.budget)
+            result = decoder.value(depth)
+            self.pos = decoder.pos
+            return result
+        self.budget.charge(1)
+        if marker == NUMBER:
+            return _DOUBLE.unpack(self.take(8))[0]
+        if marker == BOOLEAN:
+            return self.take(1) != b"\x00"
+        if marker == STRING:
+            return self.utf8(self.u16())
+        if marker in (NULL, UNDEFINED, UNSUPPORTED):
+            return None
         if marker == DATE:
             millis, _tz = _DATE.unpack(self.take(10))
             return Date(millis)
         if marker in (LONG_STRING, XML_DOCUMENT):
             return self.utf8(self.u32())
-        if marker == TYPED_OBJECT:
-            self.key()  # the class name carries nothing RTMP needs
-            typed: dict[str, Any] = {}
-            self.refs.append(typed)
-            self.properties(typed, depth)
-            return typed
-        if marker == AVMPLUS:
-            from tidecast.codec import amf3
-
-            decoder = amf3.Decoder(self.data, self.pos)
-            result = decoder.value()
-            self.pos = decoder.pos
-            return result
         raise AmfError(f"unknown AMF0 type marker 0x{marker:02x} at byte {self.pos - 1}")
 
 
-def decode(data: bytes) -> Any:
-    """Decode the first value."""
-    return _Reader(data).value()
+def decode(data: bytes, budget: Budget | None = None) -> Any:
+    """Decode the first value, within `budget` (by default, one sized for `data`)."""
+    return _Reader(data, budget).value()
 
 
-def decode_all(data: bytes) -> list[Any]:
-    """Decode every value in `data` (a command: name, transaction id, args)."""
-    reader = _Reader(data)
+def decode_all(data: bytes, budget: Budget | None = None) -> list[Any]:
+    """Decode every value in `data` (a command: name, transaction id, args), sharing one budget."""
+    reader = _Reader(data, budget)
     values: list[Any] = []
     end = len(data)
     while reader.pos < end:

@@ -21,6 +21,11 @@ NAL_AUD = 9
 
 _U32 = struct.Struct(">I")
 
+# SPS and PPS bytes one sequence header may carry. Real ones are a few hundred
+# bytes; all of them go before every IDR picture in HLS, so a huge set would
+# multiply every keyframe an attacker sends.
+MAX_PARAMETER_SETS_BYTES = 16 * 1024
+
 # Profiles whose SPS carries chroma format, bit depths and scaling lists (H.264 7.3.2.1.1).
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 
@@ -63,6 +68,12 @@ def parse_config(record: bytes) -> AvcConfig:
             pos += size
     if not config.sps:
         raise ProtocolError("AVC sequence header without an SPS")
+    total = sum(len(nal) for nal in (*config.sps, *config.pps))
+    if total > MAX_PARAMETER_SETS_BYTES:
+        raise ProtocolError(
+            f"AVC sequence header: {len(config.sps)} SPS and {len(config.pps)} PPS of {total} bytes "
+            f"exceed the {MAX_PARAMETER_SETS_BYTES}-byte limit"
+        )
     return config
 
 
@@ -130,27 +141,51 @@ def has_parameter_sets(data: bytes, length_size: int, start: int = 0) -> tuple[b
     return bool(types & (1 << NAL_AUD)), bool(types & (1 << NAL_SPS)), bool(types & (1 << NAL_PPS))
 
 
+# parse_sps reads the fields up to frame cropping, which H.264 places within
+# the first ~2 kB even with every scaling list present; what follows (VUI) is
+# never read, so only this much is unescaped and looked at.
+SPS_PARSE_LIMIT = 4096
+
+
 class _Bits:
-    """A big-endian bit reader over an RBSP; only used on parameter sets, so clarity over speed."""
+    """A big-endian bit reader over an RBSP: an index into the bytes, so each read costs O(bits read)."""
+
+    __slots__ = ("data", "end", "pos")
 
     def __init__(self, data: bytes) -> None:
         # Emulation prevention bytes (00 00 03) are not part of the syntax.
-        rbsp = data.replace(b"\x00\x00\x03", b"\x00\x00")
-        self.value = int.from_bytes(rbsp, "big")
-        self.left = len(rbsp) * 8
+        self.data = data[:SPS_PARSE_LIMIT].replace(b"\x00\x00\x03", b"\x00\x00")
+        self.pos = 0
+        self.end = len(self.data) * 8
 
     def bits(self, n: int) -> int:
-        if n > self.left:
+        pos = self.pos
+        if pos + n > self.end:
             raise ProtocolError("SPS truncated")
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1)
+        self.pos = pos + n
+        data = self.data
+        value = 0
+        while n:
+            byte = data[pos >> 3]
+            offset = pos & 7
+            take = 8 - offset
+            if take > n:
+                take = n
+            value = (value << take) | ((byte >> (8 - offset - take)) & ((1 << take) - 1))
+            pos += take
+            n -= take
+        return value
 
     def bit(self) -> int:
-        return self.bits(1)
+        pos = self.pos
+        if pos >= self.end:
+            raise ProtocolError("SPS truncated")
+        self.pos = pos + 1
+        return (self.data[pos >> 3] >> (7 - (pos & 7))) & 1
 
     def ue(self) -> int:
         zeros = 0
-        while self.bits(1) == 0:
+        while self.bit() == 0:
             zeros += 1
             if zeros > 31:
                 raise ProtocolError("SPS: bad exp-Golomb code")
@@ -198,7 +233,10 @@ def parse_sps(sps: bytes) -> tuple[int, int]:
         r.bit()
         r.se()
         r.se()
-        for _ in range(r.ue()):
+        cycle = r.ue()
+        if cycle > 255:  # H.264 7.4.2.1.1: num_ref_frames_in_pic_order_cnt_cycle is 0..255
+            raise ProtocolError(f"SPS: {cycle} reference frames in the POC cycle (at most 255)")
+        for _ in range(cycle):
             r.se()
     r.ue()  # max_num_ref_frames
     r.bit()  # gaps_in_frame_num_value_allowed_flag

@@ -44,7 +44,7 @@ class Message:
 
 
 class _ChunkStream:
-    __slots__ = ("delta", "extended", "length", "parts", "received", "stream_id", "timestamp", "type_id")
+    __slots__ = ("buf", "delta", "extended", "length", "received", "stream_id", "timestamp", "type_id")
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -53,25 +53,75 @@ class _ChunkStream:
         self.type_id = 0
         self.stream_id = 0
         self.extended = False
-        self.parts: list[bytes] = []
+        # The unfinished message's bytes so far: one growing buffer, not an
+        # object per chunk (2-byte chunks once cost 20x their size in headers).
+        self.buf = bytearray()
         self.received = 0
 
 
 class ChunkDecoder:
-    """Receive side: bytes in, complete messages out."""
+    """Receive side: bytes in, complete messages out.
 
-    def __init__(self, max_message_size: int = 16 * 1024 * 1024) -> None:
+    What a peer can make it hold is bounded: a message is at most
+    `max_message_size`, unfinished messages and the receive buffer together at
+    most `max_unfinished_bytes`, chunk streams at most `C.MAX_CHUNK_STREAMS`,
+    and chunks are at least `C.MIN_PEER_CHUNK_SIZE` bytes.
+    """
+
+    def __init__(
+        self,
+        max_message_size: int = C.MAX_MESSAGE_SIZE,
+        max_unfinished_bytes: int = C.MAX_UNFINISHED_BYTES,
+    ) -> None:
         self.chunk_size = C.DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
+        # Never less than one maximal message and its chunk headers.
+        self.max_unfinished_bytes = max(max_unfinished_bytes, max_message_size + 64)
         self.bytes_received = 0
         self._buf = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
+        self._unfinished = 0  # bytes held in _ChunkStream.buf, all streams together
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes held for messages not yet complete, the receive buffer included."""
+        return self._unfinished + len(self._buf)
 
     def feed(self, data: bytes) -> list[Message]:
         self.bytes_received += len(data)
-        buf = self._buf
-        buf += data
         out: list[Message] = []
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            # Nothing left over: parse the caller's bytes in place, so a read
+            # holding whole messages is never copied into the buffer first.
+            src = data
+        view = memoryview(src)
+        try:
+            pos = self._parse(src, view, out)
+        finally:
+            view.release()
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < len(data):
+            with memoryview(data) as rest:
+                buf += rest[pos:]
+        if self._unfinished + len(buf) > self.max_unfinished_bytes:
+            raise ChunkError(
+                f"{self._unfinished + len(buf)} bytes of unfinished messages exceed the "
+                f"{self.max_unfinished_bytes}-byte limit for one connection"
+            )
+        return out
+
+    def _parse(self, buf: bytes | bytearray, view: memoryview, out: list[Message]) -> int:
+        """Consume every whole chunk in `buf`; returns how many bytes that was.
+
+        Slices of `view` never outlive a statement: `feed` resizes the buffer
+        afterwards, which a live export would forbid.
+        """
         pos = 0
         end = len(buf)
         streams = self._streams
@@ -99,6 +149,11 @@ class ChunkDecoder:
                     raise ChunkError(
                         f"chunk stream {csid} starts with a type-{fmt} header; "
                         "its first chunk must carry a full (type-0) header"
+                    )
+                if len(streams) >= C.MAX_CHUNK_STREAMS:
+                    raise ChunkError(
+                        f"chunk stream {csid} would be this connection's {len(streams) + 1}th; "
+                        f"at most {C.MAX_CHUNK_STREAMS} are accepted"
                     )
                 cs = streams[csid] = _ChunkStream()
             continuing = cs.received > 0
@@ -140,9 +195,10 @@ class ChunkDecoder:
                 raise ChunkError(
                     f"chunk stream {csid}: message of {length} bytes exceeds the {self.max_message_size}-byte limit"
                 )
+            chunk_size = self.chunk_size
             take = length - cs.received
-            if take > self.chunk_size:
-                take = self.chunk_size
+            if take > chunk_size:
+                take = chunk_size
             if p + take > end:
                 break
             # The whole chunk is here: commit the header, then the payload.
@@ -160,34 +216,103 @@ class ChunkDecoder:
                 cs.stream_id = stream_id
                 if fmt <= 2:
                     cs.extended = extended
-            if take:
-                cs.parts.append(bytes(buf[p : p + take]))
-                cs.received += take
+                if take == length:
+                    # The common case: a message in one chunk, copied once.
+                    payload = bytes(view[p : p + take])
+                    pos = p + take
+                    self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+                    continue
+                done = self._gather(buf, view, p, take, csid, cs, chunk_size, out)
+                if done:
+                    pos = done
+                    continue
+            cs.buf += view[p : p + take]
+            cs.received += take
+            self._unfinished += take
             pos = p + take
             if cs.received >= length:
-                payload = cs.parts[0] if len(cs.parts) == 1 else b"".join(cs.parts)
-                cs.parts = []
+                payload = bytes(cs.buf)
+                self._unfinished -= cs.received
+                cs.buf = bytearray()
                 cs.received = 0
-                msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid)
-                if type_id <= C.ABORT and stream_id == 0:
-                    self._control(msg)
-                out.append(msg)
-        if pos:
-            del buf[:pos]
-        return out
+                self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+        return pos
+
+    def _gather(
+        self,
+        buf: bytes | bytearray,
+        view: memoryview,
+        p: int,
+        take: int,
+        csid: int,
+        cs: _ChunkStream,
+        chunk_size: int,
+        out: list[Message],
+    ) -> int:
+        """A message whose chunks all sit in `buf`, uninterleaved: joined with one copy.
+
+        Returns the position after its last chunk, or 0 (nothing consumed) when
+        the message continues past `buf` or another chunk stream interleaves;
+        the caller then assembles it chunk by chunk.
+        """
+        if csid < 64:
+            basic = bytes((0xC0 | csid,))
+        elif csid < 320:
+            basic = bytes((0xC0, csid - 64))
+        else:
+            basic = bytes((0xC1, (csid - 64) & 0xFF, (csid - 64) >> 8))
+        hlen = len(basic)
+        left = cs.length - take
+        end = len(buf)
+        # Not all here (the usual case for a large frame in small reads): say
+        # so before scanning any header.
+        if p + cs.length + -(-left // chunk_size) * hlen > end:
+            return 0
+        spans = [(p, take)]
+        q = p + take
+        extended = cs.extended
+        ts = cs.timestamp & 0xFFFFFFFF
+        while left:
+            if buf[q : q + hlen] != basic:
+                return 0  # incomplete, interleaved, or a malformed header the slow path will name
+            q += hlen
+            if extended:
+                if q + 4 > end:
+                    return 0
+                ext = _U32.unpack_from(buf, q)[0]
+                if ext == ts or ext == cs.delta:
+                    q += 4
+            n = left if left < chunk_size else chunk_size
+            if q + n > end:
+                return 0
+            spans.append((q, n))
+            q += n
+            left -= n
+        payload = b"".join([view[a : a + n] for a, n in spans])
+        self._emit(Message(cs.type_id, ts, cs.stream_id, payload, csid), out)
+        return q
+
+    def _emit(self, msg: Message, out: list[Message]) -> None:
+        if msg.type_id <= C.ABORT and msg.stream_id == 0:
+            self._control(msg)
+        out.append(msg)
 
     def _control(self, msg: Message) -> None:
         if len(msg.payload) < 4:
             return
         value = _U32.unpack_from(msg.payload)[0] & 0x7FFFFFFF
         if msg.type_id == C.SET_CHUNK_SIZE:
-            if value < 1:
-                raise ChunkError(f"Set Chunk Size to {value}: must be at least 1")
+            if value < C.MIN_PEER_CHUNK_SIZE:
+                raise ChunkError(
+                    f"Set Chunk Size to {value}: below the minimum of {C.MIN_PEER_CHUNK_SIZE} bytes "
+                    "(SRS refuses it too); closing the connection"
+                )
             self.chunk_size = value
         elif msg.type_id == C.ABORT:
             cs = self._streams.get(value)
             if cs is not None:
-                cs.parts = []
+                self._unfinished -= cs.received
+                cs.buf = bytearray()
                 cs.received = 0
 
 

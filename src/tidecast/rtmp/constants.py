@@ -42,3 +42,20 @@ UC_PING_RESPONSE = 7
 DEFAULT_CHUNK_SIZE = 128
 MAX_CHUNK_SIZE = 0x7FFFFFFF
 EXTENDED_TIMESTAMP = 0xFFFFFF
+
+# Limits on what a peer may make us hold. Stated here once; every layer that
+# needs one imports it from here.
+#
+# Set Chunk Size below this is refused, as SRS does (srs issue 541): tiny
+# chunks only multiply per-chunk work. Larger than 65536 is accepted, as in SRS.
+MIN_PEER_CHUNK_SIZE = 128
+# One message (a video frame, a command, metadata). A 4K keyframe at a high
+# bitrate is a few MB.
+MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+# Bytes of unfinished messages one connection may hold across all its chunk
+# streams, the receive buffer included: one maximal message plus the audio and
+# commands interleaved with it.
+MAX_UNFINISHED_BYTES = MAX_MESSAGE_SIZE + 1024 * 1024
+# Distinct chunk stream ids one connection may use; encoders use a handful, but
+# each id costs state for as long as the connection lives.
+MAX_CHUNK_STREAMS = 256

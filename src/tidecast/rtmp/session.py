@@ -7,18 +7,25 @@ pushing to an origin). Media fan-out does not pass through here: the server
 writes pre-serialized media chunks straight to the socket, which is why all
 output media uses the fixed message stream id `STREAM_ID` and a chunk size the
 caller chose when accepting the connection.
+
+The protocol's order is an explicit `State` (see `RtmpSession.state`), as in
+h11: the peer breaking it (publish before connect, a second connect, a second
+publish or play) raises `ProtocolError`; this side breaking it (accepting a
+publish nobody asked for) raises `LocalProtocolError`, a bug in the caller.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidecast.codec import amf0
-from tidecast.errors import ProtocolError
+from tidecast.errors import LocalProtocolError, ProtocolError
 from tidecast.rtmp import constants as C
-from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message
+from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message, encode_message
 from tidecast.rtmp.handshake import ClientHandshake, ServerHandshake
 
 STREAM_ID = 1
@@ -29,6 +36,23 @@ _U16 = struct.Struct(">H")
 
 class SessionError(ProtocolError):
     """A well-formed message that breaks the RTMP command protocol."""
+
+
+class State(enum.Enum):
+    """Where one RTMP connection is in the protocol, from this side's point of view."""
+
+    HANDSHAKE = "handshake"  # C0/C1/C2 and S0/S1/S2 still being exchanged
+    CONNECTING = "connecting"  # server: waiting for the peer's connect; client: connect() not sent yet
+    CONNECTED = "connected"  # connect received (its answer may still be pending) or sent
+    PUBLISHING = "publishing"  # a publish received (answer may be pending) or sent
+    PLAYING = "playing"  # a play received (answer may be pending) or sent
+    CLOSED = "closed"  # refused or broken: input is ignored, nothing more is said
+
+
+# Fields of connect's command object that the server uses as text (names, URLs,
+# hook arguments); anything else in them is refused rather than stringified.
+CONNECT_STRING_FIELDS = ("app", "tcUrl", "pageUrl", "swfUrl", "flashVer")
+_STARTED = (State.CONNECTED, State.PUBLISHING, State.PLAYING)
 
 
 # ---------------------------------------------------------------- events
@@ -142,8 +166,6 @@ def encode_status(info: dict[str, Any], chunk_size: int) -> bytes:
 
 
 def _encode_command_chunk(payload: bytes, stream_id: int, chunk_size: int) -> bytes:
-    from tidecast.rtmp.chunk import encode_message
-
     return encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, stream_id, payload, chunk_size)
 
 
@@ -161,7 +183,7 @@ class _Peer:
 class RtmpSession:
     """One RTMP connection's protocol state, server or client side."""
 
-    def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, client: bool = False, max_message_size: int = C.MAX_MESSAGE_SIZE) -> None:
         self.client = client
         self._handshake: ServerHandshake | ClientHandshake
         self._handshake = ClientHandshake() if client else ServerHandshake()
@@ -169,13 +191,42 @@ class RtmpSession:
         self._encoder = ChunkEncoder()
         self._out: list[bytes] = []
         self._peer = _Peer()
-        self.handshake_done = False
+        self._state = State.HANDSHAKE
+        # Server role: the peer's requests this side has yet to answer
+        # ("connect", "publish", "play"), and those it ever made.
+        self._awaiting: set[str] = set()
+        self._requested: set[str] = set()
         self.fcpublish = False
         self.connect_request: ConnectRequest | None = None
         self.object_encoding = 0.0
         if client:
             assert isinstance(self._handshake, ClientHandshake)
             self._out.append(self._handshake.start())
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def handshake_done(self) -> bool:
+        return self._state is not State.HANDSHAKE
+
+    def _local(self, action: str, *allowed: State, awaiting: str = "", requested: str = "") -> bool:
+        """Check that this side may `action` now; False means the session is closed: say nothing.
+
+        Raises LocalProtocolError for a call out of the protocol's order.
+        """
+        if self._state is State.CLOSED:
+            return False
+        if allowed and self._state not in allowed:
+            raise LocalProtocolError(f"RTMP session: {action} is not allowed in state {self._state.name}")
+        if awaiting and awaiting not in self._awaiting:
+            raise LocalProtocolError(f"RTMP session: {action} without a pending {awaiting} request from the peer")
+        if requested and requested not in self._requested:
+            raise LocalProtocolError(f"RTMP session: {action}, but the peer never sent {requested}")
+        return True
 
     # ------------------------------------------------------------ I/O edges
 
@@ -193,19 +244,25 @@ class RtmpSession:
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        if not self.handshake_done:
-            reply = self._handshake.feed(data)
-            if reply:
-                self._out.append(reply)
-            if not self._handshake.done:
-                return events
-            self.handshake_done = True
-            events.append(HandshakeDone())
-            data = self._handshake.leftover
-            if not data:
-                return events
-        for msg in self._decoder.feed(data):
-            self._dispatch(msg, events)
+        if self._state is State.CLOSED:
+            return events  # refused already; the caller is closing the connection
+        try:
+            if self._state is State.HANDSHAKE:
+                reply = self._handshake.feed(data)
+                if reply:
+                    self._out.append(reply)
+                if not self._handshake.done:
+                    return events
+                self._state = State.CONNECTING
+                events.append(HandshakeDone())
+                data = self._handshake.leftover
+                if not data:
+                    return events
+            for msg in self._decoder.feed(data):
+                self._dispatch(msg, events)
+        except ProtocolError:
+            self._state = State.CLOSED
+            raise
         self._maybe_acknowledge()
         return events
 
@@ -221,16 +278,23 @@ class RtmpSession:
     def _dispatch(self, msg: Message, events: list[Event]) -> None:
         t = msg.type_id
         if t == C.AUDIO or t == C.VIDEO:
-            events.append(msg)
+            # A server takes media only from a publisher; anything else is
+            # dropped here, before it costs more.
+            if self.client or self._state is State.PUBLISHING:
+                events.append(msg)
         elif t == C.COMMAND_AMF0 or t == C.COMMAND_AMF3:
             payload = msg.payload[1:] if t == C.COMMAND_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
             self._on_command(msg.stream_id, amf0.decode_all(payload), events)
         elif t == C.DATA_AMF0 or t == C.DATA_AMF3:
-            payload = msg.payload[1:] if t == C.DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
-            self._on_data(msg, payload, events)
+            if self.client or self._state is State.PUBLISHING:
+                payload = msg.payload[1:] if t == C.DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
+                self._on_data(msg, payload, events)
         elif t == C.AGGREGATE:
             for sub in split_aggregate(msg):
-                self._dispatch(sub, events)
+                # Media and data only, as SRS: a command or control message
+                # has no business inside an aggregate.
+                if sub.type_id in (C.AUDIO, C.VIDEO, C.DATA_AMF0, C.DATA_AMF3):
+                    self._dispatch(sub, events)
         elif t == C.USER_CONTROL:
             self._on_user_control(msg.payload)
         elif t == C.WINDOW_ACK_SIZE:
@@ -253,7 +317,9 @@ class RtmpSession:
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if values and values[0] == "onMetaData":
-            events.append(Metadata(msg.timestamp, values[1] if len(values) > 1 else {}))
+            # AMF3 byte arrays have no AMF0 form, and metadata is re-encoded
+            # in AMF0 for every player: they are left out.
+            events.append(Metadata(msg.timestamp, amf0.without_bytes(values[1]) if len(values) > 1 else {}))
         else:
             events.append(msg)
 
@@ -262,40 +328,58 @@ class RtmpSession:
             raise SessionError("command message does not start with a command name")
         name = values[0]
         tid = values[1] if len(values) > 1 and isinstance(values[1], (int, float)) else 0.0
+        if not math.isfinite(tid):
+            raise SessionError(f"command {name[:64]!r}: transaction id {tid} is not a finite number")
         args = values[3:]
         if name in ("_result", "_error"):
             command = self._peer.pending.pop(int(tid), "")
             events.append(CommandResult(command, name == "_result", values[2:]))
-        elif name == "onStatus":
+            return
+        if name == "onStatus":
             info = args[0] if args and isinstance(args[0], dict) else {}
             events.append(Status(stream_id, info))
-        elif self.client:
+            return
+        if self.client:
             # Servers send onBWDone, |RtmpSampleAccess and the like; nothing to do.
             return
-        elif name == "connect":
-            cmd = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
-            enc = cmd.get("objectEncoding")
-            self.object_encoding = float(enc) if isinstance(enc, (int, float)) else 0.0
-            self.connect_request = ConnectRequest(tid, cmd, args)
-            events.append(self.connect_request)
-        elif name == "createStream":
+        state = self._state
+        if name == "connect":
+            if state is not State.CONNECTING:
+                raise SessionError("a second connect on one connection; an RTMP connection connects once")
+            self._on_connect(tid, values, args, events)
+            return
+        if state is State.CONNECTING:
+            raise SessionError(f"command {name[:64]!r} before connect; a client must connect first")
+        if name == "createStream":
             self._result(tid, None, float(STREAM_ID))
         elif name in ("releaseStream", "FCPublish"):
             if name == "FCPublish":
                 self.fcpublish = True
             self._result(tid, None, None)
-        elif name == "publish":
-            stream_name = _str_arg(args, 0)
-            kind = _str_arg(args, 1) or "live"
-            events.append(PublishRequest(stream_id or STREAM_ID, stream_name, kind))
-        elif name == "play":
-            start = _num_arg(args, 1, -2.0)
-            duration = _num_arg(args, 2, -1.0)
-            reset = bool(args[3]) if len(args) > 3 else True
-            events.append(PlayRequest(stream_id or STREAM_ID, _str_arg(args, 0), start, duration, reset))
+        elif name == "publish" or name == "play":
+            sid = stream_id or STREAM_ID
+            if state is not State.CONNECTED:
+                raise SessionError(
+                    f"{name} on stream id {sid} after a {'publish' if state is State.PUBLISHING else 'play'} "
+                    "on this connection; one connection publishes or plays one stream"
+                )
+            stream_name = _str_arg(args, 0, name, "stream name")
+            self._awaiting.add(name)
+            self._requested.add(name)
+            if name == "publish":
+                self._state = State.PUBLISHING
+                kind = _str_arg(args, 1, name, "publishing type") or "live"
+                events.append(PublishRequest(sid, stream_name, kind))
+            else:
+                self._state = State.PLAYING
+                start = _num_arg(args, 1, -2.0)
+                duration = _num_arg(args, 2, -1.0)
+                reset = bool(args[3]) if len(args) > 3 else True
+                events.append(PlayRequest(sid, stream_name, start, duration, reset))
         elif name == "pause":
-            paused = bool(args[0]) if args else True
-            events.append(PauseRequest(paused, _num_arg(args, 1, 0.0)))
+            if state is State.PLAYING:
+                paused = bool(args[0]) if args else True
+                events.append(PauseRequest(paused, _num_arg(args, 1, 0.0)))
         elif name in ("FCUnpublish", "deleteStream", "closeStream"):
             events.append(StreamClosed(stream_id, name))
         elif name == "getStreamLength":
@@ -304,6 +388,20 @@ class RtmpSession:
             # Unknown calls that expect an answer (e.g. _checkbw) get an empty
             # one, so clients waiting on it do not stall.
             self._result(tid, None, None)
+
+    def _on_connect(self, tid: float, values: list[Any], args: list[Any], events: list[Event]) -> None:
+        cmd = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
+        for key in CONNECT_STRING_FIELDS:
+            item = cmd.get(key)
+            if item is not None and not isinstance(item, str):
+                raise SessionError(f"connect: {key} is {_kind(item)}, not a string; refusing the connection")
+        enc = cmd.get("objectEncoding")
+        self.object_encoding = float(enc) if isinstance(enc, (int, float)) and math.isfinite(enc) else 0.0
+        self.connect_request = ConnectRequest(tid, cmd, args)
+        self._state = State.CONNECTED
+        self._awaiting.add("connect")
+        self._requested.add("connect")
+        events.append(self.connect_request)
 
     # ------------------------------------------------------------ outbound: server role
 
@@ -319,9 +417,11 @@ class RtmpSession:
 
     def accept_connect(self, chunk_size: int, server_data: dict[str, Any]) -> None:
         """Answer `connect` the way SRS does, then switch to the server's chunk size."""
+        if not self._local("accept_connect", awaiting="connect"):
+            return
         req = self.connect_request
-        if req is None:
-            raise SessionError("accept_connect without a connect request")
+        assert req is not None  # set with the pending connect
+        self._awaiting.discard("connect")
         enc = self._encoder
         self._out.append(enc.window_ack_size(DEFAULT_WINDOW_ACK_SIZE))
         self._out.append(enc.set_peer_bandwidth(DEFAULT_WINDOW_ACK_SIZE, 2))
@@ -338,11 +438,19 @@ class RtmpSession:
         self._command("onBWDone", 0.0, None)
 
     def reject_connect(self, description: str) -> None:
-        tid = self.connect_request.transaction_id if self.connect_request else 1.0
+        if not self._local("reject_connect", awaiting="connect"):
+            return
+        req = self.connect_request
+        assert req is not None
+        self._awaiting.discard("connect")
         info = status_info("error", "NetConnection.Connect.Rejected", description)
-        self._command("_error", tid, None, info)
+        self._command("_error", req.transaction_id, None, info)
+        self._state = State.CLOSED
 
     def accept_publish(self, stream_name: str) -> None:
+        if not self._local("accept_publish", awaiting="publish"):
+            return
+        self._awaiting.discard("publish")
         if self.fcpublish:
             self._command(
                 "onFCPublish",
@@ -355,9 +463,17 @@ class RtmpSession:
         )
 
     def reject_publish(self, code: str, description: str) -> None:
+        """Refuse a publish, pending or (when refused further on) already accepted; the session closes."""
+        if not self._local("reject_publish", requested="publish"):
+            return
+        self._awaiting.discard("publish")
         self._status(status_info("error", code, description))
+        self._state = State.CLOSED
 
     def accept_play(self, stream_name: str) -> None:
+        if not self._local("accept_play", awaiting="play"):
+            return
+        self._awaiting.discard("play")
         enc = self._encoder
         self._out.append(enc.user_control(C.UC_STREAM_BEGIN, STREAM_ID))
         self._status(
@@ -369,17 +485,25 @@ class RtmpSession:
         self._status(status_info("status", "NetStream.Data.Start", "Started playing stream."))
 
     def reject_play(self, code: str, description: str) -> None:
+        if not self._local("reject_play", requested="play"):
+            return
+        self._awaiting.discard("play")
         self._status(status_info("error", code, description))
+        self._state = State.CLOSED
 
     def send_status(self, info: dict[str, Any]) -> None:
-        self._status(info)
+        if self._local("send_status", *_STARTED):
+            self._status(info)
 
     def pause_notify(self, paused: bool) -> None:
+        if not self._local("pause_notify", State.PLAYING):
+            return
         code = "NetStream.Pause.Notify" if paused else "NetStream.Unpause.Notify"
         self._status(status_info("status", code, "Paused stream." if paused else "Unpaused stream."))
 
     def stream_eof(self) -> None:
-        self._out.append(self._encoder.user_control(C.UC_STREAM_EOF, STREAM_ID))
+        if self._local("stream_eof", State.PLAYING):
+            self._out.append(self._encoder.user_control(C.UC_STREAM_EOF, STREAM_ID))
 
     # ------------------------------------------------------------ outbound: client role
 
@@ -390,7 +514,16 @@ class RtmpSession:
         peer.pending[tid] = name
         self._command(name, float(tid), *values, stream_id=stream_id)
 
+    def _client_local(self, action: str, *allowed: State) -> bool:
+        if not self.client:
+            raise LocalProtocolError(f"RTMP session: {action} is a client-role call on a server-role session")
+        return self._local(action, *allowed)
+
     def connect(self, app: str, tc_url: str, **extra: Any) -> None:
+        if self._state is State.HANDSHAKE:
+            raise LocalProtocolError("RTMP session: connect() before the handshake finished")
+        if not self._client_local("connect", State.CONNECTING):
+            return
         cmd: dict[str, Any] = {
             "app": app,
             "flashVer": "LNX 9,0,124,2",
@@ -404,21 +537,31 @@ class RtmpSession:
         cmd.update(extra)
         self._peer.pending[1] = "connect"
         self._command("connect", 1.0, cmd)
+        self._state = State.CONNECTED
 
     def set_chunk_size(self, size: int) -> None:
-        self._out.append(self._encoder.set_chunk_size(size))
+        # Before the handshake ends it would land in the middle of C2.
+        if self._client_local("set_chunk_size", State.CONNECTING, *_STARTED):
+            self._out.append(self._encoder.set_chunk_size(size))
 
     def create_stream(self) -> None:
-        self._call("createStream", None)
+        if self._client_local("create_stream", *_STARTED):
+            self._call("createStream", None)
 
     def play(self, stream_name: str, stream_id: int = STREAM_ID) -> None:
+        if not self._client_local("play", State.CONNECTED):
+            return
         self._command("play", 0.0, None, stream_name, -2.0, stream_id=stream_id)
         self._out.append(self._encoder.user_control(C.UC_SET_BUFFER_LENGTH, stream_id, 3000))
+        self._state = State.PLAYING
 
     def publish(self, stream_name: str, stream_id: int = STREAM_ID) -> None:
+        if not self._client_local("publish", State.CONNECTED):
+            return
         self._call("releaseStream", None, stream_name)
         self._call("FCPublish", None, stream_name)
         self._command("publish", 0.0, None, stream_name, "live", stream_id=stream_id)
+        self._state = State.PUBLISHING
 
     def send_media(self, type_id: int, timestamp: int, payload: bytes, stream_id: int = STREAM_ID) -> bytes:
         """Serialize one media message for an upstream publish (client role)."""
@@ -430,8 +573,26 @@ class RtmpSession:
         return self._encoder.encode(C.CSID_DATA, C.DATA_AMF0, 0, stream_id, payload)
 
 
-def _str_arg(args: list[Any], i: int) -> str:
-    return args[i] if len(args) > i and isinstance(args[i], str) else ""
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _str_arg(args: list[Any], i: int, command: str, what: str) -> str:
+    """A text argument: absent or null is "", anything but a string is the peer's error."""
+    if len(args) <= i or args[i] is None:
+        return ""
+    value = args[i]
+    if not isinstance(value, str):
+        raise SessionError(f"{command}: the {what} (argument {i + 1}) is {_kind(value)}, not a string")
+    return value
 
 
 def _num_arg(args: list[Any], i: int, default: float) -> float:
@@ -445,21 +606,26 @@ def split_aggregate(msg: Message) -> list[Message]:
     """Unpack an Aggregate message (FLV tags back to back) into its sub-messages.
 
     Sub-message timestamps are rebased so the first one equals the aggregate's
-    own timestamp, as the RTMP spec asks.
+    own timestamp, as the RTMP spec asks. One pass, each sub-payload copied
+    once; an aggregate inside an aggregate is refused (no encoder makes one,
+    and unpacking them level by level copied the message once per level).
     """
     data = msg.payload
     out: list[Message] = []
     pos = 0
+    end = len(data)
     base: int | None = None
-    while pos + 11 <= len(data):
+    while pos + 11 <= end:
         tag_type = data[pos]
         size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
         ts = (data[pos + 7] << 24) | (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6]
-        end = pos + 11 + size
-        if end + 4 > len(data):
+        stop = pos + 11 + size
+        if stop + 4 > end:
             raise SessionError(f"aggregate message: sub-tag of {size} bytes overruns the message")
+        if tag_type == C.AGGREGATE:
+            raise SessionError("aggregate message inside an aggregate message; nesting is not accepted")
         if base is None:
             base = ts
-        out.append(Message(tag_type, msg.timestamp + ts - base, msg.stream_id, data[pos + 11 : end]))
-        pos = end + 4
+        out.append(Message(tag_type, (msg.timestamp + ts - base) & 0xFFFFFFFF, msg.stream_id, data[pos + 11 : stop]))
+        pos = stop + 4
     return out

@@ -1,0 +1,132 @@
+"""RTMP receive path alone: messages per second through `RtmpSession.receive_data`, no sockets.
+
+    python bench/rtmp_parse.py                    # the default: 60 s of a 1 Mbps stream, 3 repeats
+    PYTHONPATH=/some/other/checkout/src python bench/rtmp_parse.py   # the same against other code
+
+Builds the chunked bytes a publisher would send for --seconds of a synthetic
+stream (25 fps H.264-tagged video at --kbps with a keyframe every 2 s, 43 AAC
+frames a second, chunk size --chunk), gets a server-role session to the
+publishing state, then times feeding those bytes in reads of each --reads size
+(1448: a TCP segment at a time, as a 1 Mbps publisher's bytes mostly arrive;
+65536: a read holding many messages). Reports the best of --repeat runs:
+messages/s, MB/s, and µs per message, i.e. the share of one core that one
+publisher's receive path costs. Single-threaded, bounded (a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tidecast.rtmp import constants as C
+from tidecast.rtmp import session as S
+from tidecast.rtmp.chunk import ChunkEncoder
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=60.0, help="stream length to build (60)")
+    p.add_argument("--kbps", type=int, default=1000, help="video bitrate (1000)")
+    p.add_argument("--chunk", type=int, default=4096, help="publisher's chunk size, as ffmpeg and OBS set (4096)")
+    p.add_argument("--reads", default="1448,65536", help="read sizes to feed, comma list (1448,65536)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per read size; the best is kept (3)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return p.parse_args(argv)
+
+
+def build_stream(seconds: float, kbps: int, chunk: int) -> tuple[bytes, int]:
+    """The publisher's bytes after connect/publish, and how many media messages they hold."""
+    rng = random.Random(1)
+    enc = ChunkEncoder()
+    parts = [enc.set_chunk_size(chunk)]
+    frame = kbps * 1000 // 8 // 25
+    blob = os.urandom(max(frame * 8, 65536))
+    messages = 0
+    audio_ts = 0.0
+    for i in range(int(seconds * 25)):
+        ts = i * 40
+        while audio_ts <= ts:
+            parts.append(enc.encode(C.CSID_AUDIO, C.AUDIO, int(audio_ts), 1, b"\xaf\x01" + blob[:200]))
+            audio_ts += 1024 / 44.1
+            messages += 1
+        key = i % 50 == 0
+        size = frame * 6 if key else int(frame * rng.uniform(0.6, 1.2))
+        header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
+        parts.append(enc.encode(C.CSID_VIDEO, C.VIDEO, ts, 1, header + blob[:size]))
+        messages += 1
+    return b"".join(parts), messages
+
+
+def publishing_session() -> S.RtmpSession:
+    server, client = S.RtmpSession(), S.RtmpSession(client=True)
+
+    def pump() -> None:
+        for _ in range(10):
+            moved = False
+            for src, dst in ((client, server), (server, client)):
+                for data in src.data_to_send():
+                    moved = True
+                    dst.receive_data(data)
+            if not moved:
+                return
+
+    pump()
+    client.connect("live", "rtmp://127.0.0.1/live")
+    pump()
+    server.accept_connect(4096, {})
+    client.create_stream()
+    client.publish("bench")
+    pump()
+    server.accept_publish("bench")
+    server.data_to_send()
+    return server
+
+
+def run(wire: bytes, read: int) -> tuple[float, int]:
+    session = publishing_session()
+    reads = [wire[i : i + read] for i in range(0, len(wire), read)]
+    received = 0
+    t0 = time.perf_counter()
+    for data in reads:
+        received += len(session.receive_data(data))
+    return time.perf_counter() - t0, received
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wire, messages = build_stream(args.seconds, args.kbps, args.chunk)
+    import tidecast.rtmp.chunk as chunk_module
+
+    print(f"code: {Path(chunk_module.__file__).resolve().parent.parent}")
+    print(f"stream: {args.seconds:.0f} s, {len(wire) / 1e6:.1f} MB, {messages} media messages, chunk {args.chunk}")
+    results: list[dict[str, Any]] = []
+    for read in (int(r) for r in args.reads.split(",")):
+        best = min(run(wire, read)[0] for _ in range(args.repeat))
+        _, got = run(wire, read)
+        assert got == messages, f"{got} events for {messages} messages"
+        row = {
+            "read": read,
+            "seconds": best,
+            "messages_per_s": messages / best,
+            "mb_per_s": len(wire) / best / 1e6,
+            "us_per_message": best / messages * 1e6,
+            "core_share_per_publisher": best / args.seconds,
+        }
+        results.append(row)
+        print(
+            f"reads of {read:>6} B: {row['messages_per_s']:>10,.0f} msg/s  {row['mb_per_s']:7.1f} MB/s  "
+            f"{row['us_per_message']:6.2f} µs/msg  {row['core_share_per_publisher'] * 100:.3f} % of a core per stream"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
