@@ -26,7 +26,7 @@ from tidecast.config import Config, ConfigError, Listen, load_config
 from tidecast.config.watch import ConfigWatcher, auto_reload_enabled
 from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
-from tidecast.log import SRS_LEVELS, reopen_log_files
+from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.net.http import start_http
 from tidecast.net.node import MetricSource
 from tidecast.net.rates import Rates
@@ -34,6 +34,7 @@ from tidecast.net.rtmp_server import RtmpConnection
 from tidecast.sysinfo import CpuSampler
 
 log = logging.getLogger("tidecast.server")
+_loop_errors = RateLimitedLogger(log)
 
 # SRS's reload states, reported by /api/v1/raw?rpc=reload-fetch.
 RELOAD_OK = 90
@@ -133,6 +134,7 @@ class App:
     # ------------------------------------------------------------ building
 
     async def start(self) -> None:
+        self.loop.set_exception_handler(self._loop_error)
         hub = self.hub
         hls = HlsManager(hub)
         edge = EdgeManager(hub)
@@ -165,6 +167,15 @@ class App:
         self.rtmp_listeners[listen] = server
         log.info("RTMP listen at %s", listen)
         return server
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Errors no one caught go to tidecast's log, rate-limited, not to a bare stderr traceback."""
+        exc = context.get("exception")
+        message = context.get("message", "unhandled error")
+        if exc is not None:
+            _loop_errors.error("%s: %s: %s", message, type(exc).__name__, exc, exc_info=exc)
+        else:
+            _loop_errors.error("%s", message)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

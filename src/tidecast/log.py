@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 connection_id: contextvars.ContextVar[str] = contextvars.ContextVar("connection_id", default="")
 
@@ -98,3 +99,28 @@ def reopen_log_files() -> None:
     for handler in logging.getLogger("tidecast").handlers:
         if isinstance(handler, ReopenableFileHandler):
             handler.reopen()
+
+
+class RateLimitedLogger:
+    """Exceptions from connections and requests, at most `per_second` lines a second: an attacker who can
+    trigger an error must not also be able to flood the log. Suppressed lines are counted in the next one."""
+
+    def __init__(self, logger: logging.Logger, per_second: float = 5.0) -> None:
+        self.logger = logger
+        self.interval = 1.0 / per_second
+        self.last = 0.0
+        self.suppressed = 0
+
+    def exception(self, msg: str, *args: object) -> None:
+        self.error(msg, *args, exc_info=True)
+
+    def error(self, msg: str, *args: object, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return
+        self.last = now
+        if self.suppressed:
+            msg += f" ({self.suppressed} similar errors not logged)"
+            self.suppressed = 0
+        self.logger.error(msg, *args, exc_info=exc_info)

@@ -33,6 +33,7 @@ log = logging.getLogger("tidecast.cluster")
 QUERY_TIMEOUT = 2.0
 ANSWER_TTL = 1.0  # answers (found or not) are reused this long
 DNS_TTL = 5.0
+MAX_CACHED_ANSWERS = 4096
 
 Answer = dict[str, Any]
 
@@ -138,6 +139,9 @@ class OriginCluster:
             finally:
                 for task in tasks:
                     task.cancel()
+        if len(self._answers) >= MAX_CACHED_ANSWERS:
+            # Distinct misses (a scan of names) must not grow the cache for ever.
+            self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
         self._answers[key] = (now + ANSWER_TTL, answer)
         return answer
 

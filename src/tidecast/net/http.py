@@ -20,6 +20,8 @@ from aiohttp import web
 
 from tidecast.live.hub import Hub
 from tidecast.live.limits import DEFAULT_VHOST
+from tidecast.live.names import sanitize
+from tidecast.log import RateLimitedLogger
 from tidecast.net.api import Api
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from tidecast.config import Config, Listen
 
 log = logging.getLogger("tidecast.http")
+_error_log = RateLimitedLogger(log)
 
 _CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -53,6 +56,8 @@ def _builtin(name: str) -> bytes:
 
 def _safe_join(root: str, rel: str) -> str | None:
     """Join without ever leaving `root` (no `..` escapes, no absolute paths)."""
+    if "\x00" in rel:
+        return None
     base = os.path.realpath(root)
     path = os.path.realpath(os.path.join(base, rel.lstrip("/")))
     if path != base and not path.startswith(base + os.sep):
@@ -163,6 +168,20 @@ def _auth_middleware(hub: Hub) -> Any:
     return auth
 
 
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Any unexpected exception is one line in tidecast's log (rate-limited) and a 500, never a bare traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        _error_log.exception("HTTP %s %s failed", request.method, sanitize(request.path))
+        raise web.HTTPInternalServerError(text="internal error; see the server log\n") from None
+
+
 def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         from tidecast import __version__
@@ -183,7 +202,7 @@ def build_apps(
     health = [web.get("/healthz", _health), web.get("/readyz", _readiness(server))]
     shared = cfg.http_api.enabled and cfg.http_server.enabled and cfg.http_api.listen == cfg.http_server.listen
     if cfg.http_api.enabled:
-        app = web.Application(middlewares=[_auth_middleware(hub)], handler_args={"max_field_size": 16384})
+        app = web.Application(middlewares=[_errors, _auth_middleware(hub)], handler_args={"max_field_size": 16384})
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
@@ -195,7 +214,7 @@ def build_apps(
                 cfg.http_api.listen,
             )
     if cfg.http_server.enabled and not shared:
-        app = web.Application()
+        app = web.Application(middlewares=[_errors])
         app.add_routes(
             [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(hub, hls_demand))]
         )

@@ -22,7 +22,7 @@ from tidecast.live.client import Client, new_client_id
 from tidecast.live.hub import Hub, Publication, Subscription, Target
 from tidecast.live.names import sanitize
 from tidecast.live.player import Player
-from tidecast.log import connection_id
+from tidecast.log import RateLimitedLogger, connection_id
 from tidecast.net.counted import Admission
 from tidecast.net.formats import RTMP
 from tidecast.net.sockets import media_transport
@@ -31,6 +31,7 @@ from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
 
 log = logging.getLogger("tidecast.rtmp")
+_error_log = RateLimitedLogger(log)
 
 # How long after a refusal or redirect the connection stays open, so the client reads why.
 LINGER_AFTER_REFUSAL = 0.1
@@ -115,7 +116,10 @@ class RtmpConnection(asyncio.Protocol):
                     break
             self._flush()
         except ProtocolError as exc:
-            log.warning("client %s: closing RTMP connection, malformed input: %s", self.ip, exc)
+            log.warning("client %s: closing RTMP connection, malformed input: %s", sanitize(self.ip), exc)
+            self.close()
+        except Exception:
+            _error_log.exception("client %s: closing RTMP connection after an internal error", self.ip)
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
