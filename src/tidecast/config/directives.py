@@ -453,7 +453,7 @@ def _read_options(d: Directive, context: str, unsupported: list[str]) -> list[tu
     for c in d.children:
         if c.block or len(c.args) > 1:
             raise ConfigError(
-                f"{c.where}: bad option \"{c.name}\" in {context} {d.name}: "
+                f'{c.where}: bad option "{c.name}" in {context} {d.name}: '
                 "expected NAME [VALUE]; (one ffmpeg option and at most one value)"
             )
         options.append((c.name, c.arg(0)))
