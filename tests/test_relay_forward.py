@@ -175,3 +175,42 @@ def test_the_backend_names_destinations_per_stream(tidecast: Start, clip: Path) 
         "stream": "livestream",
         "param": "?k=v",
     }
+
+
+def test_reload_adds_and_removes_destinations_of_live_streams() -> None:
+    down = free_port()  # nothing listens there: the sink keeps retrying
+
+    def config(forward: str) -> Any:
+        return parse_text(f"listen 1935;\nvhost __defaultVhost__ {{ {forward} }}")
+
+    manager = ForwardManager(config("forward { enabled off; }"))
+    attached: list[ForwardSink] = []
+    detached: list[ForwardSink] = []
+    info = StreamInfo("__defaultVhost__", "live", "s", 1935)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        try:
+            manager.on_publish(info, attached.append, detached.append)
+            seen["none"] = list(attached)
+            manager.reload(config(f"forward {{ enabled on; destination 127.0.0.1:{down}; }}"))
+            [sink] = attached
+            await asyncio.sleep(0.5)
+            seen["state"], seen["error"] = sink.state, sink.error
+            # While the destination is away only the current GOP is kept.
+            sink.on_message(9, 0, b"\x17\x00\x00\x00\x00")  # AVC sequence header
+            sink.on_message(9, 0, b"\x17\x01\x00\x00\x00key")
+            sink.on_message(9, 40, b"\x27\x01\x00\x00\x00inter")
+            sink.on_message(9, 80, b"\x17\x01\x00\x00\x00key2")
+            seen["gop"] = [ts for _, ts, _ in sink.gop], sink.video_sh is not None, sink.dropped
+            manager.reload(config("forward { enabled off; }"))
+            seen["detached"] = detached == [sink] and sink.state == "stopped"
+        finally:
+            await manager.close()
+
+    asyncio.run(main())
+    assert seen["none"] == []
+    assert seen["state"] in ("backoff", "connecting"), seen
+    assert "connect call failed" in seen["error"].lower(), seen["error"]
+    assert seen["gop"] == ([80], True, 2)
+    assert seen["detached"]

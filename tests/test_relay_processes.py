@@ -324,3 +324,39 @@ def test_an_ingested_file_becomes_a_live_stream_and_is_restarted_when_ffmpeg_die
     [api] = found["api"]
     assert api["kind"] == "ingest" and api["state"] == "running" and api["restarts"] == 1 and api["ingest"] == "clip"
     assert found["after"] == ("stopped", False)
+
+
+# ---------------------------------------------------------------- reload
+
+
+def test_reload_restarts_changed_commands_and_stops_removed_ones(tmp_path: Path) -> None:
+    def config(body: str) -> Config:
+        return parse_text(f"listen 1935;\nvhost __defaultVhost__ {{ {body} }}\n")
+
+    first = config("exec { enabled on; publish sleep 30; publish sleep 31; }")
+    relays = Relays(first, cwd=str(tmp_path))
+    info = StreamInfo("__defaultVhost__", "live", "s", 1935)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        try:
+            relays.on_publish(info, lambda sink: None, lambda sink: None)
+            a, b = relays.exec.processes(*info.key)
+            relays.reload(config("exec { enabled on; publish sleep 30; publish sleep 32; }"))
+            c, d = relays.exec.processes(*info.key)
+            seen["kept"] = c is a
+            seen["replaced"] = d is not b and d.argv == ["sleep", "32"]
+            await relays.exec.drain()
+            seen["old"] = b.state, b.alive
+            seen["api"] = [p["command"] for p in relays.describe(*info.key)["processes"]]
+            relays.reload(config("exec { enabled off; publish sleep 30; }"))
+            await relays.exec.drain()
+            seen["disabled"] = relays.exec.processes(*info.key), a.state, a.alive
+        finally:
+            await relays.close()
+
+    asyncio.run(main())
+    assert seen["kept"] and seen["replaced"]
+    assert seen["old"] == ("stopped", False)
+    assert seen["api"] == ["sleep 30", "sleep 32"]
+    assert seen["disabled"] == ([], "stopped", False)

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -43,7 +44,7 @@ STATE_FAILED = "failed"
 _libc: Any = None
 
 
-def _child_setup() -> None:
+def _child_setup(parent: int) -> None:
     """Runs in the forked child before exec: die with the parent, even on its SIGKILL."""
     global _libc
     try:
@@ -53,8 +54,9 @@ def _child_setup() -> None:
     except (OSError, AttributeError):
         pass  # not Linux: the process group stop still applies
     # The parent may have died between fork and prctl; then nobody will ever
-    # deliver the death signal, so do it now.
-    if os.getppid() == 1:
+    # deliver the death signal, so do it now. (Compared with the parent's pid,
+    # not with 1: in a container tidecast itself is often pid 1.)
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -268,7 +270,7 @@ class Supervised:
                 stderr=stderr,
                 cwd=self.cwd,
                 start_new_session=True,  # its own process group: a stop reaches its children too
-                preexec_fn=_child_setup,
+                preexec_fn=functools.partial(_child_setup, os.getpid()),
             )
         finally:
             for f in opened:
