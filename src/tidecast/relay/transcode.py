@@ -125,9 +125,17 @@ def engine_argv(
     return argv
 
 
-def input_url(info: StreamInfo) -> str:
+def local_host(config: Config) -> str:
+    """Where this server's RTMP listener is reached from itself: the first `listen` host, unless a wildcard."""
+    host = config.listen[0].host if config.listen else ""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def input_url(info: StreamInfo, host: str = "127.0.0.1") -> str:
     """This server's own stream, as SRS's transcoder reads it."""
-    return f"rtmp://127.0.0.1:{info.port}/{info.app}?vhost={info.vhost}/{info.stream}"
+    return f"rtmp://{host}:{info.port}/{info.app}?vhost={info.vhost}/{info.stream}"
 
 
 def output_url(engine: Engine, info: StreamInfo) -> str:
@@ -180,7 +188,7 @@ class TranscodeManager(ProcessRelay):
         for scope, ffmpeg, engines in self.scopes(info, config):
             for i, engine in enumerate(engines):
                 output = output_url(engine, info)
-                argv = engine_argv(ffmpeg, engine, input_url(info), output)
+                argv = engine_argv(ffmpeg, engine, input_url(info, local_host(config)), output)
                 target = stream_of_url(output)
                 if target is not None:
                     self.outputs[self._normalize(target, config)] = info.key
