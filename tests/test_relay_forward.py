@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from helpers import TidecastProcess, ffprobe_json, free_port
+from helpers import TidecastProcess, ffprobe_json, free_port, http_json
 from tidecast.codec.flv import iter_flv_tags
 from tidecast.config import parse_text
 from tidecast.relay.forward import ForwardManager, ForwardSink, is_sequence_header
@@ -214,3 +214,38 @@ def test_reload_adds_and_removes_destinations_of_live_streams() -> None:
     assert "connect call failed" in seen["error"].lower(), seen["error"]
     assert seen["gop"] == ([80], True, 2)
     assert seen["detached"]
+
+
+def test_the_relays_route_lists_forwards_and_processes() -> None:
+    from tidecast.relay import Relays
+    from tidecast.relay.api import relay_routes
+
+    relays = Relays(parse_text("listen 1935;\nvhost __defaultVhost__ { exec { enabled on; publish sleep 30; } }"))
+    port = free_port()
+
+    def reply(request: web.Request, code: int = 0, **fields: Any) -> web.Response:
+        return web.json_response({"code": code, **fields})
+
+    async def main() -> Any:
+        app = web.Application()
+        app.add_routes(relay_routes(lambda: relays, reply))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            relays.on_publish(StreamInfo("__defaultVhost__", "live", "s", 1935), lambda s: None, lambda s: None)
+            return await asyncio.to_thread(http_json, f"http://127.0.0.1:{port}/api/v1/relays")
+        finally:
+            await relays.close()
+            await runner.cleanup()
+
+    body = asyncio.run(main())
+    assert body["code"] == 0 and body["forwards"] == []
+    [proc] = body["processes"]
+    assert (proc["kind"], proc["name"], proc["command"], proc["stream"]) == (
+        "exec",
+        "__defaultVhost__/live/s publish#1",
+        "sleep 30",
+        "s",
+    )
+    assert proc["state"] in ("starting", "running") and proc["restarts"] == 0
