@@ -166,3 +166,23 @@ def test_no_ffmpeg_outlives_a_kill_9_of_its_supervising_parent(tmp_path: Path, l
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_stderr_progress_and_banner_stay_out_of_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    script = (
+        r"printf 'ffmpeg version 5.1\n  built with gcc\nframe=  1 fps=0.0\rframe=  2 fps=0.0\r[flv] real problem\n' >&2"
+    )
+
+    async def main() -> Supervised:
+        proc = Supervised("transcode", "v/live/s ld", ["sh", "-c", script + "; sleep 30"])
+        proc.start()
+        while "real problem" not in "".join(proc.stderr_tail):
+            await asyncio.sleep(0.02)
+        await proc.stop()
+        return proc
+
+    with caplog.at_level(logging.INFO, logger="tidecast.relay"):
+        proc = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transcode v/live/s ld: ")]
+    assert [line for line in lines if "started pid" not in line] == ["transcode v/live/s ld: [flv] real problem"]
+    assert proc.describe()["progress"] == "frame=  2 fps=0.0"

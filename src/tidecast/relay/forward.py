@@ -313,6 +313,7 @@ class ForwardManager:
         if published is not None:
             for sink in published.sinks.values():
                 sink.stop()
+                published.detach(sink)
 
     def reload(self, config: Config) -> None:
         self.config = config

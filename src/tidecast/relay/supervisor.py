@@ -22,6 +22,7 @@ import ctypes
 import functools
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 log = logging.getLogger("tidecast.relay")
 
 PR_SET_PDEATHSIG = 1
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_PROGRESS = re.compile(r"\s*(frame=|size=)\s*\S")
+_BANNER = re.compile(r"(ffmpeg|ffprobe) version |  (built with|configuration:|lib(av|sw|post)\w*\s+\d)")
 
 STATE_STARTING = "starting"
 STATE_RUNNING = "running"
@@ -145,6 +150,7 @@ class Supervised:
         self.started: float | None = None  # wall time of the current (or last) start
         self.last_exit: int | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.progress = ""  # ffmpeg's last progress line
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
@@ -302,22 +308,37 @@ class Supervised:
         return rc
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        # ffmpeg ends its progress lines with "\r", not "\n": split on both.
+        pending = b""
         while True:
-            try:
-                raw = await stream.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                continue  # an over-long line: skip it, keep reading
-            if not raw:
+            data = await stream.read(65536)
+            if not data:
+                if pending:
+                    self._on_line(pending)
                 return
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            self.stderr_tail.append(line)
-            ok, suppressed = self._limiter.allow(time.monotonic())
-            if suppressed:
-                log.info("%s %s: (%d stderr lines not logged)", self.kind, self.name, suppressed)
-            if ok:
-                log.info("%s %s: %s", self.kind, self.name, line)
+            pending += data
+            *lines, pending = _LINE_END.split(pending)
+            for raw in lines:
+                self._on_line(raw)
+            if len(pending) > 65536:  # a line without an end: log what there is
+                self._on_line(pending)
+                pending = b""
+
+    def _on_line(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        if not line.strip():
+            return
+        if _PROGRESS.match(line):
+            self.progress = line.strip()  # "frame= 353 fps= 16 …": for the API, not the log
+            return
+        if _BANNER.match(line):
+            return  # ffmpeg's version banner, at every start
+        self.stderr_tail.append(line)
+        ok, suppressed = self._limiter.allow(time.monotonic())
+        if suppressed:
+            log.info("%s %s: (%d stderr lines not logged)", self.kind, self.name, suppressed)
+        if ok:
+            log.info("%s %s: %s", self.kind, self.name, line)
 
     async def _terminate(self) -> None:
         proc = self._proc
@@ -350,6 +371,7 @@ class Supervised:
             "restarts": self.restarts,
             "started": int(self.started * 1000) if self.started else None,
             "last_exit": self.last_exit,
+            "progress": self.progress,
             **self.labels,
         }
 
