@@ -360,3 +360,43 @@ def test_reload_restarts_changed_commands_and_stops_removed_ones(tmp_path: Path)
     assert seen["old"] == ("stopped", False)
     assert seen["api"] == ["sleep 30", "sleep 32"]
     assert seen["disabled"] == ([], "stopped", False)
+
+
+def test_stream_info_from_a_join_request_and_edges_do_not_relay() -> None:
+    from dataclasses import dataclass
+
+    from tidecast.relay import stream_info
+
+    @dataclass
+    class Request:  # the contract's JoinRequest fields
+        action: str = "publish"
+        client_id: str = "k2x9"
+        ip: str = "10.0.0.7"
+        vhost: str = "v.example"
+        app: str = "live"
+        stream: str = "s"
+        param: str = "?token=1"
+        tc_url: str = "rtmp://v.example:1935/live"
+        page_url: str = "http://page"
+        protocol: str = "rtmp"
+        stream_id: str = "vid-3"
+        server_id: str = "srv"
+
+    info = stream_info(Request(), 1935)
+    assert info == StreamInfo(
+        "v.example", "live", "s", 1935, "?token=1", "rtmp://v.example:1935/live", "", "http://page", "v.example",
+        "k2x9", "10.0.0.7",
+    )  # fmt: skip
+    edge = parse_text(
+        "listen 1935;\nvhost v.example { cluster { mode remote; origin 127.0.0.1; }"
+        " exec { enabled on; publish sleep 9; } }"
+    )
+    relays = Relays(edge)
+
+    async def main() -> int:
+        relays.on_publish(info, lambda s: None, lambda s: None)
+        count = len(relays.exec.processes(*info.key))
+        await relays.close()
+        return count
+
+    assert asyncio.run(main()) == 0

@@ -81,7 +81,12 @@ class Relays:
 
     def on_publish(self, info: StreamInfo, attach: Attach, detach: Attach) -> None:
         """A stream is live (its publish accepted). `attach(sink)` adds a forward sink to the
-        stream and feeds it the current metadata and sequence headers; `detach(sink)` removes it."""
+        stream and feeds it the current metadata and sequence headers; `detach(sink)` removes it.
+
+        Only origins relay: on an edge (`cluster.mode remote`) a publish goes to the origin,
+        which forwards, transcodes and execs, as in SRS (its origin hub only)."""
+        if self.config.vhost(info.vhost).cluster.mode == "remote":
+            return
         self.forward.on_publish(info, attach, detach)
         self.exec.on_publish(info)
         self.transcode.on_publish(info)
