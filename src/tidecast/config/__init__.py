@@ -12,22 +12,36 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tidecast.config.directives import ROOT, VHOST, Block, bind, lift_legacy_root, lift_legacy_vhost
+from tidecast.config.directives import (
+    ROOT,
+    VHOST,
+    bind,
+    check_programs,
+    dump_block,
+    lift_legacy_root,
+    lift_legacy_vhost,
+)
 from tidecast.config.env import apply_env
 from tidecast.config.model import (
     DEFAULT_VHOST,
     ApiAuth,
     Cluster,
     Config,
+    Engine,
+    Exec,
     Exporter,
+    Forward,
     Hls,
     HttpApi,
     HttpRemux,
     HttpServer,
+    Ingest,
+    IngestInput,
     Listen,
     Play,
     Publish,
     RawApi,
+    Transcode,
     Vhost,
 )
 from tidecast.config.parser import ConfigError, Directive, parse_file
@@ -39,15 +53,21 @@ __all__ = [
     "Cluster",
     "Config",
     "ConfigError",
+    "Engine",
+    "Exec",
     "Exporter",
+    "Forward",
     "Hls",
     "HttpApi",
     "HttpRemux",
     "HttpServer",
+    "Ingest",
+    "IngestInput",
     "Listen",
     "Play",
     "Publish",
     "RawApi",
+    "Transcode",
     "Vhost",
     "dump",
     "load_config",
@@ -98,6 +118,7 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None, env_only
         config = _build([], None, environ)
     else:
         config = _build(parse_file(path), path, environ)
+    check_programs(config)
     if config.unsupported:
         log.warning(
             "config: %d SRS directive(s) tidecast does not implement were ignored: %s",
@@ -133,24 +154,13 @@ def _format(value: Any) -> str | None:
     return quote + text.replace(quote, "") + quote
 
 
-def _dump_block(target: Any, block: Block, indent: str, out: list[str]) -> None:
-    for name in block.values:
-        formatted = _format(getattr(target, name))
-        if formatted is not None:
-            out.append(f"{indent}{name} {formatted};")
-    for name, sub in block.blocks.items():
-        out.append(f"{indent}{name} {{")
-        _dump_block(getattr(target, name), sub, indent + "    ", out)
-        out.append(f"{indent}}}")
-
-
 def dump(config: Config) -> str:
     """The effective settings, defaults included, in srs.conf syntax."""
     source = (config.path or "the environment").replace("\n", " ")
     out: list[str] = [f"# effective settings of {source}"]
-    _dump_block(config, ROOT, "", out)
+    dump_block(config, ROOT, "", out, _format)
     for name, vhost in config.vhosts.items():
         out.append(f"vhost {_format(name)} {{")
-        _dump_block(vhost, VHOST, "    ", out)
+        dump_block(vhost, VHOST, "    ", out, _format)
         out.append("}")
     return "\n".join(out) + "\n"

@@ -6,7 +6,9 @@ so a directive cannot be known to one and not the others.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,15 +17,21 @@ from tidecast.config.model import (
     ApiAuth,
     Cluster,
     Config,
+    Engine,
+    Exec,
     Exporter,
+    Forward,
     Hls,
     HttpApi,
     HttpRemux,
     HttpServer,
+    Ingest,
+    IngestInput,
     Listen,
     Play,
     Publish,
     RawApi,
+    Transcode,
     Vhost,
 )
 from tidecast.config.parser import ConfigError, Directive
@@ -154,6 +162,25 @@ MULTI_VALUE: frozenset[Reader] = frozenset({words, listens})
 # ---------------------------------------------------------------- the table
 
 
+# A value in srs.conf syntax (quoted when needed), for dumping; see config.dump.
+Formatter = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Special:
+    """A directive the value/block table cannot express: one that repeats (`exec publish`,
+    `ingest NAME {}`, `engine NAME {}`), or a block of free-form options (`vparams {}`).
+
+    `read(d, context, unsupported)` builds the value; with `repeat` every occurrence
+    is appended to the attribute's list, otherwise the first one wins as usual.
+    `dump(value, name, indent, fmt)` writes it back in srs.conf syntax.
+    """
+
+    read: Callable[[Directive, str, list[str]], Any]
+    dump: Callable[[Any, str, str, Formatter], list[str]]
+    repeat: bool = False
+
+
 @dataclass
 class Block:
     """A block's directives: value readers, nested blocks, and SRS names only tolerated."""
@@ -162,10 +189,11 @@ class Block:
     values: dict[str, Reader] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)
     tolerated: frozenset[str] = frozenset()
+    special: dict[str, Special] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
-        return sorted({*self.values, *self.blocks})
+        return sorted({*self.values, *self.blocks, *self.special})
 
 
 RAW_API = Block(RawApi, {"enabled": flag, "allow_reload": flag, "allow_query": flag, "allow_update": flag})
@@ -275,15 +303,11 @@ PUBLISH = Block(
 UNSUPPORTED_VHOST = frozenset(
     {
         "dvr",
-        "forward",
-        "transcode",
-        "ingest",
         "security",
         "refer",
         "refer_play",
         "refer_publish",
         "bandcheck",
-        "exec",
         "http_hooks",
         "http_static",
         "http",
@@ -369,7 +393,7 @@ def lift_legacy(
 
 
 def lift_legacy_vhost(children: list[Directive]) -> list[Directive]:
-    return lift_legacy(children, values=LEGACY_VHOST, flatten=LEGACY_VHOST_FLATTEN)
+    return lift_legacy(lift_legacy_forward(children), values=LEGACY_VHOST, flatten=LEGACY_VHOST_FLATTEN)
 
 
 def lift_legacy_root(children: list[Directive]) -> list[Directive]:
@@ -409,11 +433,156 @@ UNSUPPORTED_GLOBAL = frozenset(
     }
 )
 
+# ---------------------------------------------------------------- relays: forward, exec, transcode, ingest
+
+
+def _sub_context(context: str, d: Directive) -> str:
+    label = " ".join([d.name, *d.args])
+    return label if context == "the top level" else f"{context} {label}"
+
+
+def _block_of(d: Directive, what: str) -> None:
+    if not d.block:
+        raise ConfigError(f'{d.where}: "{d.name}" is a block; write {what} {{ ... }}')
+
+
+def _read_options(d: Directive, context: str, unsupported: list[str]) -> list[tuple[str, str]]:
+    """`vparams { t 100; coder 1; }`: free-form ffmpeg options, each `-name [value]`."""
+    _block_of(d, d.name)
+    options: list[tuple[str, str]] = []
+    for c in d.children:
+        if c.block or len(c.args) > 1:
+            raise ConfigError(
+                f'{c.where}: bad option "{c.name}" in {context} {d.name}: '
+                "expected NAME [VALUE]; (one ffmpeg option and at most one value)"
+            )
+        options.append((c.name, c.arg(0)))
+    return options
+
+
+def _dump_options(value: list[tuple[str, str]], name: str, indent: str, fmt: Formatter) -> list[str]:
+    out = [f"{indent}{name} {{"]
+    for option, arg in value:
+        formatted = fmt(arg) if arg else None
+        out.append(f"{indent}    {fmt(option)}{' ' + formatted if formatted else ''};")
+    return [*out, f"{indent}}}"]
+
+
+_OPTIONS = Special(_read_options, _dump_options)
+
+ENGINE = Block(
+    Engine,
+    {
+        "enabled": flag,
+        "iformat": text,
+        "vcodec": text,
+        "vbitrate": integer(0, 10_000_000, "of kbps"),
+        "vfps": number(0, 1000, "frames per second"),
+        "vwidth": integer(0, 65536, "of pixels"),
+        "vheight": integer(0, 65536, "of pixels"),
+        "vthreads": integer(0, 1024),
+        "vprofile": text,
+        "vpreset": text,
+        "acodec": text,
+        "abitrate": integer(0, 10_000_000, "of kbps"),
+        "asample_rate": integer(0, 768_000, "of Hz"),
+        "achannels": integer(0, 2),
+        "oformat": text,
+        "output": text,
+    },
+    {},
+    frozenset(),
+    {"perfile": _OPTIONS, "vfilter": _OPTIONS, "vparams": _OPTIONS, "aparams": _OPTIONS},
+)
+
+
+def _read_engine(d: Directive, context: str, unsupported: list[str]) -> Engine:
+    _block_of(d, "engine [NAME]")
+    if len(d.args) > 1:
+        raise ConfigError(f"{d.where}: engine takes at most one name: engine NAME {{ ... }} (in {context})")
+    engine = Engine(name=d.arg(0))
+    bind(engine, d.children, ENGINE, _sub_context(context, d), unsupported)
+    return engine
+
+
+def _dump_named(block: Block, attr: str) -> Callable[[Any, str, str, Formatter], list[str]]:
+    def dump(value: Any, name: str, indent: str, fmt: Formatter) -> list[str]:
+        label = getattr(value, attr)
+        out = [f"{indent}{name}{' ' + str(fmt(label)) if label else ''} {{"]
+        dump_block(value, block, indent + "    ", out, fmt)
+        return [*out, f"{indent}}}"]
+
+    return dump
+
+
+_ENGINES = Special(_read_engine, _dump_named(ENGINE, "name"), repeat=True)
+
+FORWARD = Block(Forward, {"enabled": flag, "destination": words, "backend": text})
+
+
+def _read_command(d: Directive, context: str, unsupported: list[str]) -> list[str]:
+    if d.block or not d.args:
+        raise ConfigError(f"{d.where}: {d.name} needs a command line: {d.name} PROGRAM ARGS...; (in {context})")
+    return list(d.args)
+
+
+def _dump_command(value: list[str], name: str, indent: str, fmt: Formatter) -> list[str]:
+    return [f"{indent}{name} {' '.join(str(fmt(a)) for a in value)};"]
+
+
+EXEC = Block(Exec, {"enabled": flag}, {}, frozenset(), {"publish": Special(_read_command, _dump_command, repeat=True)})
+
+TRANSCODE = Block(Transcode, {"enabled": flag, "ffmpeg": text}, {}, frozenset(), {"engine": _ENGINES})
+
+
+def _read_transcode(d: Directive, context: str, unsupported: list[str]) -> Transcode:
+    _block_of(d, "transcode [APP[/STREAM]]")
+    if len(d.args) > 1:
+        raise ConfigError(
+            f"{d.where}: transcode takes at most one scope: transcode [APP or APP/STREAM] {{ ... }} (in {context})"
+        )
+    transcode = Transcode(scope=d.arg(0).strip("/"), where=d.where)
+    bind(transcode, d.children, TRANSCODE, _sub_context(context, d), unsupported)
+    return transcode
+
+
+INGEST_INPUT = Block(IngestInput, {"type": choice("file", "stream"), "url": text})
+INGEST = Block(Ingest, {"enabled": flag, "ffmpeg": text}, {"input": INGEST_INPUT}, frozenset(), {"engine": _ENGINES})
+
+
+def _read_ingest(d: Directive, context: str, unsupported: list[str]) -> Ingest:
+    _block_of(d, "ingest NAME")
+    if len(d.args) != 1:
+        raise ConfigError(f"{d.where}: ingest needs exactly one name: ingest NAME {{ ... }} (in {context})")
+    ingest = Ingest(name=d.args[0], where=d.where)
+    bind(ingest, d.children, INGEST, _sub_context(context, d), unsupported)
+    return ingest
+
+
+RELAY_SPECIAL = {
+    "transcode": Special(_read_transcode, _dump_named(TRANSCODE, "scope"), repeat=True),
+    "ingest": Special(_read_ingest, _dump_named(INGEST, "name"), repeat=True),
+}
+RELAY_BLOCKS = {"forward": FORWARD, "exec": EXEC}
+
+
+def lift_legacy_forward(children: list[Directive]) -> list[Directive]:
+    """SRS 2's `forward HOST:PORT …;` in the vhost is `forward { enabled on; destination …; }`."""
+    out: list[Directive] = []
+    for d in children:
+        if d.name == "forward" and not d.block:
+            inner = [Directive("enabled", ["on"], [], d.file, d.line), replace(d, name="destination")]
+            d = Directive("forward", [], inner, d.file, d.line, block=True)
+        out.append(d)
+    return out
+
+
 VHOST = Block(
     Vhost,
     {"enabled": flag, "chunk_size": integer(128, 65536), "min_latency": flag, "tcp_nodelay": flag},
-    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH},
+    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH, **RELAY_BLOCKS},
     UNSUPPORTED_VHOST,
+    RELAY_SPECIAL,
 )
 ROOT = Block(
     Config,
@@ -456,6 +625,14 @@ def bind(target: Any, children: list[Directive], block: Block, context: str, uns
         if name in block.tolerated:
             unsupported.append(f"{d.where} {name}" + ("" if context == "the top level" else f" (in {context})"))
             continue
+        special = block.special.get(name)
+        if special is not None:
+            if special.repeat:
+                getattr(target, name).append(special.read(d, context, unsupported))
+            elif name not in seen:
+                seen.add(name)
+                setattr(target, name, special.read(d, context, unsupported))
+            continue
         if name not in block.values and name not in block.blocks:
             raise ConfigError(
                 f'{d.where}: unknown directive "{name}" in {context}; accepted here: {", ".join(block.accepted)}'
@@ -470,8 +647,69 @@ def bind(target: Any, children: list[Directive], block: Block, context: str, uns
             inner = sub.factory()
             inner_context = name if context == "the top level" else f"{context} {name}"
             bind(inner, d.children, sub, inner_context, unsupported)
+            if hasattr(inner, "where"):
+                inner.where = d.where
             setattr(target, name, inner)
         else:
             if d.block:
                 raise ConfigError(f'{d.where}: "{name}" takes values, not a block; write {name} VALUE;')
             setattr(target, name, block.values[name](d, context))
+
+
+def dump_block(target: Any, block: Block, indent: str, out: list[str], fmt: Formatter) -> None:
+    """Append `target`'s settings under `block` to `out`, in srs.conf syntax."""
+    for name in block.values:
+        formatted = fmt(getattr(target, name))
+        if formatted is not None:
+            out.append(f"{indent}{name} {formatted};")
+    for name, sub in block.blocks.items():
+        out.append(f"{indent}{name} {{")
+        dump_block(getattr(target, name), sub, indent + "    ", out, fmt)
+        out.append(f"{indent}}}")
+    for name, special in block.special.items():
+        value = getattr(target, name)
+        for item in value if special.repeat else [value]:
+            out.extend(special.dump(item, name, indent, fmt))
+
+
+def _find_program(program: str, base: str) -> bool:
+    """A path (relative ones from `base`, the server's working directory) or a name on PATH."""
+    if os.sep in program:
+        path = program if os.path.isabs(program) else os.path.join(base, program)
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    return shutil.which(program) is not None
+
+
+def check_programs(config: Config, base: str | None = None) -> None:
+    """Every program an enabled exec, transcode or ingest would start must exist.
+
+    SRS finds out only when it forks, and then logs and retries forever; a missing
+    ffmpeg is better refused by `config check`, at start and at reload.
+    """
+    base = base or os.getcwd()
+    for vhost in config.vhosts.values():
+        ctx = f"vhost {vhost.name}"
+        if vhost.exec.enabled:
+            for command in vhost.exec.publish:
+                if command and not _find_program(command[0], base):
+                    raise ConfigError(
+                        f'{vhost.exec.where or ctx}: exec publish program "{command[0]}" (in {ctx} exec) is not an '
+                        "executable file or a program on PATH; install it or fix the path"
+                    )
+        for transcode in vhost.transcode:
+            if transcode.enabled and any(e.enabled for e in transcode.engine):
+                scope = f" {transcode.scope}" if transcode.scope else ""
+                _check_ffmpeg(transcode.ffmpeg, base, transcode.where, f"{ctx} transcode{scope}")
+        for ingest in vhost.ingest:
+            if ingest.enabled:
+                _check_ffmpeg(ingest.ffmpeg, base, ingest.where, f"{ctx} ingest {ingest.name}")
+
+
+def _check_ffmpeg(program: str, base: str, where: str, ctx: str) -> None:
+    if not program:
+        raise ConfigError(f"{where}: no ffmpeg in {ctx}; add one, e.g. ffmpeg /usr/bin/ffmpeg;")
+    if not _find_program(program, base):
+        raise ConfigError(
+            f'{where}: ffmpeg "{program}" (in {ctx}) is not an executable file or a program on PATH; '
+            "install ffmpeg or fix the path"
+        )

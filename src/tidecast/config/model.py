@@ -115,6 +115,79 @@ class Publish:
     parse_sps: bool = True
 
 
+# ---------------------------------------------------------------- relays: forward, exec, transcode, ingest
+# SRS keeps these in the vhost; several of them repeat (`exec publish …;`,
+# `transcode [scope] { … }`, `ingest NAME { … }`, `engine NAME { … }`), so they
+# are lists here, in the order written.
+
+
+@dataclass
+class Forward:
+    enabled: bool = False
+    destination: list[str] = field(default_factory=list)  # host[:port] each
+    backend: str = ""  # SRS 5: an HTTP URL that returns the destinations of each stream
+
+
+@dataclass
+class Exec:
+    enabled: bool = False
+    publish: list[list[str]] = field(default_factory=list)  # one command line (argv template) per `publish`
+    where: str = field(default="", compare=False, repr=False)  # file:line, for error messages
+
+
+@dataclass
+class Engine:
+    """A transcode engine with SRS's defaults. The option blocks (`perfile`, `vfilter`, `vparams`,
+    `aparams`) are (name, value) pairs as written; each becomes `-name [value]` for ffmpeg."""
+
+    name: str = ""
+    enabled: bool = False
+    perfile: list[tuple[str, str]] = field(default_factory=list)
+    iformat: str = "flv"
+    vfilter: list[tuple[str, str]] = field(default_factory=list)
+    vcodec: str = ""
+    vbitrate: int = 0
+    vfps: float = 0.0
+    vwidth: int = 0
+    vheight: int = 0
+    vthreads: int = 1
+    vprofile: str = ""
+    vpreset: str = ""
+    vparams: list[tuple[str, str]] = field(default_factory=list)
+    acodec: str = ""
+    abitrate: int = 0
+    asample_rate: int = 0
+    achannels: int = 0
+    aparams: list[tuple[str, str]] = field(default_factory=list)
+    oformat: str = "flv"
+    output: str = ""
+
+
+@dataclass
+class Transcode:
+    scope: str = ""  # "" (every stream of the vhost), APP, or APP/STREAM
+    enabled: bool = False
+    ffmpeg: str = ""
+    engine: list[Engine] = field(default_factory=list)
+    where: str = field(default="", compare=False, repr=False)  # file:line, for error messages
+
+
+@dataclass
+class IngestInput:
+    type: str = "file"  # file or stream (SRS's `device` is not supported by SRS either)
+    url: str = ""
+
+
+@dataclass
+class Ingest:
+    name: str = ""
+    enabled: bool = False
+    input: IngestInput = field(default_factory=IngestInput)
+    ffmpeg: str = ""
+    engine: list[Engine] = field(default_factory=list)
+    where: str = field(default="", compare=False, repr=False)  # file:line, for error messages
+
+
 @dataclass
 class Vhost:
     name: str = DEFAULT_VHOST
@@ -127,6 +200,10 @@ class Vhost:
     hls: Hls = field(default_factory=Hls)
     play: Play = field(default_factory=Play)
     publish: Publish = field(default_factory=Publish)
+    forward: Forward = field(default_factory=Forward)
+    exec: Exec = field(default_factory=Exec)
+    transcode: list[Transcode] = field(default_factory=list)
+    ingest: list[Ingest] = field(default_factory=list)
 
 
 @dataclass
