@@ -28,10 +28,13 @@ from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.net.http import start_http
-from tidecast.net.node import MetricSource
+from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
 from tidecast.net.rtmp_server import RtmpConnection
+from tidecast.relay import Relays
+from tidecast.relay.api import relay_routes
 from tidecast.sysinfo import CpuSampler
+from tidecast.wiring import RelayObserver
 
 log = logging.getLogger("tidecast.server")
 _loop_errors = RateLimitedLogger(log)
@@ -84,6 +87,9 @@ class App:
         self.rates = Rates()
         self.api_service_id = ""
         self.metric_sources: list[MetricSource] = []
+        self.api_routes: list[ApiRoutes] = []
+        self.stream_details: list[StreamDetails] = []
+        self.relays: Relays | None = None
         self.services: list[Service] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -144,9 +150,15 @@ class App:
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]
         self.services.append(_Tick(None, None, origin.close))
+        relays = self.relays = Relays(self.config, server_id=hub.server_id)
+        hub.observers.append(RelayObserver(hub, relays))
+        self.metric_sources.append(relays.metrics)
+        self.api_routes.append(lambda reply: relay_routes(lambda: self.relays, reply))
+        self.stream_details.append(relays.describe)
         for listen in self.config.listen:
             await self._open_rtmp(listen)
         self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
+        relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()
         self._start_watcher()
@@ -343,6 +355,8 @@ class App:
         self.hub.apply_config(new)
         for service in self.services:
             service.reload()
+        if self.relays is not None:
+            self.relays.reload(new)
         logging.getLogger("tidecast").setLevel(SRS_LEVELS.get(new.srs_log_level, logging.INFO))
         self.reload_state = {"err": 0, "msg": "", "state": RELOAD_OK, "rid": rid}
         log.info("reload config success, state=%d.", RELOAD_OK)
@@ -355,6 +369,8 @@ class App:
             await self._graceful()
         else:
             log.info("cleanup for quit signal fast=1, grace=0")
+            if self.relays is not None:
+                self.relays.kill_all()
             await self._close_listeners()
         await self._dispose()
         log.info("tidecast terminated")
@@ -397,6 +413,8 @@ class App:
         log.info("start wait for %dms", cfg.grace_start_wait)
         self._close_media_listeners()
         log.info("listeners closed")
+        if self.relays is not None:
+            await self.relays.ingest.close()  # as SRS stops its ingesters with its listeners
         started = time.monotonic()
         step = 1
         next_log = started
@@ -440,6 +458,8 @@ class App:
             result = service.close()
             if asyncio.iscoroutine(result):
                 await result
+        if self.relays is not None:
+            await self.relays.close()
         for runner in self.http_runners:
             await runner.cleanup()
 

@@ -65,7 +65,8 @@ class Api:
     def routes(self) -> list[web.RouteDef]:
         """Each path also with a trailing slash, which SRS answers the same way."""
         routes: list[web.RouteDef] = []
-        for route in self._routes():
+        extra = [route for build in self.server.api_routes for route in build(self.reply)]
+        for route in [*self._routes(), *extra]:
             routes.append(route)
             if not route.path.endswith(("/", "}")):
                 routes.append(web.route(route.method, route.path + "/", route.handler))
@@ -302,6 +303,8 @@ class Api:
         }
         if stream.upstream is not None:
             doc["upstream"] = stream.upstream.describe()
+        for details in self.server.stream_details:
+            doc.update(details(stream.vhost, stream.app, stream.name))
         return doc
 
     async def streams(self, request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from aiohttp import web
 from prometheus_client.core import Metric
 
 from tidecast.live.hub import Hub
@@ -15,6 +16,9 @@ from tidecast.net.rates import Rates
 from tidecast.sysinfo import CpuSampler
 
 MetricSource = Callable[[], Iterable[Metric]]
+Reply = Callable[..., web.Response]  # the API's SRS envelope: reply(request, code=0, **fields)
+ApiRoutes = Callable[[Reply], list[web.RouteDef]]  # more /api/v1 routes, built with the envelope
+StreamDetails = Callable[[str, str, str], dict[str, Any]]  # (vhost, app, stream) -> fields for its API object
 
 
 class NodeStatus(Protocol):
@@ -30,6 +34,8 @@ class NodeStatus(Protocol):
     draining: bool
     api_service_id: str
     metric_sources: list[MetricSource]
+    api_routes: list[ApiRoutes]
+    stream_details: list[StreamDetails]
 
     @property
     def connection_count(self) -> int: ...

@@ -1,0 +1,46 @@
+"""Observers the composition root puts on the hub for the origin's other jobs (relays, recorders, hooks).
+
+Each adapts a part written against its own small interface to the hub's
+StreamEvents, so the parts stay ignorant of the hub and of each other.
+"""
+
+from __future__ import annotations
+
+from tidecast.live.client import Client
+from tidecast.live.hub import Hub, StreamEvents, Target
+from tidecast.live.stream import LiveStream, MediaSink
+from tidecast.relay import Relays, stream_info
+
+
+def attach_sink(stream: LiveStream, sink: MediaSink) -> None:
+    """Add a sink to a live stream and bring it up to date: metadata and sequence headers first."""
+    if sink in stream.sinks:
+        return
+    stream.sinks.append(sink)
+    if stream.metadata is not None:
+        sink.on_metadata(stream.metadata.payload)
+    for header in (stream.video_sh, stream.audio_sh):
+        if header is not None:
+            sink.on_message(header.type_id, header.timestamp, header.payload)
+
+
+def detach_sink(stream: LiveStream, sink: MediaSink) -> None:
+    if sink in stream.sinks:
+        stream.sinks.remove(sink)
+
+
+class RelayObserver(StreamEvents):
+    """Forward, exec and transcode follow each local publish."""
+
+    def __init__(self, hub: Hub, relays: Relays) -> None:
+        self.hub = hub
+        self.relays = relays
+
+    def on_publish(self, stream: LiveStream, client: Client) -> None:
+        target = Target(stream.vhost, stream.app, stream.name, client.query)
+        request = self.hub.request("publish", client, target, "rtmp")
+        info = stream_info(request, self.relays.port, client.swf_url)
+        self.relays.on_publish(info, lambda sink: attach_sink(stream, sink), lambda sink: detach_sink(stream, sink))
+
+    def on_unpublish(self, stream: LiveStream, client: Client) -> None:
+        self.relays.on_unpublish(stream.vhost, stream.app, stream.name)
