@@ -316,14 +316,30 @@ class ProgressiveMp4:
 
     MDAT_HEADER_SIZE = 16  # always the 64-bit form: the final size is unknown while writing
 
-    def __init__(self) -> None:
+    def __init__(self, reserve: int = 0) -> None:
+        """`reserve`: bytes of a `free` box after the ftyp where the moov goes if it fits (fast start
+        without a second pass over the file); 0 for none."""
         self._tables: dict[str, _Table] = {}
         self._order: list[str] = []
         self._last_track: str | None = None
         head = ftyp()
+        self.reserve_offset = len(head)
+        self.reserve = reserve if reserve >= 8 else 0
+        if self.reserve:
+            head += struct.pack(">I4s", self.reserve, b"free") + b"\x00" * (self.reserve - 8)
         self.mdat_header_offset = len(head)
         self._header = head + struct.pack(">I4sQ", 1, b"mdat", 0)
         self.position = len(self._header)
+
+    def in_reserve(self, moov: bytes) -> bytes | None:
+        """What to write over the reserved space at `reserve_offset` (the moov and a `free` box for the
+        rest), or None when the moov does not fit and goes after the mdat instead."""
+        room = self.reserve
+        if room and len(moov) == room:
+            return moov
+        if room and len(moov) + 8 <= room:
+            return moov + struct.pack(">I4s", room - len(moov), b"free")
+        return None
 
     def header(self) -> bytes:
         return self._header

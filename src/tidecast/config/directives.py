@@ -15,6 +15,7 @@ from tidecast.config.model import (
     ApiAuth,
     Cluster,
     Config,
+    Dvr,
     Exporter,
     Hls,
     HttpApi,
@@ -243,6 +244,19 @@ HLS = Block(
         }
     ),
 )
+DVR = Block(
+    Dvr,
+    {
+        "enabled": flag,
+        "dvr_apply": words,
+        "dvr_plan": choice("session", "segment", "append"),
+        "dvr_path": text,
+        "dvr_duration": number(0, 86400, "seconds"),
+        "dvr_wait_keyframe": flag,
+        "time_jitter": choice("full", "zero", "off"),
+        "dvr_mp4_faststart": flag,
+    },
+)
 PLAY = Block(
     Play,
     {
@@ -274,7 +288,6 @@ PUBLISH = Block(
 # Whole SRS features tidecast does not implement: their blocks load and are ignored.
 UNSUPPORTED_VHOST = frozenset(
     {
-        "dvr",
         "forward",
         "transcode",
         "ingest",
@@ -412,7 +425,7 @@ UNSUPPORTED_GLOBAL = frozenset(
 VHOST = Block(
     Vhost,
     {"enabled": flag, "chunk_size": integer(128, 65536), "min_latency": flag, "tcp_nodelay": flag},
-    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH},
+    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "dvr": DVR, "play": PLAY, "publish": PUBLISH},
     UNSUPPORTED_VHOST,
 )
 ROOT = Block(
@@ -442,7 +455,13 @@ ROOT = Block(
     UNSUPPORTED_GLOBAL,
 )
 
-TIDECAST_EXTENSIONS = ("log_format", "handshake_timeout", "grace_drain_timeout", "cluster.coworkers_dns")
+TIDECAST_EXTENSIONS = (
+    "log_format",
+    "handshake_timeout",
+    "grace_drain_timeout",
+    "cluster.coworkers_dns",
+    "dvr.dvr_mp4_faststart",
+)
 
 
 # ---------------------------------------------------------------- binding
