@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import decode_errors, ffprobe_json
 
+from helpers import decode_errors, ffprobe_json
 from tidecast.codec import aac, avc, mp4
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, iter_flv_tags
 from tidecast.errors import ProtocolError
@@ -190,7 +190,7 @@ def test_fragmented_mp4_init_plus_fragments_plays_as_one_file(clip: Path, tmp_pa
     # One fragment per GOP, as an HLS/CMAF segmenter would cut them.
     gops: list[list[tuple[str, int, int, bytes, bool]]] = []
     for s in samples:
-        if s[0] == "video" and s[4] or not gops:
+        if (s[0] == "video" and s[4]) or not gops:
             gops.append([])
         gops[-1].append(s)
     all_video = [s for s in samples if s[0] == "video"]
@@ -310,7 +310,7 @@ def test_other_video_codecs_and_opus_from_their_config_records(name: str, tmp_pa
     )  # fmt: skip
     data = source.read_bytes()
     vfourcc, vconfig, vsamples, vscale = read_mp4_track(data, 0)
-    afourcc, aconfig, asamples, ascale = read_mp4_track(data, 1)
+    afourcc, aconfig, asamples, _ascale = read_mp4_track(data, 1)
     assert vfourcc == entry and afourcc == b"Opus"
     video = mp4.TrackSpec("video", fourcc, vconfig, vscale, width=192, height=108)
     audio = mp4.opus_track(aconfig)
