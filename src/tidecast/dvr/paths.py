@@ -56,21 +56,23 @@ def expand(template: str, vhost: str, app: str, stream: str, now: float | None =
     )
 
 
-def _check_name(what: str, value: str) -> None:
-    if "\x00" in value or any(part in (".", "..") for part in value.split("/")) or value.startswith("/"):
-        raise DvrPathError(f"dvr: refusing {what} {value!r}: it could name a file outside the DVR directory")
-
-
 def file_path(dvr_path: str, vhost: str, app: str, stream: str, now: float | None = None) -> str:
     """The absolute, normalised path of the file to record now; DvrPathError if it escapes the root."""
-    for what, value in (("vhost", vhost), ("app", app), ("stream", stream)):
-        _check_name(what, value)
     root = root_of(dvr_path)
+    if not stream:
+        raise DvrPathError(f"dvr: {vhost}/{app}: refusing an empty stream name; not recorded")
+    for what, value in (("vhost", vhost), ("app", app), ("stream", stream)):
+        parts = value.split("/")
+        if "\x00" in value or value.startswith("/") or any(p in (".", "..") for p in parts):
+            raise DvrPathError(
+                f"dvr: {vhost}/{app}/{stream}: refusing the {what} name {value!r}: it could name a file outside "
+                f"the DVR directory {root}; not recorded"
+            )
     path = os.path.normpath(os.path.abspath(expand(template_for(dvr_path), vhost, app, stream, now)))
     if os.path.commonpath((root, path)) != root or path == root:
         raise DvrPathError(
             f"dvr: {vhost}/{app}/{stream} would record to {path}, outside the DVR directory {root}; "
-            "check dvr_path and the stream name"
+            "check dvr_path and the stream name; not recorded"
         )
     return path
 
