@@ -378,3 +378,103 @@ def test_a_full_disk_mid_recording_is_logged_once_and_leaves_no_final_file(
     lines = [x for x in out.stderr.decode().splitlines() if x.startswith("tidecast.dvr")]
     assert len(lines) == 1 and "cannot write" in lines[0] and str(tmp_path) in lines[0]
     assert finals(tmp_path) == [] and temps(tmp_path) == []
+
+
+# ---------------------------------------------------------------- lifecycle and other codecs
+
+
+def test_close_reaps_now_and_ignores_the_rest_until_the_next_publish(clip8: Path, tmp_path: Path) -> None:
+    reaped: list[Reaped] = []
+    recorder = dvr_recorder_for(settings(tmp_path, "[stream]-[timestamp].mp4"), "v", "live", "cam", reaped.append)
+    assert recorder is not None
+    tags = list(iter_flv_tags(clip8.read_bytes()))
+    recorder.on_publish()
+    for type_id, ts, payload in tags[:300]:
+        recorder.on_message(type_id, ts, payload)
+    recorder.tick(time.time() + 10)  # buffered data reaches the temp file
+    (temp,) = temps(tmp_path)
+    assert temp.stat().st_size > 50_000
+    recorder.close()  # e.g. a reload that turned DVR off, or a drain
+    for type_id, ts, payload in tags[300:]:
+        recorder.on_message(type_id, ts, payload)
+    assert temps(tmp_path) == [] and len(finals(tmp_path)) == 1 and len(reaped) == 1
+    assert decode_errors(finals(tmp_path)[0]) == ""
+    # SRS's on_dvr `file`: dvr_path as written, expanded.
+    assert reaped[0].file == reaped[0].path and reaped[0].path.startswith(str(tmp_path))
+    relative = dvr_recorder_for(Dvr(enabled=True, dvr_path="./rec/[stream].flv"), "v", "live", "cam", reaped.append)
+    assert relative is not None
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        feed(relative, clip8)
+    finally:
+        os.chdir(cwd)
+    assert reaped[1].file == "./rec/cam.flv" and reaped[1].path == str(tmp_path / "rec" / "cam.flv")
+
+
+def test_a_reload_to_mp4_applies_from_the_next_segment(clip12: Path, tmp_path: Path) -> None:
+    flv = settings(tmp_path, "[timestamp].flv", dvr_plan="segment", dvr_duration=4)
+    recorder = dvr_recorder_for(flv, "v", "live", "cam")
+    assert recorder is not None
+    clock = iter(range(1_000_000))
+    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    tags = list(iter_flv_tags(clip12.read_bytes()))
+    recorder.on_publish()
+    for i, (type_id, ts, payload) in enumerate(tags):
+        if i == 100:
+            recorder.settings = replace(flv, dvr_path=str(tmp_path / "[timestamp].mp4"))
+        recorder.on_message(type_id, ts, payload)
+    recorder.on_unpublish()
+    suffixes = [f.suffix for f in finals(tmp_path)]
+    assert suffixes[0] == ".flv" and set(suffixes[1:]) == {".mp4"} and len(suffixes) == 3
+    for f in finals(tmp_path):
+        assert sorted(probe(f)[0]) == ["aac", "h264"] and decode_errors(f) == ""
+
+
+def test_time_jitter_off_keeps_the_stream_timestamps(clip8: Path, tmp_path: Path) -> None:
+    recorder = dvr_recorder_for(settings(tmp_path, "[stream].flv", time_jitter="off"), "v", "live", "cam")
+    assert recorder is not None
+    recorder.on_publish()
+    for type_id, ts, payload in iter_flv_tags(clip8.read_bytes()):
+        recorder.on_message(type_id, ts + 60_000, payload)
+    recorder.on_unpublish()
+    (path,) = finals(tmp_path)
+    media = [t for t in iter_flv_tags(path.read_bytes()) if t[0] != TAG_SCRIPT and t[2][1] != 0]
+    assert media[0][1] >= 60_000
+
+
+def test_enhanced_rtmp_hevc_and_opus_record_to_mp4(tmp_path: Path) -> None:
+    from test_codec_mp4 import read_mp4_track
+
+    source = tmp_path / "src.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=192x108:rate=25", "-f", "lavfi",
+         "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", "-c:v", "libx265", "-x265-params",
+         "log-level=error:keyint=25", "-tag:v", "hvc1", "-pix_fmt", "yuv420p", "-c:a", "libopus", str(source)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    data = source.read_bytes()
+    _, hvcc, video, vscale = read_mp4_track(data, 0)
+    _, dops, audio, _ = read_mp4_track(data, 1)
+    # As an enhanced-RTMP publisher sends them: ExHeader, FourCC, packet type; frames with SI24 offsets.
+    messages: list[tuple[int, int, bytes]] = [
+        (9, 0, bytes((0x80 | 0x10 | 0,)) + b"hvc1" + hvcc),
+        (8, 0, bytes((0x90 | 0,)) + b"Opus" + dops),
+    ]
+    for dts, cts, sample, sync in video:
+        ms, cts_ms = dts * 1000 // vscale, cts * 1000 // vscale
+        header = bytes((0x80 | (0x10 if sync else 0x20) | 1,)) + b"hvc1" + cts_ms.to_bytes(3, "big", signed=True)
+        messages.append((9, ms, header + sample))
+    for dts, _, sample, _ in audio:
+        messages.append((8, dts * 1000 // 48000, bytes((0x90 | 1,)) + b"Opus" + sample))
+    messages.sort(key=lambda m: m[1])
+    recorder = dvr_recorder_for(settings(tmp_path, "rec/[stream].mp4"), "v", "live", "cam")
+    assert recorder is not None
+    recorder.on_publish()
+    for type_id, ts, payload in messages:
+        recorder.on_message(type_id, ts, payload)
+    recorder.on_unpublish()
+    path = tmp_path / "rec" / "cam.mp4"
+    codecs, duration = probe(path)
+    assert sorted(codecs) == ["hevc", "opus"] and duration == pytest.approx(3.0, abs=0.3)
+    assert decode_errors(path) == ""

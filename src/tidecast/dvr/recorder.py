@@ -81,6 +81,7 @@ class Reaped:
     """A finished recording, as `on_reaped` gets it (what SRS's on_dvr hook reports, and more)."""
 
     path: str  # the final, absolute file name
+    file: str  # the same as SRS's on_dvr `file` gives it: dvr_path expanded, relative to the cwd if dvr_path is
     vhost: str
     app: str
     stream: str
@@ -136,6 +137,7 @@ class _File:
 
     def __init__(self, final: str) -> None:
         self.final = final
+        self.display = final  # the name as dvr_path spells it
         self.temp = paths.temp_path(final)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         self.fh: IO[bytes] = open(self.temp, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 - closed in finish/abort
@@ -429,7 +431,7 @@ class Recorder:
         except OSError as exc:
             self._disk_error(exc, f)
             return None
-        reaped = Reaped(f.final, self.vhost, self.app, self.stream, f.duration_ms(), size, self.opened_at)
+        reaped = Reaped(f.final, f.display, self.vhost, self.app, self.stream, f.duration_ms(), size, self.opened_at)
         self.reaped.append(reaped)
         log.info("dvr: %s: reaped %s (%d ms, %d bytes)", self.name, f.final, reaped.duration_ms, size)
         if self.on_reaped is not None:
@@ -501,6 +503,7 @@ class Recorder:
             f = _Mp4File(final, reserve, tracks)
         else:
             f = _FlvFile(final)
+        f.display = paths.expand(paths.template_for(settings.dvr_path), self.vhost, self.app, self.stream, now)
         self.file = f
         if self.broken:
             self.broken = False
@@ -568,7 +571,10 @@ class Recorder:
         assert isinstance(f, _Mp4File)
         if type_id == TAG_VIDEO:
             parts = _video_parts(payload)
-            if parts is None or self.video_track is None:
+            if parts is None:
+                return
+            if self.video_track is None:
+                self._skip(f"video codec {parts[0]}")
                 return
             fourcc, kind, cts, body = parts
             if kind == 0:
@@ -581,6 +587,7 @@ class Recorder:
             self._skip(f"audio format {payload[0] >> 4 if payload else -1}")
             return
         if self.audio_track is None:
+            self._skip(f"audio codec {aparts[0]} without a readable sequence header")
             return
         fourcc, kind, body = aparts
         if kind == 0:
@@ -594,15 +601,16 @@ class Recorder:
             log.warning("dvr: %s: %s cannot go in an MP4 recording; it is left out (record to .flv to keep it)",
                         self.name, what)  # fmt: skip
 
+    # The MP4 track descriptions are kept whatever the format, so a reload from .flv to .mp4
+    # has them for its next file; they change only with a sequence header.
+
     def _update_video_track(self, payload: bytes) -> None:
-        if not self.is_mp4:
-            return
         parts = _video_parts(payload)
         if parts is None or parts[1] != 0:
             return
         fourcc, _, _, record = parts
         if fourcc not in mp4.VIDEO_CONFIG_BOX:
-            self._skip(f"video codec {fourcc}")
+            self.video_track = None
             return
         width = height = 0
         if fourcc == "avc1":
@@ -610,16 +618,16 @@ class Recorder:
                 config = avc.parse_config(record)
                 width, height = avc.parse_sps(config.sps[0])
             except ProtocolError as exc:
-                log.warning("dvr: %s: unreadable AVC sequence header (%s); video left out", self.name, exc)
+                if self.is_mp4:
+                    log.warning("dvr: %s: unreadable AVC sequence header (%s); video left out", self.name, exc)
+                self.video_track = None
                 return
         spec = mp4.TrackSpec("video", fourcc, record, mp4.MOVIE_TIMESCALE, width=width, height=height)
-        if self.video_track is not None and self.video_track.codec != fourcc:
-            self.reap()  # a codec change needs a new file
+        if isinstance(self.file, _Mp4File) and self.video_track is not None and self.video_track.codec != fourcc:
+            self.reap()  # an MP4 track cannot change codec: a new file
         self.video_track = spec
 
     def _update_audio_track(self, payload: bytes) -> None:
-        if not self.is_mp4:
-            return
         parts = _audio_parts(payload)
         if parts is None or parts[1] != 0:
             return
@@ -633,9 +641,11 @@ class Recorder:
                 spec = mp4.opus_track(config)
                 self.audio_frame = 0  # Opus frames vary (2.5 to 60 ms): timestamps decide
         except ProtocolError as exc:
-            log.warning("dvr: %s: unreadable audio sequence header (%s); audio left out", self.name, exc)
+            if self.is_mp4:
+                log.warning("dvr: %s: unreadable audio sequence header (%s); audio left out", self.name, exc)
+            self.audio_track = None
             return
-        if self.audio_track is not None and self.audio_track.codec != fourcc:
+        if isinstance(self.file, _Mp4File) and self.audio_track is not None and self.audio_track.codec != fourcc:
             self.reap()
         self.audio_rate = spec.timescale
         self.audio_track = spec
