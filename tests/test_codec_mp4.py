@@ -374,3 +374,56 @@ def test_esds_long_descriptor_and_large_box_sizes() -> None:
     assert body[12] == 0x03 and body[13] & 0x80
     big = mp4.box(b"mdat", b"")
     assert struct.unpack(">I4s", big) == (8, b"mdat")
+
+
+@pytest.mark.parametrize("part_ms", [0, 200])
+def test_fragment_writer_from_flv_tags_cuts_segments_and_parts(clip: Path, tmp_path: Path, part_ms: int) -> None:
+    """What an fMP4 HLS muxer does: tracks from the FLV sequence headers, a fragment at each keyframe
+    (or every `part_ms`, as low-latency parts), the newest sample of each track held for its duration."""
+    tags = list(iter_flv_tags(clip.read_bytes()))
+    video = next(mp4.video_track_from_flv(p) for t, _, p in tags if t == TAG_VIDEO and p[1] == 0)
+    audio = next(mp4.audio_track_from_flv(p) for t, _, p in tags if t == TAG_AUDIO and p[1] == 0)
+    assert (video.codec, video.width, video.height, audio.codec, audio.timescale) == ("avc1", 320, 240, "mp4a", 44100)
+    writer = mp4.FragmentWriter([video, audio], [40, 1024])
+    out = [writer.init_segment()]
+    frames = audio_frames = 0
+    last_cut = 0
+    for type_id, ts, payload in tags:
+        if type_id == TAG_VIDEO:
+            parts = mp4.flv_video(payload)
+            if parts is None or parts[1] != 1:
+                continue
+            sync = payload[0] >> 4 == 1
+            if (sync and not part_ms) or (part_ms and ts - last_cut >= part_ms):
+                out.append(writer.fragment())
+                last_cut = ts
+            writer.add(0, ts, parts[3], sync, parts[2])
+            frames += 1
+        elif type_id == TAG_AUDIO:
+            aparts = mp4.flv_audio(payload)
+            if aparts is not None and aparts[1] == 1:
+                writer.add(1, audio_frames * 1024, aparts[2])
+                audio_frames += 1
+    out.append(writer.fragment(final=True))
+    assert writer.fragment(final=True) == b""
+    assert writer.sequence == len([o for o in out[1:] if o])
+    if not part_ms:
+        assert writer.sequence == 6  # one per second of the 6 s clip
+    path = tmp_path / "live.mp4"
+    path.write_bytes(b"".join(out))
+    info = probe(path)
+    assert int(info["video"]["nb_read_frames"]) == frames == 150
+    assert int(info["audio"]["nb_read_frames"]) == audio_frames
+    assert float(info["format"]["duration"]) == pytest.approx(6.0, abs=0.2)
+    assert decode_errors(path) == ""
+
+
+def test_flv_helpers_refuse_what_mp4_cannot_carry() -> None:
+    assert mp4.flv_video(b"\x17\x02\x00\x00\x00") is None  # AVC end of sequence
+    assert mp4.flv_video(b"\x12\x00\x00\x00\x00") is None  # Sorenson H.263
+    assert mp4.flv_audio(b"\x2f\x00") is None  # MP3
+    assert mp4.flv_video(b"\x93vp09\x00") == ("vp09", 1, 0, b"\x00")  # CodedFramesX
+    with pytest.raises(ProtocolError, match="sequence header"):
+        mp4.video_track_from_flv(b"\x27\x01\x00\x00\x00\x00")
+    with pytest.raises(ProtocolError, match="vp08"):
+        mp4.video_track_from_flv(b"\x90vp08\x00")

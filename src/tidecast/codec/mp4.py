@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tidecast.codec import aac, avc
 from tidecast.errors import ProtocolError
 
 MOVIE_TIMESCALE = 1000
@@ -519,3 +520,120 @@ def media_fragment(sequence: int, runs: Sequence[TrackRun]) -> bytes:
     if len(moof) != moof_size:
         raise AssertionError("moof size mismatch")  # a programming error, never data-dependent
     return moof + box(b"mdat", *(s.data for run in runs for s in run.samples))
+
+
+# ---------------------------------------------------------------- from FLV tag bodies
+
+
+def flv_video(payload: bytes) -> tuple[str, int, int, bytes] | None:
+    """(sample-entry FourCC, packet kind, composition offset ms, body) of an FLV video tag body, legacy
+    (AVC, SRS's HEVC id 12) or enhanced RTMP. Kind 0 is a configuration record, 1 a coded frame; None
+    for what MP4 has no sample for (end of sequence, metadata, multitrack, other codecs)."""
+    if len(payload) < 5:
+        return None
+    if payload[0] & 0x80:  # enhanced RTMP: FourCC and packet type in the ExHeader
+        fourcc = payload[1:5].decode("latin-1")
+        packet = payload[0] & 0x0F
+        if packet == 0:
+            return fourcc, 0, 0, payload[5:]
+        if packet == 1:  # CodedFrames: a composition offset, for AVC and HEVC only
+            if fourcc in ("avc1", "hvc1") and len(payload) >= 8:
+                return fourcc, 1, int.from_bytes(payload[5:8], "big", signed=True), payload[8:]
+            return fourcc, 1, 0, payload[5:]
+        if packet == 3:  # CodedFramesX: offset 0
+            return fourcc, 1, 0, payload[5:]
+        return None
+    legacy = {7: "avc1", 12: "hvc1"}.get(payload[0] & 0x0F)
+    if legacy is None or payload[1] not in (0, 1):
+        return None
+    return legacy, payload[1], int.from_bytes(payload[2:5], "big", signed=True), payload[5:]
+
+
+def flv_audio(payload: bytes) -> tuple[str, int, bytes] | None:
+    """(sample-entry FourCC, packet kind, body) of an FLV audio tag body: AAC, or Opus over enhanced RTMP."""
+    if len(payload) < 2:
+        return None
+    fmt = payload[0] >> 4
+    if fmt == 10:
+        return "mp4a", payload[1], payload[2:]
+    if fmt == 9 and len(payload) >= 5:  # enhanced RTMP audio: packet type and FourCC
+        packet = payload[0] & 0x0F
+        fourcc = payload[1:5].decode("latin-1")
+        if fourcc == "Opus" and packet in (0, 1):
+            return "Opus", packet, payload[5:]
+    return None
+
+
+def video_track_from_flv(
+    payload: bytes, timescale: int = MOVIE_TIMESCALE, width: int = 0, height: int = 0
+) -> TrackSpec:
+    """The track of a video sequence header; H.264 dimensions come from its SPS, other codecs' from the
+    caller (0 leaves them to the decoder). ProtocolError for anything else."""
+    parts = flv_video(payload)
+    if parts is None or parts[1] != 0:
+        raise ProtocolError("not a video sequence header MP4 can carry")
+    fourcc, _, _, record = parts
+    if fourcc not in VIDEO_CONFIG_BOX:
+        raise ProtocolError(f"MP4: no sample entry for video codec {fourcc!r}")
+    if fourcc == "avc1" and not (width and height):
+        width, height = avc.parse_sps(avc.parse_config(record).sps[0])
+    return TrackSpec("video", fourcc, bytes(record), timescale, width=width, height=height)
+
+
+def audio_track_from_flv(payload: bytes) -> TrackSpec:
+    """The track of an audio sequence header (AAC AudioSpecificConfig, or enhanced-RTMP Opus)."""
+    parts = flv_audio(payload)
+    if parts is None or parts[1] != 0:
+        raise ProtocolError("not an audio sequence header MP4 can carry")
+    fourcc, _, config = parts
+    if fourcc == "mp4a":
+        asc = aac.parse_config(config)
+        return aac_track(config, asc.sample_rate, asc.channels)
+    return opus_track(config)
+
+
+class FragmentWriter:
+    """CMAF for live use: samples in as they come, `fragment()` out whenever a segment or part is cut.
+
+    A sample's duration is the distance to the next one of its track, so each
+    track's newest sample waits for the next fragment; `fragment(final=True)`
+    flushes it too, with the previous duration (or `default_durations`)."""
+
+    def __init__(self, tracks: Sequence[TrackSpec], default_durations: Sequence[int] | None = None) -> None:
+        self.tracks = list(tracks)
+        self.sequence = 0
+        self._defaults = list(default_durations or [0] * len(self.tracks))
+        self._pending: list[list[tuple[int, bytes, bool, int]]] = [[] for _ in self.tracks]
+        self._last_duration = list(self._defaults)
+
+    def init_segment(self) -> bytes:
+        return init_segment(self.tracks)
+
+    def add(self, track: int, dts: int, data: bytes, sync: bool = True, cts: int = 0) -> None:
+        """A sample of track `track` (0-based, as in `tracks`), dts in that track's timescale."""
+        self._pending[track].append((dts, data, sync, cts))
+
+    def buffered(self, track: int) -> int:
+        """Samples of `track` waiting for the next fragment (the newest one always waits)."""
+        return len(self._pending[track])
+
+    def fragment(self, final: bool = False) -> bytes:
+        """moof + mdat of what is buffered; b"" when there is nothing to write."""
+        runs: list[TrackRun] = []
+        for i, pending in enumerate(self._pending):
+            keep = 0 if final else 1
+            if len(pending) <= keep:
+                continue
+            out = pending[: len(pending) - keep]
+            samples = []
+            for j, (dts, data, sync, cts) in enumerate(out):
+                nxt = pending[j + 1][0] if j + 1 < len(pending) else None
+                duration = max(0, nxt - dts) if nxt is not None else self._last_duration[i]
+                self._last_duration[i] = duration or self._last_duration[i]
+                samples.append(Sample(duration, data, sync, cts))
+            runs.append(TrackRun(i + 1, out[0][0], samples))
+            del pending[: len(out)]
+        if not runs:
+            return b""
+        self.sequence += 1
+        return media_fragment(self.sequence, runs)

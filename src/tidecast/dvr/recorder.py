@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from tidecast.codec import aac, amf0, avc, mp4
+from tidecast.codec import aac, amf0, mp4
 from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, flv_header, flv_tag
 from tidecast.dvr import paths
 from tidecast.errors import ProtocolError
@@ -225,47 +225,6 @@ class _FlvFile(_File):
             self.fh.seek(filesize_at)
             self.fh.write(struct.pack(">d", float(self.position)))
         self.fh.close()
-
-
-def _video_parts(payload: bytes) -> tuple[str, int, int, bytes] | None:
-    """(sample-entry FourCC, packet kind, composition offset, body) of an FLV video tag body.
-
-    Packet kind: 0 configuration record, 1 coded frame, anything else skipped."""
-    if len(payload) < 5:
-        return None
-    if payload[0] & 0x80:  # enhanced RTMP: FourCC and packet type in the ExHeader
-        fourcc = payload[1:5].decode("latin-1")
-        packet = payload[0] & 0x0F
-        if packet == 0:
-            return fourcc, 0, 0, payload[5:]
-        if packet == 1:  # CodedFrames: a composition offset, for AVC and HEVC only
-            if fourcc in ("avc1", "hvc1") and len(payload) >= 8:
-                cts = int.from_bytes(payload[5:8], "big", signed=True)
-                return fourcc, 1, cts, payload[8:]
-            return fourcc, 1, 0, payload[5:]
-        if packet == 3:  # CodedFramesX: offset 0
-            return fourcc, 1, 0, payload[5:]
-        return None
-    legacy = {7: "avc1", 12: "hvc1"}.get(payload[0] & 0x0F)  # 12: SRS's legacy HEVC id
-    if legacy is None or payload[1] not in (0, 1):
-        return None
-    cts = int.from_bytes(payload[2:5], "big", signed=True)
-    return legacy, payload[1], cts, payload[5:]
-
-
-def _audio_parts(payload: bytes) -> tuple[str, int, bytes] | None:
-    """(sample-entry FourCC, packet kind, body) of an FLV audio tag body."""
-    if len(payload) < 2:
-        return None
-    fmt = payload[0] >> 4
-    if fmt == 10:
-        return "mp4a", payload[1], payload[2:]
-    if fmt == 9 and len(payload) >= 5:  # enhanced RTMP audio: packet type and FourCC
-        packet = payload[0] & 0x0F
-        fourcc = payload[1:5].decode("latin-1")
-        if fourcc == "Opus" and packet in (0, 1):
-            return "Opus", packet, payload[5:]
-    return None
 
 
 class _Mp4File(_File):
@@ -570,7 +529,7 @@ class Recorder:
             return
         assert isinstance(f, _Mp4File)
         if type_id == TAG_VIDEO:
-            parts = _video_parts(payload)
+            parts = mp4.flv_video(payload)
             if parts is None:
                 return
             if self.video_track is None:
@@ -582,7 +541,7 @@ class Recorder:
             elif kind == 1 and fourcc == self.video_track.codec:
                 f.write_video(ts, cts, body, _is_keyframe(payload))
             return
-        aparts = _audio_parts(payload)
+        aparts = mp4.flv_audio(payload)
         if aparts is None:
             self._skip(f"audio format {payload[0] >> 4 if payload else -1}")
             return
@@ -605,49 +564,37 @@ class Recorder:
     # has them for its next file; they change only with a sequence header.
 
     def _update_video_track(self, payload: bytes) -> None:
-        parts = _video_parts(payload)
+        parts = mp4.flv_video(payload)
         if parts is None or parts[1] != 0:
             return
-        fourcc, _, _, record = parts
-        if fourcc not in mp4.VIDEO_CONFIG_BOX:
-            self.video_track = None
-            return
-        width = height = 0
-        if fourcc == "avc1":
-            try:
-                config = avc.parse_config(record)
-                width, height = avc.parse_sps(config.sps[0])
-            except ProtocolError as exc:
-                if self.is_mp4:
-                    log.warning("dvr: %s: unreadable AVC sequence header (%s); video left out", self.name, exc)
-                self.video_track = None
-                return
-        spec = mp4.TrackSpec("video", fourcc, record, mp4.MOVIE_TIMESCALE, width=width, height=height)
-        if isinstance(self.file, _Mp4File) and self.video_track is not None and self.video_track.codec != fourcc:
+        try:
+            spec: mp4.TrackSpec | None = mp4.video_track_from_flv(payload)
+        except ProtocolError as exc:
+            if self.is_mp4:
+                log.warning("dvr: %s: video sequence header left out of MP4: %s", self.name, exc)
+            spec = None
+        old = self.video_track
+        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
             self.reap()  # an MP4 track cannot change codec: a new file
         self.video_track = spec
 
     def _update_audio_track(self, payload: bytes) -> None:
-        parts = _audio_parts(payload)
+        parts = mp4.flv_audio(payload)
         if parts is None or parts[1] != 0:
             return
-        fourcc, _, config = parts
         try:
-            if fourcc == "mp4a":
-                asc = aac.parse_config(config)
-                spec = mp4.aac_track(config, asc.sample_rate, asc.channels)
-                self.audio_frame = aac.SAMPLES_PER_FRAME
-            else:
-                spec = mp4.opus_track(config)
-                self.audio_frame = 0  # Opus frames vary (2.5 to 60 ms): timestamps decide
+            spec: mp4.TrackSpec | None = mp4.audio_track_from_flv(payload)
         except ProtocolError as exc:
             if self.is_mp4:
-                log.warning("dvr: %s: unreadable audio sequence header (%s); audio left out", self.name, exc)
-            self.audio_track = None
-            return
-        if isinstance(self.file, _Mp4File) and self.audio_track is not None and self.audio_track.codec != fourcc:
+                log.warning("dvr: %s: audio sequence header left out of MP4: %s", self.name, exc)
+            spec = None
+        old = self.audio_track
+        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
             self.reap()
-        self.audio_rate = spec.timescale
+        if spec is not None:
+            self.audio_rate = spec.timescale
+            # Counted AAC frames keep durations exact; Opus frames vary (2.5 to 60 ms): timestamps decide.
+            self.audio_frame = aac.SAMPLES_PER_FRAME if spec.codec == "mp4a" else 0
         self.audio_track = spec
 
 
