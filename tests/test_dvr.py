@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -12,15 +13,17 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers import decode_errors, ffprobe_json, make_clip
 from tidecast.codec import amf0
 from tidecast.codec.flv import TAG_SCRIPT, TAG_VIDEO, iter_flv_tags
-from tidecast.config import ConfigError, Dvr, parse_text
+from tidecast.config import Cluster, ConfigError, Dvr, Vhost, parse_text
 from tidecast.dvr import Reaped, Recorder, applies, dvr_recorder_for
 from tidecast.dvr import paths as dvr_paths
+from tidecast.dvr.manager import DvrManager
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -478,3 +481,100 @@ def test_enhanced_rtmp_hevc_and_opus_record_to_mp4(tmp_path: Path) -> None:
     codecs, duration = probe(path)
     assert sorted(codecs) == ["hevc", "opus"] and duration == pytest.approx(3.0, abs=0.3)
     assert decode_errors(path) == ""
+
+
+# ---------------------------------------------------------------- the manager
+
+
+@dataclasses.dataclass
+class CachedPacket:
+    type_id: int
+    timestamp: int
+    payload: bytes
+
+
+@dataclasses.dataclass
+class StandInStream:
+    """The parts of a LiveStream the manager reads, with its sink fan-out (a hub is not started here)."""
+
+    vhost: str
+    app: str
+    name: str
+    settings: Vhost
+    sinks: list[Any] = dataclasses.field(default_factory=list)
+    active: bool = False
+    metadata: CachedPacket | None = None
+    video_sh: CachedPacket | None = None
+    audio_sh: CachedPacket | None = None
+
+    def publish(self) -> None:
+        self.active = True
+        for sink in self.sinks:
+            sink.on_publish()
+
+    def media(self, type_id: int, ts: int, payload: bytes) -> None:
+        if type_id == TAG_SCRIPT:
+            self.metadata = CachedPacket(type_id, ts, payload)
+            for sink in self.sinks:
+                sink.on_metadata(payload)
+            return
+        if len(payload) > 1 and payload[1] == 0:
+            setattr(self, "video_sh" if type_id == TAG_VIDEO else "audio_sh", CachedPacket(type_id, ts, payload))
+        for sink in self.sinks:
+            sink.on_message(type_id, ts, payload)
+
+    def unpublish(self) -> None:
+        self.active = False
+        for sink in self.sinks:
+            sink.on_unpublish()
+
+
+def test_manager_records_published_streams_and_follows_reloads(clip8: Path, tmp_path: Path) -> None:
+    def vhost(**dvr: Any) -> Vhost:
+        return Vhost(dvr=settings(tmp_path, "[app]/[stream]-[timestamp].flv", **dvr))
+
+    calls: list[tuple[Reaped, Any]] = []
+    a = StandInStream("v", "live", "a", vhost())
+    b = StandInStream("v", "live", "b", vhost(dvr_apply=["live/a"]))
+    edge = StandInStream("v", "live", "e", Vhost(dvr=a.settings.dvr, cluster=Cluster(mode="remote")))
+    streams = [a, b, edge]
+    manager = DvrManager(lambda: streams, lambda reaped, client: calls.append((reaped, client)))
+    tags = list(iter_flv_tags(clip8.read_bytes()))
+    for s in streams:
+        s.publish()
+        manager.on_publish(s, f"client-{s.name}")
+    assert set(manager.recorders) == {("v", "live", "a")}  # b is not in dvr_apply, e is an edge
+    for t in tags[:200]:
+        for s in streams:
+            s.media(*t)
+    # A reload records b from its next keyframe (its cached headers first) and stops a.
+    a.settings, b.settings = vhost(enabled=False), vhost()
+    manager.reload()
+    assert set(manager.recorders) == {("v", "live", "b")}
+    for t in tags[200:]:
+        for s in streams:
+            s.media(*t)
+    for s in streams:
+        s.unpublish()
+        manager.on_unpublish(s, f"client-{s.name}")
+    assert manager.recorders == {}
+    files = finals(tmp_path)
+    assert [f.name.split("-")[0] for f in files] == ["a", "b"] and temps(tmp_path) == []
+    assert [(r.stream, client) for r, client in calls] == [("a", "client-a"), ("b", "client-b")]
+    for f in files:
+        assert sorted(probe(f)[0]) == ["aac", "h264"] and decode_errors(f) == ""
+    assert probe(files[1])[1] == pytest.approx((tags[-1][1] - tags[200][1]) / 1000, abs=1.1)
+
+
+def test_manager_close_reaps_every_recording(clip8: Path, tmp_path: Path) -> None:
+    stream = StandInStream("v", "live", "a", Vhost(dvr=settings(tmp_path, "[stream].mp4")))
+    manager = DvrManager(lambda: [stream])
+    stream.publish()
+    manager.on_publish(stream)
+    for t in list(iter_flv_tags(clip8.read_bytes()))[:150]:
+        stream.media(*t)
+    manager.tick(0)
+    assert len(temps(tmp_path)) == 1
+    manager.close()  # a drain: the publisher may still be connected
+    assert temps(tmp_path) == [] and [f.name for f in finals(tmp_path)] == ["a.mp4"]
+    assert decode_errors(tmp_path / "a.mp4") == ""
