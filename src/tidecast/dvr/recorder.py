@@ -333,6 +333,8 @@ class Recorder:
     # ------------------------------------------------------------ MediaSink
 
     def on_publish(self) -> None:
+        if self.file is not None:
+            self.reap()  # a publish without an unpublish before it: the old session ends here
         self.active = True
         self.metadata = self.video_sh = self.audio_sh = None
         self.video_track = self.audio_track = None
@@ -353,8 +355,9 @@ class Recorder:
         except OSError as exc:
             self._disk_error(exc)
         except Exception:  # never into the stream's fan-out
-            log.exception("dvr: %s: recording failed; the stream goes on without it", self.name)
+            log.exception("dvr: %s: recording failed; this publish is no longer recorded", self.name)
             self._drop()
+            self.active = False  # once: a bug that repeats per message must not flood the log
 
     def on_unpublish(self) -> None:
         self.reap()
