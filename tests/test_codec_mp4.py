@@ -427,3 +427,18 @@ def test_flv_helpers_refuse_what_mp4_cannot_carry() -> None:
         mp4.video_track_from_flv(b"\x27\x01\x00\x00\x00\x00")
     with pytest.raises(ProtocolError, match="vp08"):
         mp4.video_track_from_flv(b"\x90vp08\x00")
+
+
+def test_offsets_past_4_gib_switch_stco_to_co64() -> None:
+    writer = mp4.ProgressiveMp4()
+    writer.set_track("audio", mp4.aac_track(b"\x12\x10", 44100, 2), 1024)
+    writer.set_track("video", mp4.avc_track(b"\x01", 2, 2), 40)
+    writer.add("audio", 0, 0, 100, True)
+    child(writer.moov(), [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stco"])
+    writer.position = 5 * 1024**3  # as after 5 GiB of media
+    writer.add("video", 0, 0, 100, True)
+    moov = writer.moov()
+    traks = [b for b in boxes(moov, 8) if b[0] == b"trak"]
+    at, _ = child(moov, [b"mdia", b"minf", b"stbl", b"co64"], traks[1][1] + 8, traks[1][1] + traks[1][2])
+    assert struct.unpack_from(">IQ", moov, at + 12) == (1, 5 * 1024**3)
+    assert struct.unpack(">I4sQ", writer.mdat_header()) == (1, b"mdat", writer.position - writer.mdat_header_offset)

@@ -250,34 +250,44 @@ class _Table:
     chunk_entry: array = field(default_factory=lambda: array("I"))  # type: ignore[type-arg]
     default_duration: int = 0
 
-    def durations(self) -> list[int]:
+    def last_duration(self) -> int:
+        """The newest sample's duration, unknown until a next one: the one before it, else the default."""
         dts = self.dts
-        out = [max(0, dts[i + 1] - dts[i]) for i in range(len(dts) - 1)]
+        last = dts[-1] - dts[-2] if len(dts) > 1 else 0
+        return last if last > 0 else self.default_duration
+
+    def media_duration(self) -> int:
+        # Decode times never go back (add() sees to it), so the durations sum to this.
+        return self.dts[-1] - self.dts[0] + self.last_duration() if self.dts else 0
+
+    def durations(self) -> array:  # type: ignore[type-arg]
+        dts = self.dts
+        out = array("q", (dts[i + 1] - dts[i] for i in range(len(dts) - 1)))
         if dts:
-            last = out[-1] if out else self.default_duration
-            out.append(last if last > 0 else self.default_duration)
+            out.append(self.last_duration())
         return out
 
     def stbl(self, shift: int) -> bytes:
         n = len(self.sizes)
         durations = self.durations()
-        stts_runs: list[int] = []
+        # Run-length tables in arrays: an hour of video with B-frames has ~90k ctts runs.
+        stts_runs = array("q")
         for d in durations:
             if stts_runs and stts_runs[-1] == d:
                 stts_runs[-2] += 1
             else:
-                stts_runs += [1, d]
+                stts_runs.extend((1, d))
         parts = [
             _stsd(sample_entry(e, 0) for e in self.entries),
             full_box(b"stts", 0, 0, struct.pack(">I", len(stts_runs) // 2), _pack("I", stts_runs)),
         ]
         if any(self.cts):
-            ctts_runs: list[int] = []
+            ctts_runs = array("q")
             for c in self.cts:
                 if ctts_runs and ctts_runs[-1] == c:
                     ctts_runs[-2] += 1
                 else:
-                    ctts_runs += [1, c]
+                    ctts_runs.extend((1, c))
             negative = any(c < 0 for c in self.cts)
             code = "i" if negative else "I"
             parts.append(
@@ -287,17 +297,17 @@ class _Table:
             )
         if self.spec.kind == "video" and len(self.sync) < n:
             parts.append(full_box(b"stss", 0, 0, struct.pack(">I", len(self.sync)), _pack("I", self.sync)))
-        stsc: list[int] = []
+        stsc = array("q")
         nchunks = len(self.chunk_first)
         for i in range(nchunks):
             count = (self.chunk_first[i + 1] if i + 1 < nchunks else n) - self.chunk_first[i]
             entry = self.chunk_entry[i]
             if stsc and stsc[-2] == count and stsc[-1] == entry:
                 continue
-            stsc += [i + 1, count, entry]
+            stsc.extend((i + 1, count, entry))
         parts.append(full_box(b"stsc", 0, 0, struct.pack(">I", len(stsc) // 3), _pack("I", stsc)))
         parts.append(full_box(b"stsz", 0, 0, struct.pack(">II", 0, n), _pack("I", self.sizes)))
-        offsets = [o + shift for o in self.chunk_offset]
+        offsets = self.chunk_offset if not shift else array("Q", (o + shift for o in self.chunk_offset))
         if offsets and max(offsets) > _U32_MAX:
             parts.append(full_box(b"co64", 0, 0, struct.pack(">I", len(offsets)), _pack("Q", offsets)))
         else:
@@ -399,7 +409,7 @@ class ProgressiveMp4:
                 continue
             scale = t.spec.timescale
             first = t.dts[0] * MOVIE_TIMESCALE // scale
-            end = (t.dts[0] + sum(t.durations())) * MOVIE_TIMESCALE // scale
+            end = (t.dts[0] + t.media_duration()) * MOVIE_TIMESCALE // scale
             out[key] = (first, end)
         return out
 
@@ -415,7 +425,7 @@ class ProgressiveMp4:
             if not t.sizes:
                 continue
             track_id += 1
-            media_duration = sum(t.durations())
+            media_duration = t.media_duration()
             first, end = spans[key]
             end_all = max(end_all, end - start)
             edts = b""
