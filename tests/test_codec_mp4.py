@@ -422,6 +422,8 @@ def test_flv_helpers_refuse_what_mp4_cannot_carry() -> None:
     assert mp4.flv_video(b"\x17\x02\x00\x00\x00") is None  # AVC end of sequence
     assert mp4.flv_video(b"\x12\x00\x00\x00\x00") is None  # Sorenson H.263
     assert mp4.flv_audio(b"\x2f\x00") is None  # MP3
+    assert mp4.flv_audio(b"\x90mp4a\x12\x10") == ("mp4a", 0, b"\x12\x10")  # E-RTMP AAC sequence start
+    assert mp4.audio_track_from_flv(b"\x90mp4a\x12\x10").timescale == 44100
     assert mp4.flv_video(b"\x93vp09\x00") == ("vp09", 1, 0, b"\x00")  # CodedFramesX
     with pytest.raises(ProtocolError, match="sequence header"):
         mp4.video_track_from_flv(b"\x27\x01\x00\x00\x00\x00")

@@ -560,7 +560,8 @@ def flv_video(payload: bytes) -> tuple[str, int, int, bytes] | None:
 
 
 def flv_audio(payload: bytes) -> tuple[str, int, bytes] | None:
-    """(sample-entry FourCC, packet kind, body) of an FLV audio tag body: AAC, or Opus over enhanced RTMP."""
+    """(sample-entry FourCC, packet kind, body) of an FLV audio tag body: AAC (legacy or in the enhanced-RTMP
+    form, FourCC mp4a) or enhanced-RTMP Opus."""
     if len(payload) < 2:
         return None
     fmt = payload[0] >> 4
@@ -569,8 +570,8 @@ def flv_audio(payload: bytes) -> tuple[str, int, bytes] | None:
     if fmt == 9 and len(payload) >= 5:  # enhanced RTMP audio: packet type and FourCC
         packet = payload[0] & 0x0F
         fourcc = payload[1:5].decode("latin-1")
-        if fourcc == "Opus" and packet in (0, 1):
-            return "Opus", packet, payload[5:]
+        if fourcc in ("Opus", "mp4a") and packet in (0, 1):
+            return fourcc, packet, payload[5:]
     return None
 
 
