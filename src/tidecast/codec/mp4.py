@@ -5,10 +5,16 @@ Pure: bytes in, bytes out, no I/O. Two users:
 - `ProgressiveMp4` keeps the sample tables of a file whose media data is
   appended as it arrives (the caller writes `header()` and then each sample's
   bytes); at the end `moov()` and `mdat_header()` give what to append and what
-  to patch in. `moov(shift=...)` moves every chunk offset, for a fast-start
-  file that puts the moov before the mdat.
+  to patch in. Fast start either way: the moov in space reserved at the start
+  (`reserve`, `in_reserve()`), or a copy with shifted offsets
+  (`faststart_layout()`).
 - `init_segment()` and `media_fragment()` write CMAF: an init segment (ftyp +
-  moov with mvex/trex and empty sample tables) and moof + mdat fragments.
+  moov with mvex/trex and empty sample tables) and moof + mdat fragments;
+  `FragmentWriter` does the bookkeeping for a live muxer (durations from the
+  next sample, sequence numbers).
+- `flv_video()`, `flv_audio()`, `video_track_from_flv()` and
+  `audio_track_from_flv()` take FLV tag bodies, legacy or enhanced RTMP, as
+  a live stream hands them over.
 
 A track is described by a `TrackSpec`: the sample-entry FourCC and the codec
 configuration record exactly as FLV / enhanced RTMP carry it (avcC, hvcC,
@@ -449,9 +455,9 @@ class ProgressiveMp4:
     def faststart_layout(self) -> tuple[bytes, int]:
         """For a fast-start copy: (ftyp + moov with shifted offsets, where the old mdat header starts).
 
-        The copy is: this prefix, then the bytes of the original file from the
-        returned offset (the mdat header and data) to its end, with the mdat
-        header replaced by `mdat_header()`."""
+        The copy is: this prefix, then the original file's bytes from the
+        returned offset up to `position` (the mdat header and data, not the
+        moov after them), with the mdat header replaced by `mdat_header()`."""
         head = ftyp()
         size = len(self.moov(0))
         # The shift may switch stco to co64 and so grow the moov: settle it.
