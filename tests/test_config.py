@@ -290,8 +290,8 @@ def test_false_spellings(value: str) -> None:
 ERRORS = [
     (
         "listen 1935;\nvhost v {\n    foo bar;\n}\n",
-        'x.conf:3: unknown directive "foo" in vhost v; accepted here: chunk_size, cluster, enabled, exec, forward, '
-        "hls, http_remux, ingest, min_latency, play, publish, tcp_nodelay, transcode",
+        'x.conf:3: unknown directive "foo" in vhost v; accepted here: chunk_size, cluster, dvr, enabled, exec, '
+        "forward, hls, http_remux, ingest, min_latency, play, publish, tcp_nodelay, transcode",
     ),
     (
         "listen 1935;\nhttp_api { raw_api { allow_all on; } }\n",
@@ -482,7 +482,7 @@ def test_unsupported_srs_directives_load_with_one_warning(caplog: pytest.LogCapt
         "stats { network 0; }\n"
         "http_api { enabled on; https { enabled on; } }\n"
         "vhost __defaultVhost__ {\n"
-        "    dvr { enabled off; }\n"
+        "    hds { enabled off; }\n"
         "    hls { enabled on; hls_acodec aac; }\n"
         "}\n"
     )
@@ -493,7 +493,7 @@ def test_unsupported_srs_directives_load_with_one_warning(caplog: pytest.LogCapt
         f"{path}:2 rtc_server",
         f"{path}:3 stats",
         f"{path}:4 https (in http_api)",
-        f"{path}:6 dvr (in vhost __defaultVhost__)",
+        f"{path}:6 hds (in vhost __defaultVhost__)",
         f"{path}:7 hls_acodec (in vhost __defaultVhost__ hls)",
     ]
     warnings = [r.getMessage() for r in caplog.records if r.name == "tidecast.config"]

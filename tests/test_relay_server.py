@@ -1,8 +1,4 @@
-"""The relays inside a real `tidecast serve`: the issue's acceptance checks, end to end.
-
-These need the server to run `tidecast.relay.Relays` (the lead wires it into the
-application core); until its source creates one they are skipped, saying so.
-"""
+"""The relays inside a real `tidecast serve`: the issue's acceptance checks, end to end."""
 
 from __future__ import annotations
 
@@ -13,24 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from helpers import ROOT, Publisher, TidecastProcess, ffprobe_json, http_get, wait_for, wait_stream_live
+from helpers import Publisher, TidecastProcess, ffprobe_json, http_get, wait_for, wait_stream_live
 
 Start = Callable[..., TidecastProcess]
-
-
-def _server_runs_relays() -> bool:
-    for name in ("app.py", "server.py"):
-        path = ROOT / "src" / "tidecast" / name
-        if path.exists() and "Relays(" in path.read_text():
-            return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _server_runs_relays(), reason="the server does not create tidecast.relay.Relays yet (app core wiring)"
-)
 
 
 def live(server: TidecastProcess, name: str) -> bool:

@@ -24,6 +24,7 @@ from tidecast.cluster.edge import EdgeManager
 from tidecast.cluster.origin import OriginCluster
 from tidecast.config import Config, ConfigError, Listen, load_config
 from tidecast.config.watch import ConfigWatcher, auto_reload_enabled
+from tidecast.dvr.manager import DvrManager
 from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
@@ -90,6 +91,7 @@ class App:
         self.api_routes: list[ApiRoutes] = []
         self.stream_details: list[StreamDetails] = []
         self.relays: Relays | None = None
+        self.dvr: DvrManager | None = None
         self.services: list[Service] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -145,7 +147,9 @@ class App:
         hls = HlsManager(hub)
         edge = EdgeManager(hub)
         origin = OriginCluster(hub)
-        hub.observers += [hls, edge]
+        dvr = self.dvr = DvrManager(lambda: hub.streams.values())
+        hub.observers += [hls, dvr, edge]
+        self.services.append(_Tick(dvr.tick, dvr.reload, dvr.close))
         hub.gates += [edge, origin]
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]
@@ -437,6 +441,8 @@ class App:
             await self._sleep_unless_fast(0.1)
         if self._fast:
             return
+        if self.dvr is not None:
+            self.dvr.close()  # recordings are closed properly before the final wait
         log.info("source disposed")
         await self._sleep_unless_fast(cfg.grace_final_wait / 1000.0)
         log.info("final wait for %dms", cfg.grace_final_wait)

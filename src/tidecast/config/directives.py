@@ -17,6 +17,7 @@ from tidecast.config.model import (
     ApiAuth,
     Cluster,
     Config,
+    Dvr,
     Engine,
     Exec,
     Exporter,
@@ -271,6 +272,19 @@ HLS = Block(
         }
     ),
 )
+DVR = Block(
+    Dvr,
+    {
+        "enabled": flag,
+        "dvr_apply": words,
+        "dvr_plan": choice("session", "segment", "append"),
+        "dvr_path": text,
+        "dvr_duration": number(0, 86400, "seconds"),
+        "dvr_wait_keyframe": flag,
+        "time_jitter": choice("full", "zero", "off"),
+        "dvr_mp4_faststart": flag,
+    },
+)
 PLAY = Block(
     Play,
     {
@@ -302,7 +316,6 @@ PUBLISH = Block(
 # Whole SRS features tidecast does not implement: their blocks load and are ignored.
 UNSUPPORTED_VHOST = frozenset(
     {
-        "dvr",
         "security",
         "refer",
         "refer_play",
@@ -580,7 +593,15 @@ def lift_legacy_forward(children: list[Directive]) -> list[Directive]:
 VHOST = Block(
     Vhost,
     {"enabled": flag, "chunk_size": integer(128, 65536), "min_latency": flag, "tcp_nodelay": flag},
-    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH, **RELAY_BLOCKS},
+    {
+        "cluster": CLUSTER,
+        "http_remux": HTTP_REMUX,
+        "hls": HLS,
+        "dvr": DVR,
+        "play": PLAY,
+        "publish": PUBLISH,
+        **RELAY_BLOCKS,
+    },
     UNSUPPORTED_VHOST,
     RELAY_SPECIAL,
 )
@@ -611,7 +632,13 @@ ROOT = Block(
     UNSUPPORTED_GLOBAL,
 )
 
-TIDECAST_EXTENSIONS = ("log_format", "handshake_timeout", "grace_drain_timeout", "cluster.coworkers_dns")
+TIDECAST_EXTENSIONS = (
+    "log_format",
+    "handshake_timeout",
+    "grace_drain_timeout",
+    "cluster.coworkers_dns",
+    "dvr.dvr_mp4_faststart",
+)
 
 
 # ---------------------------------------------------------------- binding

@@ -95,6 +95,18 @@ class Hls:
 
 
 @dataclass
+class Dvr:
+    enabled: bool = False
+    dvr_apply: list[str] = field(default_factory=lambda: ["all"])  # "all", or app/stream names
+    dvr_plan: str = "session"  # session | segment (SRS 2's append reads as session)
+    dvr_path: str = "./objs/nginx/html/[app]/[stream].[timestamp].flv"
+    dvr_duration: float = 30.0  # seconds, segment plan; 0 never cuts
+    dvr_wait_keyframe: bool = True
+    time_jitter: str = "full"
+    dvr_mp4_faststart: bool = False  # tidecast: moov before mdat, in space reserved at the start
+
+
+@dataclass
 class Play:
     gop_cache: bool = True
     gop_cache_max_frames: int = 2500
@@ -198,6 +210,7 @@ class Vhost:
     cluster: Cluster = field(default_factory=Cluster)
     http_remux: HttpRemux = field(default_factory=HttpRemux)
     hls: Hls = field(default_factory=Hls)
+    dvr: Dvr = field(default_factory=Dvr)
     play: Play = field(default_factory=Play)
     publish: Publish = field(default_factory=Publish)
     forward: Forward = field(default_factory=Forward)

@@ -1,0 +1,641 @@
+"""DVR: a stream's messages recorded to FLV or MP4 files (SRS's `dvr` block).
+
+A `Recorder` is one of a live stream's media sinks. It opens a file when the
+first message of a publish arrives, and reaps it (closes, renames, reports it)
+on unpublish, on `close()` (drain, a reload that disables DVR), and in the
+segment plan once the file lasts `dvr_duration` (at the next keyframe with
+`dvr_wait_keyframe`). Each new segment starts with the metadata and sequence
+headers, and its timestamps restart at 0 (`time_jitter full|zero`), as SRS's
+files do.
+
+Files are written under a hidden temporary name in their final directory and
+renamed when complete, so a reader or a cleanup job never sees a half file,
+and after a kill -9 only a temporary name is left. An MP4 is valid and
+seekable once renamed: its moov is written at the end, or with
+`dvr_mp4_faststart` into space reserved before the media when it fits.
+
+Disk errors (full, unwritable directory) are logged once per stream with the
+path, the file in progress is dropped, and nothing is raised into the stream
+that feeds us: players are never disturbed by the recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from tidecast.codec import aac, amf0, mp4
+from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, flv_header, flv_tag
+from tidecast.dvr import paths
+from tidecast.errors import ProtocolError
+
+log = logging.getLogger("tidecast.dvr")
+
+FILE_BUFFER = 64 * 1024
+MAX_JITTER_MS = 250
+DEFAULT_FRAME_MS = 10
+FLUSH_INTERVAL = 1.0  # seconds between flushes of the write buffer to the kernel (tick)
+# Reserved moov space for fast start: bytes per second of media (about 50 video + 47 audio
+# samples a second at ~16 and ~8 table bytes each, with room to spare), plus a fixed part.
+RESERVE_PER_SECOND = 2048
+RESERVE_BASE = 64 * 1024
+RESERVE_SESSION = 4 * 1024 * 1024  # a session has no known length: about two hours at 30 fps
+RETRY_INTERVAL = 5.0  # seconds before a file that could not be written is tried again
+
+
+class DvrSettings(Protocol):
+    """What a recorder reads of `tidecast.config.Dvr` (read-only, so frozen dataclasses fit too)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def dvr_apply(self) -> list[str]: ...
+
+    @property
+    def dvr_plan(self) -> str: ...
+
+    @property
+    def dvr_path(self) -> str: ...
+
+    @property
+    def dvr_duration(self) -> float: ...
+
+    @property
+    def dvr_wait_keyframe(self) -> bool: ...
+
+    @property
+    def time_jitter(self) -> str: ...
+
+    @property
+    def dvr_mp4_faststart(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A finished recording, as `on_reaped` gets it (what SRS's on_dvr hook reports, and more)."""
+
+    path: str  # the final, absolute file name
+    file: str  # the same as SRS's on_dvr `file` gives it: dvr_path expanded, relative to the cwd if dvr_path is
+    vhost: str
+    app: str
+    stream: str
+    duration_ms: int
+    size: int
+    started: float  # wall-clock time the file was opened
+
+
+OnReaped = Callable[[Reaped], None]
+
+
+def applies(dvr_apply: list[str], app: str, stream: str) -> bool:
+    """SRS's filter: no value or `all` records every stream, otherwise only the listed app/stream names."""
+    if not dvr_apply or dvr_apply == ["all"]:
+        return True
+    return f"{app}/{stream}" in dvr_apply
+
+
+class _Jitter:
+    """`time_jitter` for one file: full (from 0, monotonic, big jumps smoothed), zero (from 0), off."""
+
+    __slots__ = ("base", "last", "last_out", "mode")
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.base: int | None = None
+        self.last: int | None = None
+        self.last_out = 0
+
+    def correct(self, ts: int) -> int:
+        if self.mode == "full":
+            if self.last is None:
+                out = 0
+            else:
+                delta = ts - self.last
+                if delta < -MAX_JITTER_MS or delta > MAX_JITTER_MS:
+                    delta = DEFAULT_FRAME_MS
+                out = max(0, self.last_out + delta)
+            self.last, self.last_out = ts, out
+            return out
+        if self.mode == "zero":
+            if self.base is None:
+                self.base = ts
+            return max(0, ts - self.base)
+        return ts
+
+
+# ---------------------------------------------------------------- file formats
+
+
+class _File:
+    """One recording in progress, under its temporary name."""
+
+    def __init__(self, final: str) -> None:
+        self.final = final
+        self.display = final  # the name as dvr_path spells it
+        self.temp = paths.temp_path(final)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        self.fh: IO[bytes] = open(self.temp, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 - closed in finish/abort
+        self.media = 0  # media messages written
+        self.first_ts: int | None = None
+        self.last_ts = 0
+
+    def duration_ms(self) -> int:
+        return 0 if self.first_ts is None else self.last_ts - self.first_ts
+
+    def note_time(self, ts: int) -> None:
+        if self.first_ts is None:
+            self.first_ts = ts
+        if ts > self.last_ts:
+            self.last_ts = ts
+
+    def write_metadata(self, payload: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """Complete the file under its temporary name (the caller renames it)."""
+        self.fh.close()
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp)
+        except OSError:
+            pass
+
+
+class _FlvFile(_File):
+    """FLV: the tags as they come; the metadata's duration and filesize are filled in when reaped."""
+
+    def __init__(self, final: str) -> None:
+        super().__init__(final)
+        # Both flags, as SRS writes them: which tracks will come is not known yet.
+        self.fh.write(flv_header(True, True))
+        self.position = 13
+        self.meta_patch: tuple[int, int] | None = None  # file offsets of the duration and filesize numbers
+
+    def write_metadata(self, payload: bytes) -> None:
+        body = payload
+        try:
+            values = amf0.decode_all(payload)
+        except ProtocolError:
+            values = []
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]  # a file starts its script data with onMetaData itself
+            body = amf0.encode(*values)
+        if len(values) >= 2 and isinstance(values[1], dict):
+            props = amf0.EcmaArray(values[1])
+            props.pop("duration", None)
+            props.pop("filesize", None)
+            # Last, so their numbers sit at known distances from the end of the body.
+            props["filesize"] = 0.0
+            props["duration"] = 0.0
+            body = amf0.encode(values[0], props, *values[2:])
+            tail = len(amf0.encode(*values[2:]))
+            end = self.position + 11 + len(body) - tail - 3  # the object-end marker
+            duration_at = end - 8
+            filesize_at = duration_at - 1 - 2 - len("duration") - 8
+            self.meta_patch = (duration_at, filesize_at)
+        self._tag(TAG_SCRIPT, 0, body)
+
+    def _tag(self, type_id: int, ts: int, payload: bytes) -> None:
+        data = flv_tag(type_id, ts, payload)
+        self.fh.write(data)
+        self.position += len(data)
+
+    def write(self, type_id: int, ts: int, payload: bytes, media: bool = True) -> None:
+        self._tag(type_id, ts, payload)
+        if media:
+            self.media += 1
+            self.note_time(ts)
+
+    def finish(self) -> None:
+        if self.meta_patch is not None:
+            duration_at, filesize_at = self.meta_patch
+            self.fh.flush()
+            self.fh.seek(duration_at)
+            self.fh.write(struct.pack(">d", self.duration_ms() / 1000.0))
+            self.fh.seek(filesize_at)
+            self.fh.write(struct.pack(">d", float(self.position)))
+        self.fh.close()
+
+
+class _Mp4File(_File):
+    """MP4: sample data appended in one mdat, the sample tables kept by codec.mp4 and written last."""
+
+    def __init__(self, final: str, reserve: int, tracks: dict[str, mp4.TrackSpec]) -> None:
+        super().__init__(final)
+        self.mp4 = mp4.ProgressiveMp4(reserve)
+        header = self.mp4.header()
+        if self.mp4.reserve:
+            # The reserved space as a hole: no megabytes of zeros written per file where the
+            # filesystem is sparse; the free box reads as zeros either way.
+            self.fh.write(header[: self.mp4.reserve_offset + 8])
+            self.fh.seek(self.mp4.mdat_header_offset)
+            self.fh.write(header[self.mp4.mdat_header_offset :])
+        else:
+            self.fh.write(header)
+        for key, spec in tracks.items():
+            self.set_track(key, spec)
+        self.audio_next: int | None = None
+
+    def set_track(self, key: str, spec: mp4.TrackSpec) -> None:
+        default = aac.SAMPLES_PER_FRAME if spec.codec == "mp4a" else (960 if spec.codec == "Opus" else 40)
+        self.mp4.set_track(key, spec, default)
+
+    def write_video(self, ts: int, cts: int, body: bytes, sync: bool) -> None:
+        self.mp4.add("video", ts, cts, len(body), sync)
+        self.fh.write(body)
+        self.media += 1
+        self.note_time(ts)
+
+    def write_audio(self, ts: int, body: bytes, rate: int, frame: int) -> None:
+        # Counting samples keeps AAC durations at exactly one frame; millisecond timestamps would
+        # give 1023/1024/1025. A real gap (more than half a frame off) is kept as it is.
+        at = ts * rate // 1000
+        expected = self.audio_next
+        if frame and expected is not None and abs(at - expected) <= frame // 2:
+            at = expected
+        self.audio_next = at + frame if frame else None
+        self.mp4.add("audio", at, 0, len(body), True)
+        self.fh.write(body)
+        self.media += 1
+        self.note_time(ts)
+
+    def finish(self) -> None:
+        moov = self.mp4.moov()
+        fitted = self.mp4.in_reserve(moov)
+        if fitted is None:
+            self.fh.write(moov)
+        self.fh.seek(self.mp4.mdat_header_offset)
+        self.fh.write(self.mp4.mdat_header())
+        if fitted is not None:
+            self.fh.seek(self.mp4.reserve_offset)
+            self.fh.write(fitted)
+        self.fh.close()
+
+
+# ---------------------------------------------------------------- the recorder
+
+
+class Recorder:
+    """A MediaSink that records one stream; see the module docstring. Build it with `dvr_recorder_for`."""
+
+    def __init__(
+        self,
+        settings: DvrSettings,
+        vhost: str,
+        app: str,
+        stream: str,
+        on_reaped: OnReaped | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings  # replaced on reload; read when the next file opens
+        self.vhost, self.app, self.stream = vhost, app, stream
+        self.on_reaped = on_reaped
+        self.clock = clock
+        self.file: _File | None = None
+        self.jitter = _Jitter(settings.time_jitter)
+        self.active = False  # between on_publish and on_unpublish/close
+        self.has_keyframe = False
+        self.has_video = False
+        self.metadata: bytes | None = None
+        self.video_sh: tuple[int, bytes] | None = None
+        self.audio_sh: tuple[int, bytes] | None = None
+        self.video_track: mp4.TrackSpec | None = None
+        self.audio_track: mp4.TrackSpec | None = None
+        self.audio_rate = 0
+        self.audio_frame = 0
+        self.failed = False  # a disk error was logged for this stream (once: it stays set)
+        self.broken = False  # the last attempt to write failed; retried from retry_at on
+        self.retry_at = 0.0
+        self.skipped: set[str] = set()  # codecs MP4 cannot carry, logged once
+        self.reaped: list[Reaped] = []
+        self.opened_at = 0.0
+        self.first_raw: int | None = None  # the stream's timestamp of the current file's first message
+        self.last_flush = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.vhost}/{self.app}/{self.stream}"
+
+    @property
+    def is_mp4(self) -> bool:
+        return paths.is_mp4(self.settings.dvr_path)
+
+    # ------------------------------------------------------------ MediaSink
+
+    def on_publish(self) -> None:
+        if self.file is not None:
+            self.reap()  # a publish without an unpublish before it: the old session ends here
+        self.active = True
+        self.metadata = self.video_sh = self.audio_sh = None
+        self.video_track = self.audio_track = None
+        self.has_video = False
+
+    def on_metadata(self, payload: bytes) -> None:
+        if not self.active:
+            return
+        self.metadata = payload
+        if self.file is not None and self.file.media == 0:
+            self._guard(lambda f: f.write_metadata(payload))
+
+    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        if not self.active:
+            return
+        try:
+            self._on_message(type_id, timestamp_ms, payload)
+        except OSError as exc:
+            self._disk_error(exc)
+        except Exception:  # never into the stream's fan-out
+            log.exception("dvr: %s: recording failed; this publish is no longer recorded", self.name)
+            self._drop()
+            self.active = False  # once: a bug that repeats per message must not flood the log
+
+    def on_unpublish(self) -> None:
+        self.reap()
+        self.active = False
+
+    # ------------------------------------------------------------ control
+
+    def close(self) -> None:
+        """Reap now and record nothing more until the next publish (drain, a reload that disables DVR)."""
+        self.on_unpublish()
+
+    def tick(self, now_wall: float) -> None:
+        """Periodic: hand buffered data to the kernel, so a reader of the temp file (or a crash) loses little."""
+        f = self.file
+        if f is None or now_wall - self.last_flush < FLUSH_INTERVAL:
+            return
+        self.last_flush = now_wall
+        self._guard(lambda f: f.fh.flush())
+
+    def reap(self) -> Reaped | None:
+        """Finish the current file and give it its final name; None if there was none or it held no media."""
+        f = self.file
+        if f is None:
+            return None
+        self.file = None
+        if f.media == 0:
+            f.abort()
+            return None
+        try:
+            f.finish()
+            size = os.path.getsize(f.temp)
+            os.replace(f.temp, f.final)
+        except OSError as exc:
+            self._disk_error(exc, f)
+            return None
+        reaped = Reaped(f.final, f.display, self.vhost, self.app, self.stream, f.duration_ms(), size, self.opened_at)
+        self.reaped.append(reaped)
+        log.info("dvr: %s: reaped %s (%d ms, %d bytes)", self.name, f.final, reaped.duration_ms, size)
+        if self.on_reaped is not None:
+            try:
+                self.on_reaped(reaped)
+            except Exception:
+                log.exception("dvr: %s: on_reaped for %s failed", self.name, f.final)
+        return reaped
+
+    # ------------------------------------------------------------ internals
+
+    def _guard(self, action: Callable[[_File], None]) -> None:
+        f = self.file
+        if f is None:
+            return
+        try:
+            action(f)
+        except OSError as exc:
+            self._disk_error(exc)
+
+    def _disk_error(self, exc: OSError, f: _File | None = None) -> None:
+        f = f or self.file
+        path = exc.filename or (f.temp if f is not None else self.settings.dvr_path)
+        if not self.failed:
+            self.failed = True
+            log.error(
+                "dvr: %s: cannot write %s: %s; recording of this stream stops until it can (logged once)",
+                self.name,
+                path,
+                exc.strerror or exc,
+            )
+        if f is not None:
+            f.abort()
+        self.file = None
+        self.broken = True
+        self.retry_at = self.clock() + RETRY_INTERVAL
+
+    def _drop(self) -> None:
+        if self.file is not None:
+            self.file.abort()
+            self.file = None
+
+    def _open(self) -> _File | None:
+        settings = self.settings
+        now = self.clock()
+        if self.broken and now < self.retry_at:
+            return None  # not a mkdir and an open per message while the disk is failing
+        try:
+            final = paths.file_path(settings.dvr_path, self.vhost, self.app, self.stream, now)
+        except paths.DvrPathError as exc:
+            if not self.failed:
+                self.failed = True
+                log.error("%s", exc)
+            self.active = False
+            return None
+        self.jitter = _Jitter(settings.time_jitter)
+        self.has_keyframe = False
+        self.opened_at = now
+        self.last_flush = now
+        f: _File
+        if paths.is_mp4(settings.dvr_path):
+            reserve = 0
+            if settings.dvr_mp4_faststart:
+                if settings.dvr_plan == "segment" and settings.dvr_duration > 0:
+                    reserve = RESERVE_BASE + int(settings.dvr_duration * 1.5 + 10) * RESERVE_PER_SECOND
+                else:
+                    reserve = RESERVE_SESSION
+            tracks = {k: v for k, v in (("video", self.video_track), ("audio", self.audio_track)) if v is not None}
+            f = _Mp4File(final, reserve, tracks)
+        else:
+            f = _FlvFile(final)
+        f.display = paths.expand(paths.template_for(settings.dvr_path), self.vhost, self.app, self.stream, now)
+        self.file = f
+        if self.broken:
+            self.broken = False
+            log.info("dvr: %s: recording again, to %s", self.name, f.temp)
+        if self.metadata is not None:
+            f.write_metadata(self.metadata)
+        # A new file starts with the sequence headers, at time 0.
+        for sh in (self.video_sh, self.audio_sh):
+            if sh is not None:
+                self._write(f, sh[0], 0, sh[1], header=True)
+        return f
+
+    def _should_cut(self, type_id: int, ts: int, payload: bytes) -> bool:
+        settings = self.settings
+        if settings.dvr_plan != "segment" or settings.dvr_duration <= 0 or self.first_raw is None:
+            return False
+        # The message at hand counts: a keyframe exactly dvr_duration in starts the next file.
+        if ts - self.first_raw < settings.dvr_duration * 1000:
+            return False
+        if not settings.dvr_wait_keyframe:
+            return True
+        if type_id == TAG_VIDEO:
+            return _is_keyframe(payload) and not _is_video_header(payload)
+        # Audio-only streams have no keyframe to wait for (SRS would never cut them).
+        return not self.has_video
+
+    def _on_message(self, type_id: int, ts: int, payload: bytes) -> None:
+        if type_id == TAG_VIDEO:
+            self.has_video = True
+            if _is_video_header(payload):
+                self.video_sh = (type_id, payload)
+                self._update_video_track(payload)
+        elif type_id == TAG_AUDIO:
+            if _is_audio_header(payload):
+                self.audio_sh = (type_id, payload)
+                self._update_audio_track(payload)
+        else:
+            return
+        f = self.file
+        if f is not None and self._should_cut(type_id, ts, payload):
+            self.reap()
+            f = None
+        if f is None:
+            f = self._open()
+            if f is None:
+                return
+            self.first_raw = ts
+            is_header = (type_id == TAG_VIDEO and _is_video_header(payload)) or (
+                type_id == TAG_AUDIO and _is_audio_header(payload)
+            )
+            if is_header:
+                return  # _open just wrote it
+        self._write(f, type_id, self.jitter.correct(ts), payload, header=False)
+
+    def _write(self, f: _File, type_id: int, ts: int, payload: bytes, header: bool) -> None:
+        if type_id == TAG_VIDEO and not header and not _is_video_header(payload):
+            if _is_keyframe(payload):
+                self.has_keyframe = True
+            elif not self.has_keyframe and self.settings.dvr_wait_keyframe:
+                return  # undecodable without the keyframe before it
+        if isinstance(f, _FlvFile):
+            is_header = header or (_is_video_header(payload) if type_id == TAG_VIDEO else _is_audio_header(payload))
+            f.write(type_id, ts, payload, media=not is_header)  # headers alone do not make a recording
+            return
+        assert isinstance(f, _Mp4File)
+        if type_id == TAG_VIDEO:
+            parts = mp4.flv_video(payload)
+            if parts is None:
+                return
+            if self.video_track is None:
+                self._skip(f"video codec {parts[0]}")
+                return
+            fourcc, kind, cts, body = parts
+            if kind == 0:
+                f.set_track("video", self.video_track)
+            elif kind == 1 and fourcc == self.video_track.codec:
+                f.write_video(ts, cts, body, _is_keyframe(payload))
+            return
+        aparts = mp4.flv_audio(payload)
+        if aparts is None:
+            self._skip(f"audio format {payload[0] >> 4 if payload else -1}")
+            return
+        if self.audio_track is None:
+            self._skip(f"audio codec {aparts[0]} without a readable sequence header")
+            return
+        fourcc, kind, body = aparts
+        if kind == 0:
+            f.set_track("audio", self.audio_track)
+        elif kind == 1 and fourcc == self.audio_track.codec:
+            f.write_audio(ts, body, self.audio_rate, self.audio_frame)
+
+    def _skip(self, what: str) -> None:
+        if what not in self.skipped:
+            self.skipped.add(what)
+            log.warning("dvr: %s: %s cannot go in an MP4 recording; it is left out (record to .flv to keep it)",
+                        self.name, what)  # fmt: skip
+
+    # The MP4 track descriptions are kept whatever the format, so a reload from .flv to .mp4
+    # has them for its next file; they change only with a sequence header.
+
+    def _update_video_track(self, payload: bytes) -> None:
+        parts = mp4.flv_video(payload)
+        if parts is None or parts[1] != 0:
+            return
+        try:
+            spec: mp4.TrackSpec | None = mp4.video_track_from_flv(payload)
+        except ProtocolError as exc:
+            if self.is_mp4:
+                log.warning("dvr: %s: video sequence header left out of MP4: %s", self.name, exc)
+            spec = None
+        old = self.video_track
+        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
+            self.reap()  # an MP4 track cannot change codec: a new file
+        self.video_track = spec
+
+    def _update_audio_track(self, payload: bytes) -> None:
+        parts = mp4.flv_audio(payload)
+        if parts is None or parts[1] != 0:
+            return
+        try:
+            spec: mp4.TrackSpec | None = mp4.audio_track_from_flv(payload)
+        except ProtocolError as exc:
+            if self.is_mp4:
+                log.warning("dvr: %s: audio sequence header left out of MP4: %s", self.name, exc)
+            spec = None
+        old = self.audio_track
+        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
+            self.reap()
+        if spec is not None:
+            self.audio_rate = spec.timescale
+            # Counted AAC frames keep durations exact; Opus frames vary (2.5 to 60 ms): timestamps decide.
+            self.audio_frame = aac.SAMPLES_PER_FRAME if spec.codec == "mp4a" else 0
+        self.audio_track = spec
+
+
+def _is_keyframe(payload: bytes) -> bool:
+    return bool(payload) and (payload[0] >> 4) & 0x07 == 1
+
+
+def _is_video_header(payload: bytes) -> bool:
+    if len(payload) < 2:
+        return False
+    if payload[0] & 0x80:
+        return payload[0] & 0x0F == 0
+    return payload[1] == 0 and payload[0] & 0x0F in (7, 12)
+
+
+def _is_audio_header(payload: bytes) -> bool:
+    if len(payload) < 2:
+        return False
+    if payload[0] >> 4 == 10:
+        return payload[1] == 0
+    return payload[0] >> 4 == 9 and payload[0] & 0x0F == 0
+
+
+def dvr_recorder_for(
+    settings: DvrSettings,
+    vhost: str,
+    app: str,
+    stream: str,
+    on_reaped: OnReaped | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Recorder | None:
+    """A recorder for this stream, or None when DVR is off, dvr_apply leaves it out, or its path would
+    leave the DVR directory (logged)."""
+    if not settings.enabled or not applies(settings.dvr_apply, app, stream):
+        return None
+    try:
+        paths.file_path(settings.dvr_path, vhost, app, stream, clock())
+    except paths.DvrPathError as exc:
+        log.error("%s", exc)
+        return None
+    return Recorder(settings, vhost, app, stream, on_reaped, clock)
