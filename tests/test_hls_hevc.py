@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,12 @@ def test_h264_is_still_muxed_as_0x1b(tmp_path: Path) -> None:
     assert decode_errors(seg) == ""
 
 
-def test_av1_video_is_left_out_of_mpegts(tmp_path: Path) -> None:
-    # AV1 has no HLS-over-TS mapping players read: the TS variant carries the audio only.
+def test_av1_video_is_left_out_of_mpegts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # AV1 has no HLS-over-TS mapping players read: the TS variant carries the audio only, and says so once.
     clip = make_clip(tmp_path / "av1.flv", "av1", "aac", seconds=2)
-    muxer = mux(FlvReader().feed(clip.read_bytes()), tmp_path / "hls", fragment=1.0)
+    with caplog.at_level(logging.WARNING, logger="tidecast.hls"):
+        muxer = mux(FlvReader().feed(clip.read_bytes()), tmp_path / "hls", fragment=1.0)
     info = ffprobe(segments(muxer)[0], "-show_streams")
     assert [s["codec_type"] for s in info["streams"]] == ["audio"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "live/s: video codec av1 has no MPEG-TS mapping" in warnings[0]

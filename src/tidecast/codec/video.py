@@ -90,7 +90,8 @@ def classify(payload: bytes) -> VideoTag:
     if not b0 & 0x80:
         # Legacy FLV.
         frame_type = b0 >> 4
-        codec = LEGACY_CODECS.get(b0 & 0x0F, UNKNOWN)
+        codec_id = b0 & 0x0F
+        codec = AVC if codec_id == 7 else LEGACY_CODECS.get(codec_id, UNKNOWN)
         if frame_type == COMMAND_FRAME:
             return _new(VideoTag, (codec, CODED_FRAMES, frame_type, False, False, 0, 1, size, False))
         if codec is AVC or codec is HEVC:

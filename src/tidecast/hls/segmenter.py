@@ -207,6 +207,7 @@ class HlsMuxer:
         self.last_message = time.time()
         self._m3u8 = self._m3u8_path()
         self._error_logged = False
+        self._codec_warned = False  # a video codec TS cannot carry was logged this publish
 
     # ------------------------------------------------------------ paths
 
@@ -240,6 +241,7 @@ class HlsMuxer:
         self.publishing = True
         self.last_message = time.time()
         self._error_logged = False
+        self._codec_warned = False
         self.avc = self.aac = None
         self.video_codec = v.UNKNOWN
         self.last_video_ts = self.last_audio_ts = None
@@ -310,7 +312,17 @@ class HlsMuxer:
         tag = v.classify(payload)
         codec = tag.codec
         if codec is not v.AVC and codec is not v.HEVC:
-            return  # HLS over MPEG-TS carries H.264 and HEVC
+            if tag.is_sequence_header and not self._codec_warned:
+                self._codec_warned = True
+                log.warning(
+                    "hls %s/%s/%s: video codec %s has no MPEG-TS mapping players read (H.264 and HEVC do); "
+                    "the segments carry the audio only",
+                    self.vhost,
+                    self.app,
+                    self.stream,
+                    codec or f"id {payload[0] & 0x0F}",
+                )
+            return
         if tag.is_sequence_header:
             record = payload[tag.offset : tag.end]
             self.avc = avc.parse_config(record) if codec is v.AVC else hevc.parse_config(record)
