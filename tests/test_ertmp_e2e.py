@@ -7,7 +7,9 @@ names the codec, profile and size; for HEVC the HLS segments carry HEVC.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ import pytest
 
 from ff9 import FFMPEG9, decode_errors, make_clip, needs_ffmpeg9, streams
 from helpers import TidecastProcess, ffprobe_json, wait_for, wait_stream_live
+from rtmpclient import RtmpTestClient
 from tidecast.codec.audio import classify_audio
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from tidecast.codec.video import classify, is_coded_frame
@@ -88,7 +91,7 @@ def published(
 WIRING = "needs the lead's wiring of codec.video.classify / codec.audio.classify_audio in live/stream.py"
 
 
-def _join_burst(srv: TidecastProcess, name: str, seconds: float = 1.5) -> list[tuple[int, int, bytes]]:
+def _join_burst(srv: TidecastProcess, name: str, seconds: float = 1.0) -> list[tuple[int, int, bytes]]:
     """The first tags a late HTTP-FLV player gets (the join burst and a little more)."""
     reader = FlvReader()
     tags: list[tuple[int, int, bytes]] = []
@@ -109,7 +112,7 @@ def _check_api_and_join_burst(srv: TidecastProcess, name: str) -> None:
                 return dict(s)
         return None
 
-    stream = wait_for(described, 10, what=f"{name}'s size and audio in /api/v1/streams")
+    stream = wait_for(described, 5, what=f"{name}'s size and audio in /api/v1/streams")
     assert stream["video"]["codec"] == api_codec and stream["video"]["profile"] == api_profile
     assert (stream["video"]["width"], stream["video"]["height"]) == (352, 288)
     assert stream["audio"]["codec"] == {"aac": "AAC", "opus": "Opus"}[audio]
@@ -137,11 +140,11 @@ def test_enhanced_rtmp_round_trip(published: tuple[str, TidecastProcess], tmp_pa
     ]
     for url in (f"{srv.rtmp}/live/{name}", f"{srv.http}/live/{name}.flv"):
         assert sorted(streams(url), key=lambda s: s["type"], reverse=True) == expected, url
-    # A 3 s recording of the HTTP-FLV decodes cleanly from its first frame on.
+    # A 2 s recording of the HTTP-FLV decodes cleanly from its first frame on.
     assert FFMPEG9 is not None
     out = tmp_path / f"{name}.mkv"
     rec = subprocess.run(
-        [FFMPEG9, "-v", "error", "-rw_timeout", "15000000", "-i", f"{srv.http}/live/{name}.flv", "-t", "3",
+        [FFMPEG9, "-v", "error", "-rw_timeout", "15000000", "-i", f"{srv.http}/live/{name}.flv", "-t", "2",
          "-c", "copy", "-y", str(out)],
         capture_output=True, timeout=40,
     )  # fmt: skip
@@ -185,3 +188,73 @@ def test_vp9_opus_api_and_join_burst(published: tuple[str, TidecastProcess]) -> 
     # size needs describe_codecs to pass the GOP's keyframe to describe_video.
     name, srv = published
     _check_api_and_join_burst(srv, name)
+
+
+class RawPublisher:
+    """Publishes FLV tags as they are, paced in real time and looped: a wire form ffmpeg cannot send."""
+
+    def __init__(self, srv: TidecastProcess, stream: str, tags: list[tuple[int, int, bytes]]) -> None:
+        self.client = RtmpTestClient(srv.host, srv.rtmp_port)
+        session = self.client.session
+        session.create_stream()
+        self.client._flush()
+        self.client._wait_result("createStream", 10.0)
+        session.publish(stream)
+        self.client._flush()
+        self.client.wait_status("NetStream.Publish.Start")
+        self.tags = [t for t in tags if t[0] in (TAG_AUDIO, TAG_VIDEO)]
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        session, sock = self.client.session, self.client.sock
+
+        def header(type_id: int, payload: bytes) -> bool:
+            tag = classify(payload) if type_id == TAG_VIDEO else classify_audio(payload)
+            return tag.is_sequence_header
+
+        # The sequence headers go once; the media loops with a continuing clock.
+        media = [t for t in self.tags if not header(t[0], t[2])]
+        span = self.tags[-1][1] + 40
+        start = time.monotonic()
+        for loop in itertools.count():
+            for type_id, ts, payload in self.tags if loop == 0 else media:
+                at = loop * span + ts
+                delay = start + at / 1000 - time.monotonic()
+                if delay > 0 and self.stop_flag.wait(delay):
+                    return
+                sock.sendall(session.send_media(type_id, at, payload))
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(5)
+        self.client.close()
+
+
+def test_srs_legacy_hevc_codec_id_12(tidecast: Factory, clips: dict[str, Path]) -> None:
+    from test_hls_hevc import _legacy
+
+    srv = tidecast(vhost=VHOST)
+    legacy = _legacy(FlvReader().feed(clips["hevc"].read_bytes()))
+    assert all(p[0] & 0x8F == 12 for t, _, p in legacy if t == TAG_VIDEO)  # no E-RTMP bit, codec id 12
+    pub = RawPublisher(srv, "legacy", legacy)
+    try:
+        wait_stream_live(srv, "legacy", timeout=15)
+        stream = next(s for s in srv.api_json("/api/v1/streams?count=100")["streams"] if s["name"] == "legacy")
+        assert stream["video"] == {"codec": "HEVC", "profile": "Main", "level": stream["video"]["level"],
+                                   "width": 352, "height": 288}  # fmt: skip
+        # Relayed unchanged: the join burst is in the legacy form, and ffmpeg 9 reads it as HEVC.
+        tags = _join_burst(srv, "legacy")
+        first = next(p for t, _, p in tags if t == TAG_VIDEO)
+        assert first[:2] == b"\x1c\x00"
+        for url in (f"{srv.rtmp}/live/legacy", f"{srv.http}/live/legacy.flv"):
+            found = sorted(streams(url), key=lambda s: s["type"], reverse=True)
+            assert found == [{"type": "video", "codec": "hevc", "width": 352, "height": 288},
+                             {"type": "audio", "codec": "aac"}], url  # fmt: skip
+        m3u8 = srv.workdir / "html" / "live" / "legacy.m3u8"
+        wait_for(lambda: m3u8.exists() and ".ts" in m3u8.read_text(), 10, what="the legacy HEVC playlist")
+        segment = m3u8.parent / next(line for line in m3u8.read_text().splitlines() if line.endswith(".ts"))
+        assert sorted(s["codec_name"] for s in ffprobe_json(str(segment))["streams"]) == ["aac", "hevc"]
+    finally:
+        pub.close()
