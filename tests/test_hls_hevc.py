@@ -22,9 +22,9 @@ from ff9 import decode_errors as decode_errors9
 from ff9 import make_clip, needs_ffmpeg9
 from test_codec_mpegts import parse_ts, split_pes
 from tidecast import config
-from tidecast.codec import hevc
+from tidecast.codec import audio, hevc
 from tidecast.codec import video as v
-from tidecast.codec.flv import TAG_VIDEO, FlvReader
+from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from tidecast.codec.mpegts import PMT_PID, STREAM_TYPE_HEVC, VIDEO_PID
 from tidecast.hls.segmenter import HlsMuxer
 
@@ -158,3 +158,20 @@ def test_av1_video_is_left_out_of_mpegts(tmp_path: Path, caplog: pytest.LogCaptu
     assert [s["codec_type"] for s in info["streams"]] == ["audio"]
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "live/s: video codec av1 has no MPEG-TS mapping" in warnings[0]
+
+
+def _enhanced_audio(tags: Tags) -> Tags:
+    """AAC in the E-RTMP form (FourCC "mp4a"), as a v2 publisher may send it."""
+    out: Tags = []
+    for type_id, ts, payload in tags:
+        if type_id == TAG_AUDIO:
+            payload = (audio.sequence_start if payload[1] == 0 else audio.coded_frames)(audio.AAC, payload[2:])
+        out.append((type_id, ts, payload))
+    return out
+
+
+def test_enhanced_rtmp_aac_gives_the_same_segments(tags: Tags, tmp_path: Path) -> None:
+    legacy = segments(mux(tags, tmp_path / "l"))
+    enhanced = segments(mux(_enhanced_audio(tags), tmp_path / "e"))
+    assert [p.read_bytes() for p in enhanced] == [p.read_bytes() for p in legacy]
+    assert "aac" in [s["codec_name"] for s in ffprobe(enhanced[0], "-show_streams")["streams"]]

@@ -39,6 +39,7 @@ from typing import IO, Protocol
 
 from tidecast.codec import aac, avc, hevc
 from tidecast.codec import video as v
+from tidecast.codec.audio import AAC, CODED_FRAMES, SEQUENCE_START, classify_audio
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO
 from tidecast.codec.mpegts import (
     AUDIO_PID,
@@ -374,16 +375,24 @@ class HlsMuxer:
             self.last_ts = ts
 
     def _audio(self, ts: int, payload: bytes) -> None:
-        if len(payload) < 3 or payload[0] & 0xF0 != 0xA0:
-            return  # AAC only
-        if payload[1] == 0:
-            header = aac.parse_config(payload[2:])
+        if len(payload) > 2 and payload[0] >> 4 == 10:
+            start = 2  # legacy AAC, the usual case: skip the classifier
+            packet_type = payload[1]
+        else:
+            tag = classify_audio(payload)
+            if tag.codec != AAC or tag.end - tag.offset < 1:
+                return  # AAC only (legacy or E-RTMP "mp4a")
+            start, packet_type = tag.offset, tag.packet_type
+            if tag.end != len(payload):
+                payload = payload[: tag.end]  # a multitrack message: this track's data only
+        if packet_type == SEQUENCE_START:
+            header = aac.parse_config(payload[start:])
             if header != self.aac:
                 self._flush_audio()
                 self.aac = header
             return
         config = self.aac
-        if config is None:
+        if config is None or packet_type != CODED_FRAMES:
             return
         if self.avc is None:
             # Audio-only: cut on any frame, at the longer audio-only fragment.
@@ -408,8 +417,8 @@ class HlsMuxer:
                 self._flush_audio()
         if not self.audio_frames:
             self.audio_pts = ts
-        self.audio_parts.append(config.adts(len(payload) - 2))
-        self.audio_parts.append(payload[2:])
+        self.audio_parts.append(config.adts(len(payload) - start))
+        self.audio_parts.append(payload[start:])
         self.audio_frames += 1
 
     def _video_type(self) -> int:
