@@ -6,8 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ff9 import make_clip, needs_ffmpeg9
+from tidecast.codec import av1, hevc, vp9
 from tidecast.codec import video as v
 from tidecast.codec.audio import (
     AAC,
@@ -20,6 +23,7 @@ from tidecast.codec.audio import (
     sequence_start,
 )
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, iter_flv_tags
+from tidecast.errors import ProtocolError
 
 pytestmark = needs_ffmpeg9
 
@@ -193,3 +197,45 @@ def test_audio_forms_by_hand() -> None:
     assert (tag.codec, tag.packet_type, payload[tag.offset : tag.end]) == (OPUS, CODED_FRAMES, b"f0")
     for bad in (b"", b"\xa0", b"\x90Op", b"\x97", b"\x95\x10Opus\x00\x00"):
         assert not classify_audio(bad).is_sequence_header
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=2000, deadline=None)
+def test_classifiers_never_raise_and_stay_in_bounds(payload: bytes) -> None:
+    for prefix in (b"", b"\x90", b"\x91hvc1", b"\x97\x02", b"\x96\x20", b"\x1c\x01", b"\x91Opus", b"\x95\x10"):
+        data = prefix + payload
+        tag = v.classify(data)
+        assert tag == v.INVALID or 0 <= tag.offset <= tag.end <= len(data)
+        assert not (tag.is_keyframe and tag.is_sequence_header)
+        audio = classify_audio(data)
+        assert audio.codec == "" or 0 <= audio.offset <= audio.end <= len(data) or audio.end - audio.offset <= 0
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=1000, deadline=None)
+def test_describe_never_raises(record: bytes) -> None:
+    from tidecast.live.codecs import describe_audio, describe_video
+
+    prefixes = (
+        b"\x90hvc1\x01",
+        b"\x90av01\x81",
+        b"\x90av01\x81\x00\x0c\x00\x0a",  # configOBUs: a sequence header OBU with a size
+        b"\x90vp09",
+        b"\x17\x00\x00\x00\x00\x01",
+        b"\x1c\x00\x00\x00\x00\x01",
+    )
+    for prefix in prefixes:
+        described = describe_video(prefix + record, b"\x91" + prefix[1:5] + record)
+        assert described["width"] >= 0 and described["codec"]
+    # The parsers on their own raise ProtocolError and nothing else.
+    for parse, head in ((hevc.parse_sps, b"\x42\x01"), (hevc.parse_config, b"\x01"), (av1.parse_sequence_header, b"")):
+        try:
+            parse(head + record)
+        except ProtocolError:
+            pass
+    try:
+        vp9.keyframe_size(b"\x82\x49\x83\x42" + record)
+    except ProtocolError:
+        pass
+    for prefix in (b"\x90Opus", b"\x90fLaC", b"\x90mp4a", b"\xaf\x00"):
+        assert describe_audio(prefix + record)["codec"]

@@ -44,7 +44,7 @@ def describe_video(payload: bytes, keyframe: bytes | None = None) -> dict[str, A
     """The API's `video` object from a video sequence header (and, for VP9/AV1 sizes, a keyframe's body)."""
     tag = v.classify(payload)
     codec = tag.codec
-    name = _NAMES.get(codec) or (codec if codec else f"video-{payload[0] & 0x0F if payload else 0}")
+    name = _NAMES.get(codec) or codec or _unknown_video(payload, tag.enhanced)
     if not tag.is_sequence_header:
         return _video(name)
     record = payload[tag.offset : tag.end]
@@ -81,6 +81,13 @@ def describe_video(payload: bytes, keyframe: bytes | None = None) -> dict[str, A
     except ProtocolError:
         pass  # the API shows what it could read rather than failing on an odd header
     return _video(name)
+
+
+def _unknown_video(payload: bytes, enhanced: bool) -> str:
+    if enhanced and len(payload) >= 5:
+        # An E-RTMP FourCC tidecast has no parser for: show it, it is what the operator will search for.
+        return payload[1:5].decode("latin-1")
+    return f"video-{payload[0] & 0x0F if payload else 0}"
 
 
 def _describe_avc(record: bytes) -> dict[str, Any]:
