@@ -175,3 +175,23 @@ def test_enhanced_rtmp_aac_gives_the_same_segments(tags: Tags, tmp_path: Path) -
     enhanced = segments(mux(_enhanced_audio(tags), tmp_path / "e"))
     assert [p.read_bytes() for p in enhanced] == [p.read_bytes() for p in legacy]
     assert "aac" in [s["codec_name"] for s in ffprobe(enhanced[0], "-show_streams")["streams"]]
+
+
+def test_codec_change_within_a_publish_cuts_with_a_new_pmt_and_a_discontinuity(tags: Tags, tmp_path: Path) -> None:
+    h264 = FlvReader().feed(make_clip(tmp_path / "h264.flv", "h264", "aac", seconds=4).read_bytes())
+    hls = dataclasses.replace(config.Hls(enabled=True, hls_fragment=2.0, hls_dispose=0.0), hls_path=str(tmp_path))
+    muxer = HlsMuxer(hls, "__defaultVhost__", "live", "s")
+    muxer.on_publish()
+    for type_id, ts, payload in h264:
+        muxer.on_message(type_id, ts, payload)
+    for type_id, ts, payload in tags:  # the encoder switched to HEVC; the clock goes on
+        if type_id != 18:
+            muxer.on_message(type_id, ts + 4000, payload)
+    muxer.on_unpublish()
+    segs = muxer.playlist.segments
+    types = [parse_ts(Path(seg.path).read_bytes())[1][PMT_PID][13] for seg in segs]
+    assert types == [0x1B, 0x1B, STREAM_TYPE_HEVC, STREAM_TYPE_HEVC, STREAM_TYPE_HEVC]
+    assert [seg.discontinuity for seg in segs] == [False, False, True, False, False]
+    assert "#EXT-X-DISCONTINUITY" in Path(muxer.m3u8_path).read_text()
+    for seg in segs:
+        assert decode_errors(Path(seg.path)) == ""

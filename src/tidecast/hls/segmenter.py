@@ -453,8 +453,12 @@ class HlsMuxer:
         self.file = open(path + TMP, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 -- open for the segment's life
         self.file_path = path
         self.segment_start = ts
+        video_type = self._video_type()
+        if self.avc is not None and self.segment_video and video_type != self.segment_video_type:
+            # H.264 → HEVC (or back) within a publish: players must reset their decoders here.
+            self.next_discontinuity = bool(self.playlist.segments)
         self.segment_video = self.avc is not None
-        self.segment_video_type = self._video_type()
+        self.segment_video_type = video_type
         self.segment_audio = self.aac is not None
         self.last_pcr = None
         self.file.write(self.ts.tables(self.segment_video, self.segment_audio, self.segment_video_type))
