@@ -1,7 +1,8 @@
 """An MPEG-TS muxer for HLS: PAT/PMT, PES with PTS/DTS, PCR, continuity counters.
 
-One program: H.264 on PID 0x100 (stream type 0x1B) and AAC/ADTS on PID 0x101
-(0x0F), the PMT on 0x1001. Pure: access units in, TS packets (bytes) out.
+One program: video on PID 0x100 (stream type 0x1B H.264 or 0x24 HEVC, both
+Annex B) and AAC/ADTS on PID 0x101 (0x0F), the PMT on 0x1001. Pure: access
+units in, TS packets (bytes) out.
 
 This runs for every frame of every HLS stream, so a PES is cut into packets
 without a Python loop per packet: the full middle packets are sliced out by one
@@ -22,6 +23,7 @@ PMT_PID = 0x1001
 VIDEO_PID = 0x100
 AUDIO_PID = 0x101
 STREAM_TYPE_H264 = 0x1B
+STREAM_TYPE_HEVC = 0x24  # ISO/IEC 13818-1 Table 2-34; what SRS 6 and ffmpeg write for H.265
 STREAM_TYPE_AAC = 0x0F
 VIDEO_STREAM_ID = 0xE0
 AUDIO_STREAM_ID = 0xC0
@@ -160,14 +162,14 @@ class TsMuxer:
             raise ValueError("adaptation field does not fit")
         return self._header(pid, start, True) + bytes((room - 1,)) + body + b"\xff" * stuffing + piece
 
-    def tables(self, has_video: bool, has_audio: bool) -> bytes:
+    def tables(self, has_video: bool, has_audio: bool, video_type: int = STREAM_TYPE_H264) -> bytes:
         """PAT and PMT, written at the start of every segment so each one plays alone."""
         # transport_stream_id 1, version 0, current; one program -> the PMT PID.
         pat = _section(0x00, b"\x00\x01\xc1\x00\x00" + _U16.pack(PROGRAM_NUMBER) + _U16.pack(0xE000 | PMT_PID))
         pcr_pid = VIDEO_PID if has_video else AUDIO_PID
         streams = b""
         if has_video:
-            streams += bytes((STREAM_TYPE_H264,)) + _U16.pack(0xE000 | VIDEO_PID) + _U16.pack(0xF000)
+            streams += bytes((video_type,)) + _U16.pack(0xE000 | VIDEO_PID) + _U16.pack(0xF000)
         if has_audio:
             streams += bytes((STREAM_TYPE_AAC,)) + _U16.pack(0xE000 | AUDIO_PID) + _U16.pack(0xF000)
         body = _U16.pack(PROGRAM_NUMBER) + b"\xc1\x00\x00" + _U16.pack(0xE000 | pcr_pid) + _U16.pack(0xF000) + streams

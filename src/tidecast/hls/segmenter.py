@@ -1,6 +1,10 @@
 """HLS for one stream: FLV messages in, MPEG-TS segments and a sliding m3u8 out.
 
-Segments start on keyframes (SPS/PPS in front) and are cut at the first
+Video is H.264 or HEVC (legacy FLV or enhanced RTMP, stream types 0x1B and
+0x24 as SRS 6 writes them); AV1/VP9 have no HLS-over-TS mapping players
+read, so they are left to an fMP4 variant. Audio is AAC.
+
+Segments start on keyframes (parameter sets in front) and are cut at the first
 keyframe once they last `hls_fragment` × `hls_td_ratio`; audio-only streams
 are cut at `hls_fragment` × `hls_aof_ratio`. The window is a duration
 (`hls_window`), as in SRS.
@@ -33,9 +37,19 @@ import re
 import time
 from typing import IO, Protocol
 
-from tidecast.codec import aac, avc
+from tidecast.codec import aac, avc, hevc
+from tidecast.codec import video as v
+from tidecast.codec.audio import AAC, CODED_FRAMES, SEQUENCE_START, classify_audio
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO
-from tidecast.codec.mpegts import AUDIO_PID, AUDIO_STREAM_ID, VIDEO_PID, VIDEO_STREAM_ID, TsMuxer
+from tidecast.codec.mpegts import (
+    AUDIO_PID,
+    AUDIO_STREAM_ID,
+    STREAM_TYPE_H264,
+    STREAM_TYPE_HEVC,
+    VIDEO_PID,
+    VIDEO_STREAM_ID,
+    TsMuxer,
+)
 from tidecast.errors import ProtocolError
 from tidecast.hls.playlist import Playlist, Segment
 
@@ -161,7 +175,8 @@ class HlsMuxer:
         self.app = app
         self.stream = stream
         self.ts = TsMuxer()
-        self.avc: avc.AvcConfig | None = None
+        self.avc: avc.AvcConfig | hevc.HevcConfig | None = None  # the video decoder configuration, H.264 or HEVC
+        self.video_codec = v.UNKNOWN  # v.AVC or v.HEVC, the codec `self.avc` is for
         self.aac: aac.AacConfig | None = None
         self.playlist = Playlist()
         self.sequence = 0
@@ -174,6 +189,7 @@ class HlsMuxer:
         self.file_path = ""
         self.segment_start = 0
         self.segment_video = False  # what its PMT announced
+        self.segment_video_type = STREAM_TYPE_H264
         self.segment_audio = False
         self.last_pcr: int | None = None
         # Timing of the current publish.
@@ -192,6 +208,7 @@ class HlsMuxer:
         self.last_message = time.time()
         self._m3u8 = self._m3u8_path()
         self._error_logged = False
+        self._codec_warned = False  # a video codec TS cannot carry was logged this publish
 
     # ------------------------------------------------------------ paths
 
@@ -225,7 +242,9 @@ class HlsMuxer:
         self.publishing = True
         self.last_message = time.time()
         self._error_logged = False
+        self._codec_warned = False
         self.avc = self.aac = None
+        self.video_codec = v.UNKNOWN
         self.last_video_ts = self.last_audio_ts = None
         self.audio_parts = []
         self.audio_frames = 0
@@ -294,16 +313,29 @@ class HlsMuxer:
     # ------------------------------------------------------------ media
 
     def _video(self, ts: int, payload: bytes) -> None:
-        if len(payload) < 6 or payload[0] & 0x8F != 7:
-            return  # HLS over MPEG-TS carries H.264 here (not enhanced-RTMP codecs)
-        kind = payload[1]
-        if kind == 0:
-            self.avc = avc.parse_config(payload[5:])
+        tag = v.classify(payload)
+        codec = tag.codec
+        if codec is not v.AVC and codec is not v.HEVC:
+            if tag.is_sequence_header and not self._codec_warned:
+                self._codec_warned = True
+                log.warning(
+                    "hls %s/%s/%s: video codec %s has no MPEG-TS mapping players read (H.264 and HEVC do); "
+                    "the segments carry the audio only",
+                    self.vhost,
+                    self.app,
+                    self.stream,
+                    codec or f"id {payload[0] & 0x0F}",
+                )
+            return
+        if tag.is_sequence_header:
+            record = payload[tag.offset : tag.end]
+            self.avc = avc.parse_config(record) if codec is v.AVC else hevc.parse_config(record)
+            self.video_codec = codec
             return
         config = self.avc
-        if kind != 1 or config is None:
+        if config is None or codec is not self.video_codec or not v.is_coded_frame(tag):
             return
-        keyframe = payload[0] & 0xF0 == 0x10
+        keyframe = tag.is_keyframe
         last = self.last_video_ts
         if last is not None and ts > last:
             self.video_delta = ts - last
@@ -315,39 +347,55 @@ class HlsMuxer:
         elif keyframe or not self.settings.hls_wait_keyframe:
             s = self.settings
             if ts - self.segment_start >= s.hls_fragment * s.hls_td_ratio * 1000 or (
-                keyframe and (not self.segment_video or (self.aac is not None and not self.segment_audio))
+                keyframe
+                and (
+                    not self.segment_video
+                    or self.segment_video_type != self._video_type()
+                    or (self.aac is not None and not self.segment_audio)
+                )
             ):
-                # Long enough, or the PMT lacks a stream that has appeared since.
+                # Long enough, or the PMT lacks (or misnames) a stream that has appeared since.
                 self._close_segment(ts)
                 self._open_segment(ts)
         file = self.file
         if file is None:
             return
-        cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
-        if cts & 0x800000:
-            cts -= 0x1000000
+        cts = tag.cts
         dts = ts * 90 + PTS_OFFSET
         pcr = None
         if keyframe or self.last_pcr is None or dts - self.last_pcr + self.video_delta * 90 > PCR_INTERVAL:
             # The next frame would come too late for the 100 ms PCR spacing: stamp this one.
             self.last_pcr = dts
             pcr = dts - PCR_DELAY
-        data = avc.to_annexb(payload, config, keyframe, 5)
+        if isinstance(config, hevc.HevcConfig):
+            data = hevc.to_annexb(payload, config, keyframe, tag.offset, tag.end)
+        else:
+            # A multitrack message has other tracks after this one's data: cut them off first.
+            body = payload if tag.end == len(payload) else payload[: tag.end]
+            data = avc.to_annexb(body, config, keyframe, tag.offset)
         file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, pcr, keyframe))
         if ts > self.last_ts:
             self.last_ts = ts
 
     def _audio(self, ts: int, payload: bytes) -> None:
-        if len(payload) < 3 or payload[0] & 0xF0 != 0xA0:
-            return  # AAC only
-        if payload[1] == 0:
-            header = aac.parse_config(payload[2:])
+        if len(payload) > 2 and payload[0] >> 4 == 10:
+            start = 2  # legacy AAC, the usual case: skip the classifier
+            packet_type = payload[1]
+        else:
+            tag = classify_audio(payload)
+            if tag.codec != AAC or tag.end - tag.offset < 1:
+                return  # AAC only (legacy or E-RTMP "mp4a")
+            start, packet_type = tag.offset, tag.packet_type
+            if tag.end != len(payload):
+                payload = payload[: tag.end]  # a multitrack message: this track's data only
+        if packet_type == SEQUENCE_START:
+            header = aac.parse_config(payload[start:])
             if header != self.aac:
                 self._flush_audio()
                 self.aac = header
             return
         config = self.aac
-        if config is None:
+        if config is None or packet_type != CODED_FRAMES:
             return
         if self.avc is None:
             # Audio-only: cut on any frame, at the longer audio-only fragment.
@@ -372,9 +420,12 @@ class HlsMuxer:
                 self._flush_audio()
         if not self.audio_frames:
             self.audio_pts = ts
-        self.audio_parts.append(config.adts(len(payload) - 2))
-        self.audio_parts.append(payload[2:])
+        self.audio_parts.append(config.adts(len(payload) - start))
+        self.audio_parts.append(payload[start:])
         self.audio_frames += 1
+
+    def _video_type(self) -> int:
+        return STREAM_TYPE_HEVC if self.video_codec is v.HEVC else STREAM_TYPE_H264
 
     def _flush_audio(self) -> None:
         if not self.audio_frames:
@@ -405,10 +456,15 @@ class HlsMuxer:
         self.file = open(path + TMP, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 -- open for the segment's life
         self.file_path = path
         self.segment_start = ts
+        video_type = self._video_type()
+        if self.avc is not None and self.segment_video and video_type != self.segment_video_type:
+            # H.264 → HEVC (or back) within a publish: players must reset their decoders here.
+            self.next_discontinuity = bool(self.playlist.segments)
         self.segment_video = self.avc is not None
+        self.segment_video_type = video_type
         self.segment_audio = self.aac is not None
         self.last_pcr = None
-        self.file.write(self.ts.tables(self.segment_video, self.segment_audio))
+        self.file.write(self.ts.tables(self.segment_video, self.segment_audio, self.segment_video_type))
 
     def _close_segment(self, end_ts: int) -> None:
         """Finish the open segment: rename it into place, then name it in the playlist."""
