@@ -88,8 +88,6 @@ def published(
         assert pub.proc.returncode in (0, -15, 255), pub.log.read_text()
 
 
-WIRING = "needs the lead's wiring of codec.video.classify / codec.audio.classify_audio in live/stream.py"
-
 
 def _join_burst(srv: TidecastProcess, name: str, seconds: float = 1.0) -> list[tuple[int, int, bytes]]:
     """The first tags a late HTTP-FLV player gets (the join burst and a little more)."""
@@ -181,7 +179,6 @@ def test_hevc_and_av1_through_an_edge(tidecast: Factory, clips: dict[str, Path],
             pub.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=WIRING)
 @pytest.mark.parametrize("published", ["vp9"], indirect=True)
 def test_vp9_opus_api_and_join_burst(published: tuple[str, TidecastProcess]) -> None:
     # The OpusHead is cached for late joiners once live/stream.py uses classify_audio, and VP9's

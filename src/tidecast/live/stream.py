@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.codec import amf0
+from tidecast.codec.audio import classify_audio
+from tidecast.codec.video import classify
 from tidecast.live.client import Client
 from tidecast.live.limits import CONGESTED_BYTES, DIRECT_BURST_BYTES, GOP_CACHE_BYTES, SEND_TIMEOUT_S
 from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet
@@ -100,22 +102,6 @@ class TimeJitter:
                 self.base = ts
             return max(0, ts - self.base)
         return ts
-
-
-def _video_codec(payload: bytes) -> int:
-    return payload[0] & 0x0F if payload else 0
-
-
-def _is_video_sequence_header(payload: bytes) -> bool:
-    if len(payload) < 2:
-        return False
-    if payload[0] & 0x80:  # enhanced RTMP: PacketTypeSequenceStart is 0
-        return payload[0] & 0x0F == 0
-    return payload[1] == 0 and _video_codec(payload) in (7, 12)
-
-
-def _is_audio_sequence_header(payload: bytes) -> bool:
-    return len(payload) >= 2 and payload[0] >> 4 == 10 and payload[1] == 0
 
 
 class LiveStream:
@@ -231,10 +217,10 @@ class LiveStream:
         keyframe = False
         seq = False
         if type_id == TAG_VIDEO:
-            seq = _is_video_sequence_header(payload)
-            keyframe = not seq and bool(payload) and payload[0] & 0x70 == 0x10
+            tag = classify(payload)  # legacy FLV and enhanced RTMP (HEVC, AV1, VP9) alike
+            seq, keyframe = tag.is_sequence_header, tag.is_keyframe
         elif type_id == TAG_AUDIO:
-            seq = _is_audio_sequence_header(payload)
+            seq = classify_audio(payload).is_sequence_header
         pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe, seq)
         if seq:
             if type_id == TAG_VIDEO:
@@ -392,7 +378,8 @@ class LiveStream:
     def describe_codecs(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         from tidecast.live.codecs import describe_audio, describe_video
 
-        video = describe_video(self.video_sh.payload) if self.video_sh else None
+        keyframe = self.gop[0].payload if self.gop else None  # VP9 carries its size only in keyframes
+        video = describe_video(self.video_sh.payload, keyframe) if self.video_sh else None
         audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
         return video, audio
 
