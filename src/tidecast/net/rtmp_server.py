@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from tidecast import SERVER_NAME, __version__
@@ -98,22 +98,9 @@ class RtmpConnection(asyncio.Protocol):
     def _receive(self, data: bytes) -> None:
         try:
             events = self.session.receive_data(data)
-            publication = self.publication
-            if publication is not None:
-                publication.client.recv_bytes += len(data)
-            for i, event in enumerate(events):
-                if type(event) is Message:
-                    if publication is not None:
-                        if event.type_id == 8 or event.type_id == 9:
-                            publication.stream.on_media(event.type_id, event.timestamp, event.payload)
-                        self.last_media = time.monotonic()
-                    continue
-                self._on_event(event)
-                publication = self.publication
-                if self.gating:
-                    # The rest waits for the verdict; re-feeding bytes is not possible, so keep the events.
-                    self._pending_events = events[i + 1 :]
-                    break
+            if self.publication is not None:
+                self.publication.client.recv_bytes += len(data)
+            self._dispatch(events)
             self._flush()
         except ProtocolError as exc:
             log.warning("client %s: closing RTMP connection, malformed input: %s", sanitize(self.ip), exc)
@@ -121,6 +108,23 @@ class RtmpConnection(asyncio.Protocol):
         except Exception:
             _error_log.exception("client %s: closing RTMP connection after an internal error", self.ip)
             self.close()
+
+    def _dispatch(self, events: list[Any]) -> None:
+        """Media to the stream, commands to their handlers; stops at a command that awaits a verdict."""
+        publication = self.publication
+        for i, event in enumerate(events):
+            if type(event) is Message:
+                if publication is not None:
+                    if event.type_id == 8 or event.type_id == 9:
+                        publication.stream.on_media(event.type_id, event.timestamp, event.payload)
+                    self.last_media = time.monotonic()
+                continue
+            self._on_event(event)
+            publication = self.publication
+            if self.gating:
+                # The rest waits for the verdict; bytes cannot be fed twice, so the decoded events are kept.
+                self._pending_events = events[i + 1 :]
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         token = connection_id.set(self.cid)
@@ -170,20 +174,11 @@ class RtmpConnection(asyncio.Protocol):
         try:
             self._flush()
             events, self._pending_events = self._pending_events, []
-            for i, event in enumerate(events):
-                if type(event) is Message:
-                    if self.publication is not None and event.type_id in (8, 9):
-                        self.publication.stream.on_media(event.type_id, event.timestamp, event.payload)
-                    continue
-                self._on_event(event)
-                if self.gating:
-                    self._pending_events = events[i + 1 :]
-                    return
-            held, self._held = self._held, []
-            for data in held:
-                self._receive(data)
-                if self.gating:
-                    return
+            self._dispatch(events)
+            while self._held and not self.gating:
+                self._receive(self._held.pop(0))
+            if self.gating:
+                return
             self._flush()
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -314,8 +309,6 @@ class RtmpConnection(asyncio.Protocol):
         client.reject = self.reject_publish_late
         result = await self.hub.publish(target, client)
         if isinstance(result, Refusal):
-            if isinstance(result, Publication):  # pragma: no cover -- narrowed for mypy
-                return
             self.session.reject_publish("NetStream.Publish.BadName", result.reason)
             log.warning("client %s: publish %s rejected: %s", self.ip, sanitize(target.url), result.reason)
             self._close_soon(LINGER_AFTER_REFUSAL)
@@ -390,5 +383,3 @@ def _strip_flv(name: str) -> str:
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
-
-Factory = Callable[[], RtmpConnection]
