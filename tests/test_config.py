@@ -290,8 +290,8 @@ def test_false_spellings(value: str) -> None:
 ERRORS = [
     (
         "listen 1935;\nvhost v {\n    foo bar;\n}\n",
-        'x.conf:3: unknown directive "foo" in vhost v; accepted here: chunk_size, cluster, enabled, hls, http_remux, '
-        "min_latency, play, publish, tcp_nodelay",
+        'x.conf:3: unknown directive "foo" in vhost v; accepted here: chunk_size, cluster, enabled, hls, http_hooks, '
+        "http_remux, min_latency, play, publish, refer, security, signed_url, tcp_nodelay",
     ),
     (
         "listen 1935;\nhttp_api { raw_api { allow_all on; } }\n",

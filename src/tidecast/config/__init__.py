@@ -22,12 +22,17 @@ from tidecast.config.model import (
     Exporter,
     Hls,
     HttpApi,
+    HttpHooks,
     HttpRemux,
     HttpServer,
     Listen,
     Play,
     Publish,
     RawApi,
+    Refer,
+    Security,
+    SecurityRule,
+    SignedUrl,
     Vhost,
 )
 from tidecast.config.parser import ConfigError, Directive, parse_file
@@ -42,12 +47,17 @@ __all__ = [
     "Exporter",
     "Hls",
     "HttpApi",
+    "HttpHooks",
     "HttpRemux",
     "HttpServer",
     "Listen",
     "Play",
     "Publish",
     "RawApi",
+    "Refer",
+    "Security",
+    "SecurityRule",
+    "SignedUrl",
     "Vhost",
     "dump",
     "load_config",
@@ -83,6 +93,13 @@ def _build(directives: list[Directive], path: str | None, env: Mapping[str, str]
         has_listen = has_listen or "SRS_LISTEN" in applied
     if path is not None and not has_listen:
         raise ConfigError(f"{path}: no listen directive; add one, e.g. `listen 1935;` (or set SRS_LISTEN)")
+    for vhost in config.vhosts.values():
+        signed = vhost.signed_url
+        if signed.enabled and not (signed.secret_file or signed.secret_env):
+            raise ConfigError(
+                f"{path or 'the environment'}: vhost {vhost.name} signed_url is enabled without a secret; "
+                "add secret_file PATH; or secret_env VARIABLE; (tidecast never reads a secret written in the config)"
+            )
     return config
 
 
@@ -138,6 +155,9 @@ def _dump_block(target: Any, block: Block, indent: str, out: list[str]) -> None:
         formatted = _format(getattr(target, name))
         if formatted is not None:
             out.append(f"{indent}{name} {formatted};")
+    if block.repeated:
+        for rule in target.rules:
+            out.append(indent + " ".join(_format(word) or '""' for word in rule.words()) + ";")
     for name, sub in block.blocks.items():
         out.append(f"{indent}{name} {{")
         _dump_block(getattr(target, name), sub, indent + "    ", out)

@@ -6,6 +6,7 @@ so a directive cannot be known to one and not the others.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,12 +19,17 @@ from tidecast.config.model import (
     Exporter,
     Hls,
     HttpApi,
+    HttpHooks,
     HttpRemux,
     HttpServer,
     Listen,
     Play,
     Publish,
     RawApi,
+    Refer,
+    Security,
+    SecurityRule,
+    SignedUrl,
     Vhost,
 )
 from tidecast.config.parser import ConfigError, Directive
@@ -146,9 +152,66 @@ def optional_text(d: Directive, context: str) -> str | None:
     return _single(d, context, "one NAME:PORT, e.g. socs:1985")
 
 
+def urls(d: Directive, context: str) -> list[str]:
+    expected = "one or more http:// or https:// URLs, called in turn"
+    if not d.args:
+        raise _bad(d, context, expected)
+    for arg in d.args:
+        scheme, sep, rest = arg.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+            raise _bad(d, context, expected)
+    return list(d.args)
+
+
+def domains(d: Directive, context: str) -> list[str]:
+    # SRS reads an empty list as "refuse everyone"; an explicit value is asked
+    # for instead, so that a dump cannot turn it into "no list, allow all".
+    if not d.args or any(not arg or "/" in arg for arg in d.args):
+        raise _bad(d, context, "one or more domains, e.g. github.com github.io")
+    return list(d.args)
+
+
+def security_rule(d: Directive, context: str) -> SecurityRule:
+    expected = "publish or play, then all, an IP address or a network, e.g. allow play 10.0.0.0/8"
+    if len(d.args) != 2 or d.args[0] not in ("publish", "play"):
+        raise _bad(d, context, expected)
+    target = d.args[1]
+    if target != "all":
+        try:
+            ipaddress.ip_network(target, strict=False)
+        except ValueError:
+            raise _bad(d, context, expected) from None
+    return SecurityRule(d.name, d.args[0], target)
+
+
+def secret_file(d: Directive, context: str) -> str:
+    path = text(d, context)
+    if not path:
+        return path
+    # Read now so a missing secret fails the load (or the reload) with its
+    # location instead of refusing every client later; the value is not kept.
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{_where(d)}: cannot read the secret file {path} for {d.name} (in {context}): {exc.strerror}"
+        ) from None
+    if empty:
+        raise ConfigError(f"{_where(d)}: the secret file {path} for {d.name} (in {context}) is empty")
+    return path
+
+
+def env_name(d: Directive, context: str) -> str:
+    name = text(d, context)
+    if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _bad(d, context, "an environment variable name, e.g. TIDECAST_SIGN_SECRET")
+    return name
+
+
 # Readers that take a list; every other one takes a single value, so an
 # environment variable's whole value is one argument (a dir may hold spaces).
-MULTI_VALUE: frozenset[Reader] = frozenset({words, listens})
+MULTI_VALUE: frozenset[Reader] = frozenset({words, listens, urls, domains})
 
 
 # ---------------------------------------------------------------- the table
@@ -162,10 +225,13 @@ class Block:
     values: dict[str, Reader] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)
     tolerated: frozenset[str] = frozenset()
+    # Directives that may repeat (security's allow/deny): each one read is
+    # appended, in file order, to the block's `rules`; items have `words()`.
+    repeated: dict[str, Reader] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
-        return sorted({*self.values, *self.blocks})
+        return sorted({*self.values, *self.blocks, *self.repeated})
 
 
 RAW_API = Block(RawApi, {"enabled": flag, "allow_reload": flag, "allow_query": flag, "allow_update": flag})
@@ -271,6 +337,23 @@ PUBLISH = Block(
     frozenset({"try_annexb_first", "kickoff_for_idle"}),
 )
 
+_HOOKS = ("on_connect", "on_close", "on_publish", "on_unpublish", "on_play", "on_stop", "on_dvr", "on_hls")
+HTTP_HOOKS = Block(
+    HttpHooks,
+    {
+        "enabled": flag,
+        **{name: urls for name in _HOOKS},
+        "on_hls_notify": urls,
+        "timeout": number(0.1, 3600, "seconds"),
+    },
+)
+SECURITY = Block(Security, {"enabled": flag}, {}, frozenset(), {"allow": security_rule, "deny": security_rule})
+REFER = Block(Refer, {"enabled": flag, "all": domains, "publish": domains, "play": domains})
+SIGNED_URL = Block(
+    SignedUrl,
+    {"enabled": flag, "secret_file": secret_file, "secret_env": env_name, "publish": flag, "play": flag},
+)
+
 # Whole SRS features tidecast does not implement: their blocks load and are ignored.
 UNSUPPORTED_VHOST = frozenset(
     {
@@ -278,13 +361,8 @@ UNSUPPORTED_VHOST = frozenset(
         "forward",
         "transcode",
         "ingest",
-        "security",
-        "refer",
-        "refer_play",
-        "refer_publish",
         "bandcheck",
         "exec",
-        "http_hooks",
         "http_static",
         "http",
         "hds",
@@ -368,7 +446,28 @@ def lift_legacy(
     return out + renamed
 
 
+# SRS 1/2's `refer a.com;`, `refer_play …;`, `refer_publish …;` in the vhost:
+# SRS 3+ reads them as a refer block that they switch on.
+LEGACY_REFER = {"refer": "all", "refer_play": "play", "refer_publish": "publish"}
+
+
+def _lift_legacy_refer(children: list[Directive]) -> list[Directive]:
+    old = [d for d in children if d.name in LEGACY_REFER and not d.block]
+    if not old:
+        return children
+    moved = [Directive("enabled", ["on"], [], old[0].file, old[0].line)]
+    moved += [replace(d, name=LEGACY_REFER[d.name]) for d in old]
+    out = [d for d in children if not (d.name in LEGACY_REFER and not d.block)]
+    index = next((i for i, d in enumerate(out) if d.name == "refer" and d.block), None)
+    if index is None:
+        out.append(Directive("refer", [], moved, old[0].file, old[0].line, block=True))
+    else:
+        out[index] = replace(out[index], children=[*out[index].children, *moved])
+    return out
+
+
 def lift_legacy_vhost(children: list[Directive]) -> list[Directive]:
+    children = _lift_legacy_refer(children)
     return lift_legacy(children, values=LEGACY_VHOST, flatten=LEGACY_VHOST_FLATTEN)
 
 
@@ -412,7 +511,17 @@ UNSUPPORTED_GLOBAL = frozenset(
 VHOST = Block(
     Vhost,
     {"enabled": flag, "chunk_size": integer(128, 65536), "min_latency": flag, "tcp_nodelay": flag},
-    {"cluster": CLUSTER, "http_remux": HTTP_REMUX, "hls": HLS, "play": PLAY, "publish": PUBLISH},
+    {
+        "cluster": CLUSTER,
+        "http_remux": HTTP_REMUX,
+        "hls": HLS,
+        "play": PLAY,
+        "publish": PUBLISH,
+        "http_hooks": HTTP_HOOKS,
+        "security": SECURITY,
+        "refer": REFER,
+        "signed_url": SIGNED_URL,
+    },
     UNSUPPORTED_VHOST,
 )
 ROOT = Block(
@@ -442,7 +551,14 @@ ROOT = Block(
     UNSUPPORTED_GLOBAL,
 )
 
-TIDECAST_EXTENSIONS = ("log_format", "handshake_timeout", "grace_drain_timeout", "cluster.coworkers_dns")
+TIDECAST_EXTENSIONS = (
+    "log_format",
+    "handshake_timeout",
+    "grace_drain_timeout",
+    "cluster.coworkers_dns",
+    "http_hooks.timeout",
+    "signed_url",
+)
 
 
 # ---------------------------------------------------------------- binding
@@ -455,6 +571,11 @@ def bind(target: Any, children: list[Directive], block: Block, context: str, uns
         name = d.name
         if name in block.tolerated:
             unsupported.append(f"{d.where} {name}" + ("" if context == "the top level" else f" (in {context})"))
+            continue
+        if name in block.repeated:
+            if d.block:
+                raise ConfigError(f'{d.where}: "{name}" takes values, not a block; write {name} VALUE;')
+            target.rules.append(block.repeated[name](d, context))
             continue
         if name not in block.values and name not in block.blocks:
             raise ConfigError(
