@@ -472,7 +472,9 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return "TLS certificate not trusted"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
+        # asyncio's own text names the address; the errno's is the useful part.
+        errno = exc.os_error.errno
+        return f"cannot connect: {os.strerror(errno) if errno else type(exc.os_error).__name__}"
     return type(exc).__name__
 
 
