@@ -35,6 +35,7 @@ class HookServer:
         self.bodies: list[dict[str, Any]] = []
         self.delay_for, self.delay = delay_for, delay
         self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,7 +58,7 @@ class HookServer:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        runner = web.AppRunner(app, access_log=None)
+        runner = self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self._ready.set()
@@ -69,8 +70,11 @@ class HookServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
 
 @pytest.fixture

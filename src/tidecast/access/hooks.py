@@ -261,7 +261,7 @@ class HookCaller:
 
     def __init__(
         self,
-        concurrency: int = 32,
+        concurrency: int = 64,
         queue_limit: int = 1024,
         notify_workers: int = 4,
         notify_queue_limit: int = 4096,
