@@ -213,6 +213,11 @@ def test_environment_overrides_for_hooks(tmp_path: Path) -> None:
     assert env_only.enabled and env_only.on_publish == ["http://a:8085/p", "https://b/p"]
     with pytest.raises(ConfigError, match="SRS_VHOST_HTTP_HOOKS_ON_STOP: bad value"):
         load_config(None, env={"SRS_VHOST_HTTP_HOOKS_ON_STOP": "ftp://x/"}, env_only=True)
+    signed = {"SRS_VHOST_SIGNED_URL_ENABLED": "on", "SRS_VHOST_SIGNED_URL_SECRET_ENV": "SIGN_KEY"}
+    settings = load_config(None, env={**signed, "SRS_VHOST_SIGNED_URL_PLAY": "off"}, env_only=True).vhost("x")
+    assert settings.signed_url == SignedUrl(True, "", "SIGN_KEY", publish=True, play=False)
+    with pytest.raises(ConfigError, match="the environment: vhost __defaultVhost__ signed_url is enabled without"):
+        load_config(None, env={"SRS_VHOST_SIGNED_URL_ENABLED": "on"}, env_only=True)
 
 
 def test_gates_follow_the_vhost_settings(tmp_path: Path) -> None:

@@ -390,7 +390,8 @@ class HookCaller:
             if answer.verdict != OK:
                 log.warning("hook %s refused %s: %s %s", hook, _who(request), safe_url(url), answer.detail)
                 return Refusal(answer.code, f"refused by the {hook} hook ({answer.detail})")
-            log.debug("hook %s admitted %s: %s %s", hook, _who(request), safe_url(url), answer.detail)
+            if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the call's own bookkeeping
+                log.debug("hook %s admitted %s: %s %s", hook, _who(request), safe_url(url), answer.detail)
         return None
 
     # -- notifications
