@@ -252,7 +252,7 @@ def verdict(settings: Security, method: str, ip: str) -> int:
 def test_security_off_admits_and_on_without_rules_refuses_all() -> None:
     assert verdict(Security(False, []), "publish", "1.2.3.4") == 0
     assert verdict(Security(False, [SecurityRule("deny", "publish", "all")]), "publish", "1.2.3.4") == 0
-    assert verdict(Security(True, []), "play", "1.2.3.4") == 1052
+    assert verdict(Security(True, []), "play", "1.2.3.4") == 1054
 
 
 def test_security_deny_rules_come_first_whatever_the_order() -> None:
@@ -292,7 +292,7 @@ def test_security_gate_ignores_connect() -> None:
     gate = SecurityGate(Security(True, []))
     assert asyncio.run(gate.check(request("connect"))) is None
     refused = asyncio.run(gate.check(request("play")))
-    assert refused is not None and refused.code == 1052
+    assert refused is not None and refused.code == 1054
 
 
 # ---------------------------------------------------------------- refer

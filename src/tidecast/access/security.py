@@ -8,7 +8,7 @@ its full.conf:
 * security on: the deny rules are tried first, and any match refuses
   (1053). Then, if there is at least one allow rule for any method, the client
   must match an allow rule for its method (1054). With deny rules only, whoever
-  is not denied is admitted; with no rules at all, everyone is refused.
+  is not denied is admitted; with no rules at all, everyone is refused (1054).
 * A rule's target is `all`, an address compared as text (SRS's rule), or a
   network. SRS knows IPv4 networks only; tidecast also matches IPv6 ones and
   reads an IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`) as its IPv4 address.
@@ -27,7 +27,6 @@ from functools import lru_cache
 from tidecast.access._contract import JoinRequest, Refusal
 from tidecast.config.model import Refer, Security, SecurityRule
 
-ERROR_SYSTEM_SECURITY = 1052  # SRS: security on, no rules
 ERROR_SYSTEM_SECURITY_DENY = 1053  # SRS: a deny rule matched
 ERROR_SYSTEM_SECURITY_ALLOW = 1054  # SRS: no allow rule matched
 ERROR_RTMP_ACCESS_DENIED = 2015  # SRS: the refer check failed
@@ -76,8 +75,8 @@ def security_check(settings: Security, method: str, ip: str) -> Refusal | None:
     if not settings.enabled:
         return None
     rules = settings.rules
-    if not rules:
-        return Refusal(ERROR_SYSTEM_SECURITY, f"security: no rules, so every {method} is refused")
+    if not rules:  # SRS: "not allowed by any of 0/0 rules"
+        return Refusal(ERROR_SYSTEM_SECURITY_ALLOW, f"security: no rules, so every {method} is refused")
     for rule in rules:
         if rule.action == "deny" and rule_matches(rule, method, ip):
             return Refusal(ERROR_SYSTEM_SECURITY_DENY, f"security: {method} from {ip} denied by rule {rule.target}")
