@@ -415,6 +415,13 @@ def test_tidecast_sign_prints_urls_that_verify(tmp_path: Path) -> None:
     assert why("?" + url.query, ip="10.0.0.9") == ""
     assert why("?" + url.query, ip="10.0.0.8") == "signed URL is bound to another client address"
 
+    out = run_sign("--secret-file", str(key), "--play", "--app", "live", "--stream", "cam1", "--suffix", ".m3u8",
+                   "--base", "https://cdn.example.com")  # fmt: skip
+    url = urlsplit(out.stdout.strip())
+    assert out.returncode == 0 and url.path == "/live/cam1.m3u8" and why("?" + url.query) == ""
+    out = run_sign("--secret-file", str(key), "--play", "--app", "live", "--stream", "cam1", "--query")
+    assert out.returncode == 0 and out.stdout.startswith("?expires=") and why(out.stdout.strip()) == ""
+
     out = run_sign("--secret-env", "TC_SIGN", "--play", "--app", "live", "--stream", "cam1", "--query", env={})
     assert out.returncode == 1 and "the environment variable TC_SIGN (secret_env) is not set" in out.stderr
     assert SECRET.decode() not in out.stderr

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--ip", default="", help="the only client address the URL is good for")
     sign.add_argument("--vhost", default="__defaultVhost__", help="the vhost the URL is for (default __defaultVhost__)")
     sign.add_argument("--base", default="rtmp://127.0.0.1", help="scheme and host, e.g. rtmp://live.example.com")
+    sign.add_argument(
+        "--suffix", default=None, help="appended to the stream in the URL (default .flv for an http(s) play URL)"
+    )
     sign.add_argument("--query", action="store_true", help="print only the query string, not the URL")
 
     for name, what in (
@@ -127,8 +130,10 @@ def _sign(args: argparse.Namespace) -> int:
     if args.query:
         print(f"?{query}")
     else:
-        # HTTP-FLV plays are /app/stream.flv; the signature covers the stream name only.
-        suffix = ".flv" if args.action == "play" and args.base.startswith(("http://", "https://")) else ""
+        # HTTP plays are /app/stream.flv (or .m3u8); the signature covers the stream name only.
+        suffix = args.suffix
+        if suffix is None:
+            suffix = ".flv" if args.action == "play" and args.base.startswith(("http://", "https://")) else ""
         print(f"{args.base.rstrip('/')}/{args.app}/{args.stream}{suffix}?{query}")
     return 0
 
