@@ -66,12 +66,21 @@ class HookServer:
             raw = await request.read()
             body: Any = json.loads(raw) if raw else request.query_string
             self.requests.append((request.method, request.path, body))
-            return await self.answer(request.path)
+            return await self.answer(request)
         finally:
             self.active -= 1
 
-    async def answer(self, path: str) -> web.StreamResponse:
-        name = path.strip("/").split("/")[0]
+    async def answer(self, request: web.Request) -> web.StreamResponse:
+        name = request.path.strip("/").split("/")[0]
+        if name == "split":  # {"code": 0} in two chunks, 50 ms apart
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            await resp.write(b'{"co')
+            await asyncio.sleep(0.05)
+            await resp.write(b'de": 0}')
+            await resp.write_eof()
+            return resp
         if name.startswith("sleep"):  # /sleepMS: answer 0 after MS milliseconds
             await asyncio.sleep(int(name[5:]) / 1000)
             return web.Response(text="0")
@@ -128,6 +137,7 @@ def hooks(**kw: Any) -> HttpHooks:
         ("/zero-nl", True, 0, "HTTP 200 0"),
         ("/created", True, 0, "HTTP 201 0"),
         ("/code0", True, 0, "HTTP 200 code 0"),
+        ("/split", True, 0, "HTTP 200 code 0"),
         ("/code1", False, 3064, "HTTP 200 code 1"),
         ("/code-str", False, 3064, "HTTP 200 with no integer code"),
         ("/code-bool", False, 3064, "HTTP 200 with no integer code"),

@@ -335,13 +335,12 @@ class HookCaller:
         try:
             if data is None:
                 async with session.get(url, allow_redirects=False) as resp:
-                    await resp.content.read(MAX_ANSWER)
+                    await _read_answer(resp)
                     return Answer(OK, 0, f"HTTP {resp.status}")
             async with session.post(
                 url, data=data, headers={"Content-Type": "application/json"}, allow_redirects=False
             ) as resp:
-                body = await resp.content.read(MAX_ANSWER)
-                return judge(resp.status, body)
+                return judge(resp.status, await _read_answer(resp))
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
             return Answer(ERROR, ERROR_ST_CONNECT, f"no answer ({_reason(exc)})")
         except aiohttp.ClientError as exc:
@@ -467,6 +466,19 @@ class HookCaller:
         yield GaugeMetricFamily(
             "tidecast_hook_notify_queued", "notifications waiting to be sent", value=self.notify_pending
         )
+
+
+async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body up to MAX_ANSWER: one read() returns only what has arrived (one chunk, one segment)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < MAX_ANSWER:
+        part = await resp.content.read(MAX_ANSWER - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _reason(exc: BaseException) -> str:
