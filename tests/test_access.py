@@ -209,6 +209,16 @@ def test_environment_overrides_for_hooks(tmp_path: Path) -> None:
     hooks = load_config(str(path), env=env).vhost("__defaultVhost__").http_hooks
     assert hooks.enabled and hooks.on_publish == ["http://a:8085/p", "https://b/p"]
     assert hooks.on_play == ["http://a:8085/play"] and hooks.timeout == 3.0
+    # Unlike other SRS_VHOST_* names, the hook variables apply to every vhost, as SRS reads them.
+    path.write_text("listen 1935;\nvhost named { http_hooks { on_stop http://file/; } }\nvhost other { }\n")
+    config = load_config(str(path), env=env)
+    for name in ("named", "other", "__defaultVhost__"):
+        assert (
+            config.vhosts[name].http_hooks.enabled
+            and config.vhosts[name].http_hooks.on_play == env["SRS_VHOST_HTTP_HOOKS_ON_PLAY"].split()
+        ), name
+    assert config.vhosts["named"].http_hooks.on_stop == ["http://file/"]  # what the variables do not set stays
+    assert config.vhosts["named"].hls.enabled is False
     env_only = load_config(None, env=env, env_only=True).vhost("__defaultVhost__").http_hooks
     assert env_only.enabled and env_only.on_publish == ["http://a:8085/p", "https://b/p"]
     with pytest.raises(ConfigError, match="SRS_VHOST_HTTP_HOOKS_ON_STOP: bad value"):
