@@ -11,6 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidecast.access import HookCaller, gates_for, observers_for
 from tidecast.access._contract import JoinRequest
@@ -370,6 +372,10 @@ def test_signed_url_tampered() -> None:
     other = "?" + sign_query(b"another secret", "play", "live", "cam1", int(time.time()) + 60)
     assert why(other) == tampered.format("cam1")
     assert why("?expires=soon&sign=x") == "signed URL has a malformed expires"
+    # Fields are length-prefixed: a newline in a name cannot shift bytes from one field to the next.
+    odd = "?" + sign_query(SECRET, "play", "live", "a\nb", int(time.time()) + 60)
+    assert verify(SECRET, "play", "__defaultVhost__", "live\na", "b", odd, "127.0.0.1") is not None
+    assert verify(SECRET, "play", "__defaultVhost__", "live", "a\nb", odd, "127.0.0.1") is None
     # A second sign= cannot override the first.
     assert why(param.replace("sign=", "sign=AAAA&sign=")) == tampered.format("cam1")
 
@@ -437,3 +443,39 @@ def test_tidecast_sign_prints_urls_that_verify(tmp_path: Path) -> None:
     assert SECRET.decode() not in out.stderr
     out = run_sign("--secret-file", str(key), "--app", "live", "--stream", "cam1")
     assert out.returncode == 2 and "one of the arguments --publish --play is required" in out.stderr
+
+
+fields = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    action=st.sampled_from(["publish", "play"]),
+    stream=fields,
+    other_stream=fields,
+    ip=st.sampled_from(["", "10.0.0.1", "::1"]),
+    ttl=st.integers(1, 10**6),
+)
+def test_signed_url_property_only_the_signed_request_passes(
+    action: str, stream: str, other_stream: str, ip: str, ttl: int
+) -> None:
+    now = 1_700_000_000
+    param = "?" + sign_query(SECRET, action, "live", stream, now + ttl, ip)
+    peer = ip or "127.0.0.1"
+    assert verify(SECRET, action, "__defaultVhost__", "live", stream, param, peer, now) is None
+    other_action = "play" if action == "publish" else "publish"
+    assert verify(SECRET, other_action, "__defaultVhost__", "live", stream, param, peer, now) is not None
+    assert verify(SECRET, action, "v2", "live", stream, param, peer, now) is not None
+    assert verify(SECRET, action, "__defaultVhost__", "live", stream, param, peer, now + ttl + 1) is not None
+    if other_stream != stream:
+        assert verify(SECRET, action, "__defaultVhost__", "live", other_stream, param, peer, now) is not None
+
+
+def test_observer_outside_a_loop_drops_and_never_raises() -> None:
+    from tidecast.access.hooks import HookObserver
+    from tidecast.config import HttpHooks
+
+    caller = HookCaller()
+    observer = HookObserver(caller, HttpHooks(enabled=True, on_stop=["http://127.0.0.1:9/x"]))
+    observer.on_event("stop", request())  # no running loop: counted as dropped, not raised
+    assert caller.calls == {("on_stop", "dropped"): 1}

@@ -2,11 +2,9 @@
 
 A URL carries `expires` (Unix seconds), optionally `ip` (the one client address
 it is good for) and `sign`: the unpadded base64url HMAC-SHA256, under the
-vhost's secret, of
-
-    tidecast-sign-v1 \\n ACTION \\n VHOST \\n APP \\n STREAM \\n EXPIRES \\n IP
-
-where ACTION is `publish` or `play` (one play URL serves RTMP, HTTP-FLV and
+vhost's secret, of `tidecast-sign-v1` followed by ACTION, VHOST, APP, STREAM,
+EXPIRES (decimal) and IP, each as a 4-byte big-endian byte length and its UTF-8
+bytes, where ACTION is `publish` or `play` (one play URL serves RTMP, HTTP-FLV and
 HLS), VHOST the configured vhost name the request resolves to
 (`__defaultVhost__` unless named vhosts are used) and IP is empty when the URL
 is not bound to an address. Every field is in the signature, so changing any
@@ -36,10 +34,13 @@ _DOMAIN = b"tidecast-sign-v1"
 
 
 def signature(secret: bytes, action: str, vhost: str, app: str, stream: str, expires: int, ip: str = "") -> str:
-    message = b"\n".join(
-        [_DOMAIN, action.encode(), vhost.encode(), app.encode(), stream.encode(), str(expires).encode(), ip.encode()]
-    )
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    # Each field is length-prefixed, so no choice of names (a stream holding a
+    # newline, say) can make two different requests sign the same bytes.
+    message = bytearray(_DOMAIN)
+    for field in (action, vhost, app, stream, str(expires), ip):
+        data = field.encode("utf-8", "surrogatepass")
+        message += len(data).to_bytes(4, "big") + data
+    digest = hmac.new(secret, bytes(message), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
