@@ -383,6 +383,8 @@ def test_signed_url_tampered() -> None:
 def test_signed_url_wrong_ip() -> None:
     param = signed_param(ip="10.1.2.3")
     assert why(param, ip="10.1.2.4") == "signed URL is bound to another client address"
+    assert why(param, ip="::ffff:10.1.2.3") == ""  # the same client through a dual-stack listener
+    assert why(signed_param(ip="2001:db8::1"), ip="2001:db8:0:0::1") == ""
     # Tampering is reported as such even for a bound URL, so a forger learns nothing about the binding.
     assert why(param.replace("ip=10.1.2.3", "ip=10.1.2.4"), ip="10.1.2.4").startswith("signed URL does not match")
 

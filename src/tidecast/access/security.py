@@ -35,7 +35,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _address(ip: str) -> Address | None:
+def client_address(ip: str) -> Address | None:
+    """The address `ip` names (IPv4-mapped IPv6 read as IPv4), or None if it is not one."""
     try:
         address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
@@ -60,12 +61,12 @@ def rule_matches(rule: SecurityRule, method: str, ip: str) -> bool:
         return False
     if rule.target in ("all", ip):
         return True
-    address = _address(ip)
+    address = client_address(ip)
     if address is None:
         return False
     network = _network(rule.target)
     if network is None:
-        single = _address(rule.target)
+        single = client_address(rule.target)
         return single is not None and single == address
     return address.version == network.version and address in network
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode
 
 from tidecast.access._contract import JoinRequest, Refusal
+from tidecast.access.security import client_address
 from tidecast.config.model import DEFAULT_VHOST, SignedUrl
 from tidecast.config.parser import ConfigError
 
@@ -105,9 +106,15 @@ def verify(
     current = time.time() if now is None else now
     if current > expires:
         return f"signed URL expired {int(current - expires)} s ago"
-    if bound and bound != ip:
+    if bound and not _same_address(bound, ip):
         return "signed URL is bound to another client address"
     return None
+
+
+def _same_address(bound: str, peer: str) -> bool:
+    """Equal addresses in any spelling; an IPv4 client on a dual-stack socket is `::ffff:a.b.c.d`."""
+    a, b = client_address(bound), client_address(peer)
+    return bound == peer if a is None or b is None else a == b
 
 
 def strip_signature(param: str) -> str:
