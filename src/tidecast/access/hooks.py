@@ -405,11 +405,12 @@ class HookCaller:
         try:
             loop = asyncio.get_running_loop()
             self._notices.put_nowait(_Notice(hook, list(urls), data, timeout, who))
-        except (RuntimeError, asyncio.QueueFull):
+        except (RuntimeError, asyncio.QueueFull) as exc:
             self._count(hook, DROPPED)
             dropped = sum(n for (_, verdict), n in self.calls.items() if verdict == DROPPED)
-            if dropped == 1 or dropped % 1000 == 0:
-                log.warning("hooks: notification queue full, %s dropped (%d dropped so far)", hook, dropped)
+            if dropped == 1 or dropped % 1000 == 0:  # a flood of drops must not become a flood of lines
+                why = "the notification queue is full" if isinstance(exc, asyncio.QueueFull) else "no event loop"
+                log.warning("hooks: %s for %s dropped: %s (%d dropped so far)", hook, who, why, dropped)
             return False
         while len(self._workers) < self.notify_workers:
             self._workers.append(loop.create_task(self._notify_worker(), name="tidecast-hook-notify"))
