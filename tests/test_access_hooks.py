@@ -432,3 +432,43 @@ def test_body_builders_alone() -> None:
     assert body["stream_url"] == "video.test.com/live/cam1" and "stream_id" not in body
     assert hls_body(named, "f.ts", "http://cdn/f.ts", "m.m3u8", "live/m.m3u8", 1, 1.0)["url"] == "http://cdn/f.ts"
     assert hls_notify_url("http://n/[app]/[ts_url]", named, "http://cdn/f.ts") == "http://cdn/f.ts"
+
+
+# ---------------------------------------------------------------- AccessControl
+
+
+def test_access_control_runs_each_vhosts_checks_and_survives_reloads(tmp_path: Path) -> None:
+    from tidecast.access import AccessControl
+    from tidecast.config import ConfigError, parse_text
+
+    async def test() -> None:
+        async with hook_server() as server:
+            config = parse_text(
+                "listen 1935;\n"
+                f"vhost hooked {{ http_hooks {{ enabled on; on_play {server.url('/code1')}; "
+                f"on_stop {server.url('/zero/stop')}; }} }}\n"
+                "vhost __defaultVhost__ { security { enabled on; deny play 10.0.0.0/8; } }\n"
+            )
+            access = AccessControl(config, service_id="svc")
+            refused = await access.check(join(vhost="hooked"))
+            assert refused is not None and refused.reason == "refused by the on_play hook (HTTP 200 code 1)"
+            assert await access.check(join(vhost="unknown.example.com")) is None  # default vhost: not denied
+            denied = await access.check(join(vhost="unknown.example.com", ip="10.1.1.1"))
+            assert denied is not None and denied.code == 1053
+            access.on_event("stop", join(vhost="hooked"))
+            access.on_event("stop", join(vhost="__defaultVhost__"))  # no hooks there: nothing sent
+            assert access.hooks("hooked") is not None and access.hooks("__defaultVhost__") is None
+
+            # A reload: new settings, the same caller (session, bounds, counts).
+            text = f"listen 1935;\nvhost hooked {{ http_hooks {{ enabled on; on_play {server.url('/zero')}; }} }}"
+            reloaded = AccessControl(parse_text(text), caller=access.caller)
+            assert await reloaded.check(join(vhost="hooked")) is None
+            assert access.caller.calls[("on_play", "refused")] == 1 and access.caller.calls[("on_play", "ok")] == 1
+            with pytest.raises(ConfigError, match="vhost s signed_url: the environment variable NOPE"):
+                AccessControl(parse_text("listen 1;vhost s{signed_url{enabled on;secret_env NOPE;}}"), env={})
+            await access.caller.close(drain=2.0)
+            assert server.calls("/zero/stop")[0]["action"] == "on_stop"
+            assert server.calls("/zero/stop")[0]["service_id"] == "svc"
+            assert len(server.calls("/zero/stop")) == 1
+
+    run(test)
