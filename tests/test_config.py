@@ -291,7 +291,8 @@ ERRORS = [
     (
         "listen 1935;\nvhost v {\n    foo bar;\n}\n",
         'x.conf:3: unknown directive "foo" in vhost v; accepted here: chunk_size, cluster, dvr, enabled, exec, '
-        "forward, hls, http_remux, ingest, min_latency, play, publish, tcp_nodelay, transcode",
+        "forward, hls, http_hooks, http_remux, ingest, min_latency, play, publish, refer, security, signed_url, "
+        "tcp_nodelay, transcode",
     ),
     (
         "listen 1935;\nhttp_api { raw_api { allow_all on; } }\n",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from tidecast import __version__
+from tidecast.access import AccessControl, HookCaller
 from tidecast.cluster.edge import EdgeManager
 from tidecast.cluster.origin import OriginCluster
 from tidecast.config import Config, ConfigError, Listen, load_config
@@ -35,7 +36,7 @@ from tidecast.net.rtmp_server import RtmpConnection
 from tidecast.relay import Relays
 from tidecast.relay.api import relay_routes
 from tidecast.sysinfo import CpuSampler
-from tidecast.wiring import RelayObserver
+from tidecast.wiring import AccessSlot, RelayObserver
 
 log = logging.getLogger("tidecast.server")
 _loop_errors = RateLimitedLogger(log)
@@ -48,6 +49,7 @@ RELOAD_LISTEN_FAILED = 30
 RELOAD_PARSE_BUDGET_S = 5.0
 # A tick this late means the loop stalled: reads queued behind it go first, timeouts wait a tick.
 TICK_STALL_S = 0.5
+HOOK_DRAIN_S = 3.0
 
 
 class Service(Protocol):
@@ -92,6 +94,7 @@ class App:
         self.stream_details: list[StreamDetails] = []
         self.relays: Relays | None = None
         self.dvr: DvrManager | None = None
+        self.access: AccessSlot | None = None
         self.services: list[Service] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -144,10 +147,14 @@ class App:
     async def start(self) -> None:
         self.loop.set_exception_handler(self._loop_error)
         hub = self.hub
+        access = self.access = AccessSlot(hub, AccessControl(self.config, HookCaller(), service_id=hub.server_id))
+        hub.gates.append(access)  # local checks and hooks before anything asks other nodes
+        hub.notified.append(access)
+        self.metric_sources.append(access.current.caller.metrics)
         hls = HlsManager(hub)
         edge = EdgeManager(hub)
         origin = OriginCluster(hub)
-        dvr = self.dvr = DvrManager(lambda: hub.streams.values())
+        dvr = self.dvr = DvrManager(lambda: hub.streams.values(), on_dvr=access.on_dvr)
         hub.observers += [hls, dvr, edge]
         self.services.append(_Tick(dvr.tick, dvr.reload, dvr.close))
         hub.gates += [edge, origin]
@@ -307,6 +314,10 @@ class App:
             )
             state = RELOAD_CHECK_FAILED
             self._check_reload(new)
+            access = None
+            if self.access is not None:  # a signed_url secret that cannot be read refuses the reload
+                caller = self.access.current.caller
+                access = AccessControl(new, caller, service_id=self.hub.server_id)
             state = RELOAD_LISTEN_FAILED
             await self._apply_listen(new)
         except TimeoutError:
@@ -319,6 +330,8 @@ class App:
         except Exception as exc:  # never a 500 or a dead server for a reload
             log.exception("reload failed unexpectedly")
             return self._refuse(rid, state, f"{type(exc).__name__}: {exc}")
+        if access is not None and self.access is not None:
+            self.access.current = access
         self._apply(new, rid)
         return True
 
@@ -466,6 +479,8 @@ class App:
                 await result
         if self.relays is not None:
             await self.relays.close()
+        if self.access is not None:
+            await self.access.current.caller.close(drain=HOOK_DRAIN_S)  # queued notifications get a moment
         for runner in self.http_runners:
             await runner.cleanup()
 

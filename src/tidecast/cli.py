@@ -1,4 +1,4 @@
-"""Command line: serve, config check, and the signal helpers for preStop hooks."""
+"""Command line: serve, config check, sign, and the signal helpers for preStop hooks."""
 
 from __future__ import annotations
 
@@ -38,6 +38,28 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", help="config file")
     check.add_argument("-e", "--env-only", action="store_true")
 
+    sign = sub.add_parser(
+        "sign",
+        help="print a signed publish or play URL (signed_url in a vhost)",
+        description="Print a URL that a vhost with signed_url enabled admits until it expires.",
+    )
+    secret = sign.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--secret-file", metavar="FILE", help="file holding the vhost's secret (its secret_file)")
+    secret.add_argument("--secret-env", metavar="VAR", help="environment variable holding the secret")
+    action = sign.add_mutually_exclusive_group(required=True)
+    action.add_argument("--publish", action="store_const", const="publish", dest="action", help="a publish URL")
+    action.add_argument("--play", action="store_const", const="play", dest="action", help="a play URL")
+    sign.add_argument("--app", required=True, help="the app, e.g. live")
+    sign.add_argument("--stream", required=True, help="the stream name")
+    sign.add_argument("--ttl", type=int, default=3600, help="seconds the URL stays valid (default 3600)")
+    sign.add_argument("--ip", default="", help="the only client address the URL is good for")
+    sign.add_argument("--vhost", default="__defaultVhost__", help="the vhost the URL is for (default __defaultVhost__)")
+    sign.add_argument("--base", default="rtmp://127.0.0.1", help="scheme and host, e.g. rtmp://live.example.com")
+    sign.add_argument(
+        "--suffix", default=None, help="appended to the stream in the URL (default .flv for an http(s) play URL)"
+    )
+    sign.add_argument("--query", action="store_true", help="print only the query string, not the URL")
+
     for name, what in (
         ("grace", "graceful quit (SIGQUIT): drain, then exit; for preStop hooks"),
         ("reload", "reload the config (SIGHUP)"),
@@ -56,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.config, args.env_only)
     if args.command == "config" and args.config_command == "check":
         return _check(args.config, args.env_only)
+    if args.command == "sign":
+        return _sign(args)
     if args.command in ("grace", "reload", "stop", "reopen"):
         return _signal(args.command, args.config, args.pid_file)
     _parser().print_help()
@@ -82,6 +106,35 @@ def _check(path: str | None, env_only: bool) -> int:
         return 1
     print(config.dump())
     print(f"tidecast: the config file {config.path or '(env only)'} is ok", file=sys.stderr)
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    import time
+
+    from tidecast.access.signed import load_secret, sign_query
+    from tidecast.config import ConfigError
+    from tidecast.config.model import SignedUrl
+
+    if args.ttl <= 0:
+        print("tidecast sign: --ttl must be a positive number of seconds", file=sys.stderr)
+        return 2
+    settings = SignedUrl(enabled=True, secret_file=args.secret_file or "", secret_env=args.secret_env or "")
+    try:
+        secret = load_secret(settings, where="tidecast sign")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    expires = int(time.time()) + args.ttl
+    query = sign_query(secret, args.action, args.app, args.stream, expires, args.ip, args.vhost)
+    if args.query:
+        print(f"?{query}")
+    else:
+        # HTTP plays are /app/stream.flv (or .m3u8); the signature covers the stream name only.
+        suffix = args.suffix
+        if suffix is None:
+            suffix = ".flv" if args.action == "play" and args.base.startswith(("http://", "https://")) else ""
+        print(f"{args.base.rstrip('/')}/{args.app}/{args.stream}{suffix}?{query}")
     return 0
 
 

@@ -6,6 +6,11 @@ StreamEvents, so the parts stay ignorant of the hub and of each other.
 
 from __future__ import annotations
 
+from typing import Any
+
+from tidecast.access import AccessControl
+from tidecast.dvr.recorder import Reaped
+from tidecast.live.admission import JoinRequest, Redirect, Refusal
 from tidecast.live.client import Client
 from tidecast.live.hub import Hub, StreamEvents, Target
 from tidecast.live.stream import LiveStream, MediaSink
@@ -44,3 +49,25 @@ class RelayObserver(StreamEvents):
 
     def on_unpublish(self, stream: LiveStream, client: Client) -> None:
         self.relays.on_unpublish(stream.vhost, stream.app, stream.name)
+
+
+class AccessSlot:
+    """The hub's access gate and hook observer; a reload swaps the AccessControl behind it in one step."""
+
+    def __init__(self, hub: Hub, current: AccessControl) -> None:
+        self.hub = hub
+        self.current = current
+
+    async def check(self, request: JoinRequest) -> Refusal | Redirect | None:
+        return await self.current.check(request)
+
+    def on_event(self, event: str, request: JoinRequest) -> None:
+        self.current.on_event(event, request)
+
+    def on_dvr(self, reaped: Reaped, publisher: Any) -> None:
+        """A DVR file was reaped: the vhost's on_dvr hooks hear of it, as SRS tells them."""
+        hooks = self.current.hooks(reaped.vhost)
+        if hooks is None or not isinstance(publisher, Client):
+            return
+        target = Target(reaped.vhost, reaped.app, reaped.stream, publisher.query)
+        hooks.on_dvr(self.hub.request("publish", publisher, target, "rtmp"), reaped.file)

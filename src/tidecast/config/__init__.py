@@ -34,6 +34,7 @@ from tidecast.config.model import (
     Forward,
     Hls,
     HttpApi,
+    HttpHooks,
     HttpRemux,
     HttpServer,
     Ingest,
@@ -42,6 +43,10 @@ from tidecast.config.model import (
     Play,
     Publish,
     RawApi,
+    Refer,
+    Security,
+    SecurityRule,
+    SignedUrl,
     Transcode,
     Vhost,
 )
@@ -61,6 +66,7 @@ __all__ = [
     "Forward",
     "Hls",
     "HttpApi",
+    "HttpHooks",
     "HttpRemux",
     "HttpServer",
     "Ingest",
@@ -69,6 +75,10 @@ __all__ = [
     "Play",
     "Publish",
     "RawApi",
+    "Refer",
+    "Security",
+    "SecurityRule",
+    "SignedUrl",
     "Transcode",
     "Vhost",
     "dump",
@@ -105,6 +115,13 @@ def _build(directives: list[Directive], path: str | None, env: Mapping[str, str]
         has_listen = has_listen or "SRS_LISTEN" in applied
     if path is not None and not has_listen:
         raise ConfigError(f"{path}: no listen directive; add one, e.g. `listen 1935;` (or set SRS_LISTEN)")
+    for vhost in config.vhosts.values():
+        signed = vhost.signed_url
+        if signed.enabled and not (signed.secret_file or signed.secret_env):
+            raise ConfigError(
+                f"{path or 'the environment'}: vhost {vhost.name} signed_url is enabled without a secret; "
+                "add secret_file PATH; or secret_env VARIABLE; (tidecast never reads a secret written in the config)"
+            )
     return config
 
 

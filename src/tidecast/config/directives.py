@@ -6,6 +6,7 @@ so a directive cannot be known to one and not the others.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from tidecast.config.model import (
     Forward,
     Hls,
     HttpApi,
+    HttpHooks,
     HttpRemux,
     HttpServer,
     Ingest,
@@ -32,6 +34,10 @@ from tidecast.config.model import (
     Play,
     Publish,
     RawApi,
+    Refer,
+    Security,
+    SecurityRule,
+    SignedUrl,
     Transcode,
     Vhost,
 )
@@ -155,9 +161,66 @@ def optional_text(d: Directive, context: str) -> str | None:
     return _single(d, context, "one NAME:PORT, e.g. socs:1985")
 
 
+def urls(d: Directive, context: str) -> list[str]:
+    expected = "one or more http:// or https:// URLs, called in turn"
+    if not d.args:
+        raise _bad(d, context, expected)
+    for arg in d.args:
+        scheme, sep, rest = arg.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+            raise _bad(d, context, expected)
+    return list(d.args)
+
+
+def domains(d: Directive, context: str) -> list[str]:
+    # SRS reads an empty list as "refuse everyone"; an explicit value is asked
+    # for instead, so that a dump cannot turn it into "no list, allow all".
+    if not d.args or any(not arg or "/" in arg for arg in d.args):
+        raise _bad(d, context, "one or more domains, e.g. github.com github.io")
+    return list(d.args)
+
+
+def security_rule(d: Directive, context: str) -> SecurityRule:
+    expected = "publish or play, then all, an IP address or a network, e.g. allow play 10.0.0.0/8"
+    if len(d.args) != 2 or d.args[0] not in ("publish", "play"):
+        raise _bad(d, context, expected)
+    target = d.args[1]
+    if target != "all":
+        try:
+            ipaddress.ip_network(target, strict=False)
+        except ValueError:
+            raise _bad(d, context, expected) from None
+    return SecurityRule(d.name, d.args[0], target)
+
+
+def secret_file(d: Directive, context: str) -> str:
+    path = text(d, context)
+    if not path:
+        return path
+    # Read now so a missing secret fails the load (or the reload) with its
+    # location instead of refusing every client later; the value is not kept.
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{_where(d)}: cannot read the secret file {path} for {d.name} (in {context}): {exc.strerror}"
+        ) from None
+    if empty:
+        raise ConfigError(f"{_where(d)}: the secret file {path} for {d.name} (in {context}) is empty")
+    return path
+
+
+def env_name(d: Directive, context: str) -> str:
+    name = text(d, context)
+    if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _bad(d, context, "an environment variable name, e.g. TIDECAST_SIGN_SECRET")
+    return name
+
+
 # Readers that take a list; every other one takes a single value, so an
 # environment variable's whole value is one argument (a dir may hold spaces).
-MULTI_VALUE: frozenset[Reader] = frozenset({words, listens})
+MULTI_VALUE: frozenset[Reader] = frozenset({words, listens, urls, domains})
 
 
 # ---------------------------------------------------------------- the table
@@ -191,10 +254,13 @@ class Block:
     blocks: dict[str, Block] = field(default_factory=dict)
     tolerated: frozenset[str] = frozenset()
     special: dict[str, Special] = field(default_factory=dict)
+    # Directives that may repeat (security's allow/deny): each one read is
+    # appended, in file order, to the block's `rules`; items have `words()`.
+    repeated: dict[str, Reader] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
-        return sorted({*self.values, *self.blocks, *self.special})
+        return sorted({*self.values, *self.blocks, *self.special, *self.repeated})
 
 
 RAW_API = Block(RawApi, {"enabled": flag, "allow_reload": flag, "allow_query": flag, "allow_update": flag})
@@ -313,15 +379,27 @@ PUBLISH = Block(
     frozenset({"try_annexb_first", "kickoff_for_idle"}),
 )
 
+_HOOKS = ("on_connect", "on_close", "on_publish", "on_unpublish", "on_play", "on_stop", "on_dvr", "on_hls")
+HTTP_HOOKS = Block(
+    HttpHooks,
+    {
+        "enabled": flag,
+        **{name: urls for name in _HOOKS},
+        "on_hls_notify": urls,
+        "timeout": number(0.1, 3600, "seconds"),
+    },
+)
+SECURITY = Block(Security, {"enabled": flag}, repeated={"allow": security_rule, "deny": security_rule})
+REFER = Block(Refer, {"enabled": flag, "all": domains, "publish": domains, "play": domains})
+SIGNED_URL = Block(
+    SignedUrl,
+    {"enabled": flag, "secret_file": secret_file, "secret_env": env_name, "publish": flag, "play": flag},
+)
+
 # Whole SRS features tidecast does not implement: their blocks load and are ignored.
 UNSUPPORTED_VHOST = frozenset(
     {
-        "security",
-        "refer",
-        "refer_play",
-        "refer_publish",
         "bandcheck",
-        "http_hooks",
         "http_static",
         "http",
         "hds",
@@ -405,7 +483,28 @@ def lift_legacy(
     return out + renamed
 
 
+# SRS 1/2's `refer a.com;`, `refer_play …;`, `refer_publish …;` in the vhost:
+# SRS 3+ reads them as a refer block that they switch on.
+LEGACY_REFER = {"refer": "all", "refer_play": "play", "refer_publish": "publish"}
+
+
+def _lift_legacy_refer(children: list[Directive]) -> list[Directive]:
+    old = [d for d in children if d.name in LEGACY_REFER and not d.block]
+    if not old:
+        return children
+    moved = [Directive("enabled", ["on"], [], old[0].file, old[0].line)]
+    moved += [replace(d, name=LEGACY_REFER[d.name]) for d in old]
+    out = [d for d in children if not (d.name in LEGACY_REFER and not d.block)]
+    index = next((i for i, d in enumerate(out) if d.name == "refer" and d.block), None)
+    if index is None:
+        out.append(Directive("refer", [], moved, old[0].file, old[0].line, block=True))
+    else:
+        out[index] = replace(out[index], children=[*out[index].children, *moved])
+    return out
+
+
 def lift_legacy_vhost(children: list[Directive]) -> list[Directive]:
+    children = _lift_legacy_refer(children)
     return lift_legacy(lift_legacy_forward(children), values=LEGACY_VHOST, flatten=LEGACY_VHOST_FLATTEN)
 
 
@@ -601,6 +700,10 @@ VHOST = Block(
         "play": PLAY,
         "publish": PUBLISH,
         **RELAY_BLOCKS,
+        "http_hooks": HTTP_HOOKS,
+        "security": SECURITY,
+        "refer": REFER,
+        "signed_url": SIGNED_URL,
     },
     UNSUPPORTED_VHOST,
     RELAY_SPECIAL,
@@ -638,6 +741,8 @@ TIDECAST_EXTENSIONS = (
     "grace_drain_timeout",
     "cluster.coworkers_dns",
     "dvr.dvr_mp4_faststart",
+    "http_hooks.timeout",
+    "signed_url",
 )
 
 
@@ -659,6 +764,11 @@ def bind(target: Any, children: list[Directive], block: Block, context: str, uns
             elif name not in seen:
                 seen.add(name)
                 setattr(target, name, special.read(d, context, unsupported))
+            continue
+        if name in block.repeated:
+            if d.block:
+                raise ConfigError(f'{d.where}: "{name}" takes values, not a block; write {name} VALUE;')
+            target.rules.append(block.repeated[name](d, context))
             continue
         if name not in block.values and name not in block.blocks:
             raise ConfigError(
@@ -689,6 +799,9 @@ def dump_block(target: Any, block: Block, indent: str, out: list[str], fmt: Form
         formatted = fmt(getattr(target, name))
         if formatted is not None:
             out.append(f"{indent}{name} {formatted};")
+    if block.repeated:
+        for rule in target.rules:
+            out.append(indent + " ".join(fmt(word) or '""' for word in rule.words()) + ";")
     for name, sub in block.blocks.items():
         out.append(f"{indent}{name} {{")
         dump_block(getattr(target, name), sub, indent + "    ", out, fmt)

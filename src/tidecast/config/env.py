@@ -1,8 +1,11 @@
 """`SRS_*` environment overrides: the directive path uppercased, `.` → `_`; they win over the file.
 
 `SRS_LISTEN=1935`, `SRS_HTTP_API_RAW_API_ENABLED=on`, and vhost-level names
-such as `SRS_VHOST_HLS_HLS_FRAGMENT=2`, which apply to `__defaultVhost__`.
-Names SRS has but tidecast does not model are ignored.
+such as `SRS_VHOST_HLS_HLS_FRAGMENT=2`, which apply to `__defaultVhost__`;
+`SRS_VHOST_HTTP_HOOKS_*` and `SRS_VHOST_SIGNED_URL_*` apply to every vhost, as
+SRS applies its hook variables, so that a variable meant to protect the server
+cannot leave a named vhost open. Names SRS has but tidecast does not model are
+ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def _routes(block: Block, prefix: str, path: tuple[str, ...]) -> Iterator[tuple[
 
 ROOT_ROUTES = dict(_routes(ROOT, "SRS_", ()))
 VHOST_ROUTES = dict(_routes(VHOST, "SRS_VHOST_", ()))
+EVERY_VHOST_BLOCKS = frozenset({"http_hooks", "signed_url"})
 
 
 def apply_env(config: Config, env: Mapping[str, str]) -> list[str]:
@@ -35,20 +39,22 @@ def apply_env(config: Config, env: Mapping[str, str]) -> list[str]:
         if not key.startswith("SRS_"):
             continue
         route = ROOT_ROUTES.get(key)
-        target: Any = config
-        context = "the environment"
+        targets: list[tuple[Any, str]] = [(config, "the environment")]
         if route is None:
             route = VHOST_ROUTES.get(key)
             if route is None:
                 continue
-            target = config.vhosts.setdefault(DEFAULT_VHOST, Vhost())
-            context = f"vhost {DEFAULT_VHOST} (environment)"
+            default = config.vhosts.setdefault(DEFAULT_VHOST, Vhost())
+            targets = [(default, f"vhost {DEFAULT_VHOST} (environment)")]
+            if route[0] and route[0][0] in EVERY_VHOST_BLOCKS:
+                targets += [(v, f"vhost {v.name} (environment)") for v in config.vhosts.values() if v is not default]
         path, name, reader = route
-        for step in path:
-            target = getattr(target, step)
         value = env[key].strip()
         args = value.split() if reader in MULTI_VALUE else [value]
         directive = Directive(name, args, [], f"environment variable {key}", 0)
-        setattr(target, name, reader(directive, context))
+        for target, context in targets:
+            for step in path:
+                target = getattr(target, step)
+            setattr(target, name, reader(directive, context))
         applied.append(key)
     return applied

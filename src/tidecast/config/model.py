@@ -201,6 +201,62 @@ class Ingest:
 
 
 @dataclass
+class HttpHooks:
+    """SRS's hooks: each `on_*` holds URLs called in turn (an empty list: no hook)."""
+
+    enabled: bool = False
+    on_connect: list[str] = field(default_factory=list)
+    on_close: list[str] = field(default_factory=list)
+    on_publish: list[str] = field(default_factory=list)
+    on_unpublish: list[str] = field(default_factory=list)
+    on_play: list[str] = field(default_factory=list)
+    on_stop: list[str] = field(default_factory=list)
+    on_dvr: list[str] = field(default_factory=list)
+    on_hls: list[str] = field(default_factory=list)
+    on_hls_notify: list[str] = field(default_factory=list)
+    timeout: float = 30.0  # tidecast: seconds one hook call may take, SRS's fixed 30 s by default
+
+
+@dataclass(frozen=True)
+class SecurityRule:
+    """`allow|deny publish|play all|IP|CIDR;`"""
+
+    action: str  # allow or deny
+    method: str  # publish or play
+    target: str  # all, an address, or a network
+
+    def words(self) -> list[str]:
+        return [self.action, self.method, self.target]
+
+
+@dataclass
+class Security:
+    enabled: bool = False
+    rules: list[SecurityRule] = field(default_factory=list)  # in file order
+
+
+@dataclass
+class Refer:
+    """Page-URL domain lists; None means no list, which allows everyone."""
+
+    enabled: bool = False
+    all: list[str] | None = None
+    publish: list[str] | None = None
+    play: list[str] | None = None
+
+
+@dataclass
+class SignedUrl:
+    """tidecast: HMAC-signed publish/play URLs. The secret is never in the config itself."""
+
+    enabled: bool = False
+    secret_file: str = ""  # a file holding the secret (e.g. a mounted Kubernetes Secret)
+    secret_env: str = ""  # or the name of an environment variable holding it
+    publish: bool = True  # publishing needs a signed URL
+    play: bool = True  # playing needs a signed URL
+
+
+@dataclass
 class Vhost:
     name: str = DEFAULT_VHOST
     enabled: bool = True
@@ -217,6 +273,10 @@ class Vhost:
     exec: Exec = field(default_factory=Exec)
     transcode: list[Transcode] = field(default_factory=list)
     ingest: list[Ingest] = field(default_factory=list)
+    http_hooks: HttpHooks = field(default_factory=HttpHooks)
+    security: Security = field(default_factory=Security)
+    refer: Refer = field(default_factory=Refer)
+    signed_url: SignedUrl = field(default_factory=SignedUrl)
 
 
 @dataclass

@@ -101,6 +101,7 @@ async def serve_flv(hub: Hub, request: web.Request, vhost_name: str, app: str, n
         player = Player(cid, request.remote or "", "flv-play", transport, transport.close, FLV)
         player.tc_url = str(request.url)
         player.query = request.query_string
+        player.page_url = request.headers.get("Referer", "")
         target = Target(vhost_name, app, name, request.query_string)
         verdict = await hub.play(target, player, "flv", require_live=True)
         if isinstance(verdict, Refusal):

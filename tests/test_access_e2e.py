@@ -1,0 +1,185 @@
+"""Access control end to end: a real tidecast, real ffmpeg/ffprobe, a real hook server, through the hub's gates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
+
+Factory = Callable[..., TidecastProcess]
+
+
+class HookServer:
+    """aiohttp on 127.0.0.1 in a thread: `?token=good` admits, anything else answers code 1."""
+
+    def __init__(self, delay_for: str = "", delay: float = 0.0) -> None:
+        self.port = free_port()
+        self.bodies: list[dict[str, Any]] = []
+        self.delay_for, self.delay = delay_for, delay
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def actions(self, action: str) -> list[dict[str, Any]]:
+        return [b for b in list(self.bodies) if b.get("action") == action]
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        if self.delay_for and self.delay_for in body.get("param", ""):
+            await asyncio.sleep(self.delay)
+        if body["action"] in ("on_connect", "on_publish", "on_play"):
+            return web.json_response({"code": 0 if "token=good" in body.get("param", "") else 1})
+        return web.Response(text="0")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        runner = self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> HookServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+@pytest.fixture
+def hooks() -> Iterator[HookServer]:
+    with HookServer(delay_for="token=slow", delay=3.0) as server:
+        yield server
+
+
+def hooked_vhost(url: str, timeout: float = 5.0) -> str:
+    names = ("on_publish", "on_unpublish", "on_play", "on_stop")
+    return (
+        "http_remux { enabled on; }\n"
+        f"http_hooks {{ enabled on; timeout {timeout:g}; " + " ".join(f"{n} {url};" for n in names) + " }"
+    )
+
+
+def publish_exits(clip: Path, url: str, timeout: float = 20.0) -> int:
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-t", "2", "-c", "copy", "-f", "flv", url],
+        capture_output=True,
+        timeout=timeout,
+    )
+    return out.returncode
+
+
+def probe(url: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["ffprobe", "-v", "error", "-rw_timeout", "5000000", "-show_streams", "-of", "json", url],
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def active_streams(srv: TidecastProcess) -> list[str]:
+    return [s["name"] for s in srv.api_json("/api/v1/streams?count=100")["streams"] if s["publish"]["active"]]
+
+
+def test_hooks_admit_good_tokens_and_refuse_bad_ones(tidecast: Factory, clip: Path, hooks: HookServer) -> None:
+    srv = tidecast(vhost=hooked_vhost(hooks.url()))
+    assert publish_exits(clip, f"{srv.rtmp}/live/cam1?token=bad") != 0
+    assert "cam1" not in active_streams(srv)
+    with Publisher(clip, f"{srv.rtmp}/live/cam1?token=good"):
+        wait_stream_live(srv, "cam1")
+        assert probe(f"{srv.rtmp}/live/cam1?token=bad").returncode != 0
+        good = probe(f"{srv.rtmp}/live/cam1?token=good")
+        assert good.returncode == 0 and json.loads(good.stdout)["streams"]
+        status, body, _ = http_get(f"{srv.http}/live/cam1.flv?token=bad", timeout=5)
+        assert status == 403 and not body.startswith(b"FLV")
+        flv = probe(f"{srv.http}/live/cam1.flv?token=good")
+        assert flv.returncode == 0 and json.loads(flv.stdout)["streams"]
+    (publish,) = [b for b in hooks.actions("on_publish") if "good" in b["param"]]
+    assert {"action", "client_id", "ip", "vhost", "app", "stream", "param", "stream_url", "server_id"} <= set(publish)
+    assert publish["app"] == "live" and publish["stream"] == "cam1" and publish["param"] == "?token=good"
+    assert publish["stream_url"] == "/live/cam1" and publish["ip"] == "127.0.0.1"
+    wait_for(lambda: hooks.actions("on_unpublish"), what="on_unpublish")
+    wait_for(lambda: len(hooks.actions("on_stop")) >= 2, what="on_stop for both players")
+    stop = hooks.actions("on_stop")[0]
+    play_ids = {b["client_id"] for b in hooks.actions("on_play") if "good" in b["param"]}
+    assert stop["client_id"] in play_ids and stop["stream"] == "cam1"
+
+
+def test_a_dead_hook_server_refuses_within_the_timeout(tidecast: Factory, clip: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"
+    srv = tidecast(vhost=f"http_hooks {{ enabled on; timeout 1; on_publish {dead}; }}")
+    started = time.monotonic()
+    assert publish_exits(clip, f"{srv.rtmp}/live/dead?token=good") != 0
+    assert time.monotonic() - started < 6
+    assert "dead" not in active_streams(srv)
+    assert "hook on_publish refused client" in srv.log() and dead in srv.log()
+
+
+def test_a_slow_hook_for_one_player_does_not_delay_another(tidecast: Factory, clip: Path, hooks: HookServer) -> None:
+    srv = tidecast(vhost=hooked_vhost(hooks.url()))
+    with Publisher(clip, f"{srv.rtmp}/live/cam1?token=good"):
+        wait_stream_live(srv, "cam1")
+        slow = subprocess.Popen(
+            [sys.executable, "-c", "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=10)",
+             f"{srv.http}/live/cam1.flv?token=slow"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            good = probe(f"{srv.http}/live/cam1.flv?token=good")
+            assert good.returncode == 0 and time.monotonic() - started < 2.5
+        finally:
+            slow.kill()
+            slow.wait()
+
+
+def test_signed_urls_end_to_end(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
+    key = tmp_path / "sign.key"
+    key.write_text("e2e-secret\n")
+    srv = tidecast(vhost=f"http_remux {{ enabled on; }} signed_url {{ enabled on; secret_file {key}; play off; }}")
+
+    def sign(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "tidecast", "sign", "--secret-file", str(key), "--app", "live", *args],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+
+    assert publish_exits(clip, f"{srv.rtmp}/live/cam2") != 0
+    other = sign("--publish", "--stream", "cam3", "--base", srv.rtmp).replace("/cam3?", "/cam2?")
+    assert publish_exits(clip, other) != 0
+    with Publisher(clip, sign("--publish", "--stream", "cam2", "--base", srv.rtmp)):
+        wait_stream_live(srv, "cam2")
+        assert probe(f"{srv.rtmp}/live/cam2").returncode == 0  # play off: no signature needed
+    assert "e2e-secret" not in srv.log()
+
+
+def test_security_rules_end_to_end(tidecast: Factory, clip: Path) -> None:
+    srv = tidecast(vhost="security { enabled on; deny publish 127.0.0.1; allow play all; }")
+    assert publish_exits(clip, f"{srv.rtmp}/live/denied") != 0
+    assert "denied" not in active_streams(srv)
