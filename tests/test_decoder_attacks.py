@@ -615,3 +615,22 @@ def test_real_server_closes_a_client_that_repeats_connect(tidecast: Callable[...
                 received += len(chunk)
     assert received < 20 * len(one), f"{received} bytes answered to 200 connects of {len(one)} bytes"
     assert "a second connect on one connection" in server.log()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([C.COMMAND_AMF0, C.COMMAND_AMF3, C.DATA_AMF0, C.DATA_AMF3, C.AGGREGATE, C.USER_CONTROL]),
+    st.binary(max_size=400),
+    st.booleans(),
+)
+def test_well_framed_messages_of_random_bytes_raise_only_protocol_errors(
+    type_id: int, body: bytes, amf_start: bool
+) -> None:
+    # Past the chunk layer, into AMF, commands and aggregates: a valid frame around hostile bytes.
+    if amf_start:
+        body = amf0.encode("publish" if type_id in (C.COMMAND_AMF0, C.COMMAND_AMF3) else "onMetaData", 0.0) + body
+    server = publishing()
+    try:
+        server.receive_data(encode_message(C.CSID_COMMAND, type_id, 0, 1, body, C.DEFAULT_CHUNK_SIZE))
+    except ProtocolError:
+        assert server.state is State.CLOSED

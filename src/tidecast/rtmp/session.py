@@ -191,6 +191,7 @@ class RtmpSession:
         self._encoder = ChunkEncoder()
         self._out: list[bytes] = []
         self._peer = _Peer()
+        self._ack_at = self._peer.window_ack_size  # bytes received at which the next acknowledgement is due
         self._state = State.HANDSHAKE
         # Server role: the peer's requests this side has yet to answer
         # ("connect", "publish", "play"), and those it ever made.
@@ -243,35 +244,55 @@ class RtmpSession:
         return out
 
     def receive_data(self, data: bytes) -> list[Event]:
+        state = self._state
+        if state is State.HANDSHAKE or state is State.CLOSED:
+            return self._receive_early(data)
+        events: list[Event] = []
+        try:
+            messages = self._decoder.feed(data)
+            # Media is nearly every message: let it through without a call.
+            media = self.client or state is State.PUBLISHING
+            for msg in messages:
+                t = msg.type_id
+                if (t == 9 or t == 8) and media:
+                    events.append(msg)
+                else:
+                    self._dispatch(msg, events)
+                    media = self.client or self._state is State.PUBLISHING
+        except ProtocolError:
+            self._state = State.CLOSED
+            raise
+        if self._decoder.bytes_received >= self._ack_at:
+            self._acknowledge()
+        return events
+
+    def _receive_early(self, data: bytes) -> list[Event]:
+        """The handshake (and what follows it in the same read), or input after the session closed."""
         events: list[Event] = []
         if self._state is State.CLOSED:
             return events  # refused already; the caller is closing the connection
         try:
-            if self._state is State.HANDSHAKE:
-                reply = self._handshake.feed(data)
-                if reply:
-                    self._out.append(reply)
-                if not self._handshake.done:
-                    return events
-                self._state = State.CONNECTING
-                events.append(HandshakeDone())
-                data = self._handshake.leftover
-                if not data:
-                    return events
-            for msg in self._decoder.feed(data):
-                self._dispatch(msg, events)
+            reply = self._handshake.feed(data)
         except ProtocolError:
             self._state = State.CLOSED
             raise
-        self._maybe_acknowledge()
+        if reply:
+            self._out.append(reply)
+        if not self._handshake.done:
+            return events
+        self._state = State.CONNECTING
+        events.append(HandshakeDone())
+        data = self._handshake.leftover
+        if data:
+            events += self.receive_data(data)
         return events
 
-    def _maybe_acknowledge(self) -> None:
+    def _acknowledge(self) -> None:
         peer = self._peer
         received = self._decoder.bytes_received
-        if received - peer.acked >= peer.window_ack_size:
-            peer.acked = received
-            self._out.append(self._encoder.acknowledgement(received & 0xFFFFFFFF))
+        peer.acked = received
+        self._ack_at = received + peer.window_ack_size
+        self._out.append(self._encoder.acknowledgement(received & 0xFFFFFFFF))
 
     # ------------------------------------------------------------ inbound
 
@@ -302,6 +323,7 @@ class RtmpSession:
                 raise SessionError("Window Acknowledgement Size message shorter than 4 bytes")
             size = _U32.unpack_from(msg.payload)[0]
             self._peer.window_ack_size = max(size, 4096)
+            self._ack_at = self._peer.acked + self._peer.window_ack_size
         # SET_CHUNK_SIZE and ABORT were applied by the decoder; ACK and
         # SET_PEER_BANDWIDTH need no action from a live server.
 
