@@ -634,3 +634,17 @@ def test_well_framed_messages_of_random_bytes_raise_only_protocol_errors(
         server.receive_data(encode_message(C.CSID_COMMAND, type_id, 0, 1, body, C.DEFAULT_CHUNK_SIZE))
     except ProtocolError:
         assert server.state is State.CLOSED
+
+
+def test_metadata_with_a_large_keyframe_index_is_accepted() -> None:
+    # 24 h of a keyframe a second, as flvmeta writes it: 172,800 numbers, over the command budget.
+    times = [float(i) for i in range(86_400)]
+    meta = amf0.EcmaArray({"duration": 86_400.0, "keyframes": {"times": times, "filepositions": times}})
+    payload = amf0.encode("@setDataFrame", "onMetaData", meta)
+    server = publishing()
+    server.receive_data(_set_chunk_size(1 << 20))
+    events = server.receive_data(encode_message(C.CSID_DATA, C.DATA_AMF0, 0, 1, payload, 1 << 20))
+    values = next(e for e in events if isinstance(e, Metadata)).values
+    assert len(values["keyframes"]["times"]) == 86_400
+    with pytest.raises(ProtocolError, match="too large"):
+        amf0.decode_all(payload)  # the default (command) budget refuses as much

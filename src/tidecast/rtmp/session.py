@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidecast.codec import amf0
+from tidecast.codec.amf_common import MAX_VALUES
 from tidecast.errors import LocalProtocolError, ProtocolError
 from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message, encode_message
@@ -335,7 +336,10 @@ class RtmpSession:
             self._out.append(self._encoder.user_control(C.UC_PING_RESPONSE, _U32.unpack_from(payload, 2)[0]))
 
     def _on_data(self, msg: Message, payload: bytes, events: list[Event]) -> None:
-        values = amf0.decode_all(payload)
+        # A recorded file's onMetaData may index every keyframe (two numbers,
+        # 18 bytes each): its budget grows with its size, commands' does not.
+        budget = amf0.Budget(len(payload), max_values=max(MAX_VALUES, len(payload) // 8))
+        values = amf0.decode_all(payload, budget)
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if values and values[0] == "onMetaData":
