@@ -648,3 +648,19 @@ def test_metadata_with_a_large_keyframe_index_is_accepted() -> None:
     assert len(values["keyframes"]["times"]) == 86_400
     with pytest.raises(ProtocolError, match="too large"):
         amf0.decode_all(payload)  # the default (command) budget refuses as much
+
+
+def test_commands_have_a_smaller_value_budget_than_metadata() -> None:
+    # Before connect, a peer is nobody: a command decodes to at most MAX_COMMAND_VALUES values.
+    from tidecast.rtmp.session import MAX_COMMAND_VALUES
+
+    payload = amf0.encode("connect", 1.0, {"app": "live"}, [None] * (MAX_COMMAND_VALUES + 1))
+    server, _ = handshaken()
+    server.receive_data(_set_chunk_size(1 << 16))
+    with pytest.raises(ProtocolError, match=f"more than {MAX_COMMAND_VALUES} values"):
+        server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, payload, 1 << 16))
+    ok = amf0.encode("connect", 1.0, {"app": "live"}, [None] * 1000)
+    server, _ = handshaken()
+    server.receive_data(_set_chunk_size(1 << 16))
+    events = server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, ok, 1 << 16))
+    assert [len(e.args[0]) for e in events if isinstance(e, ConnectRequest)] == [1000]

@@ -53,6 +53,10 @@ class State(enum.Enum):
 # Fields of connect's command object that the server uses as text (names, URLs,
 # hook arguments); anything else in them is refused rather than stringified.
 CONNECT_STRING_FIELDS = ("app", "tcUrl", "pageUrl", "swfUrl", "flashVer")
+# Values one command may decode to (references counted as what they refer
+# to). A connect has a dozen; this is what an unauthenticated peer can make
+# each command message cost.
+MAX_COMMAND_VALUES = 10_000
 _STARTED = (State.CONNECTED, State.PUBLISHING, State.PLAYING)
 
 
@@ -306,7 +310,8 @@ class RtmpSession:
                 events.append(msg)
         elif t == C.COMMAND_AMF0 or t == C.COMMAND_AMF3:
             payload = msg.payload[1:] if t == C.COMMAND_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
-            self._on_command(msg.stream_id, amf0.decode_all(payload), events)
+            budget = amf0.Budget(len(payload), max_values=MAX_COMMAND_VALUES)
+            self._on_command(msg.stream_id, amf0.decode_all(payload, budget), events)
         elif t == C.DATA_AMF0 or t == C.DATA_AMF3:
             if self.client or self._state is State.PUBLISHING:
                 payload = msg.payload[1:] if t == C.DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
