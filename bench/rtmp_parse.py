@@ -11,6 +11,11 @@ publishing state, then times feeding those bytes in reads of each --reads size
 65536: a read holding many messages). Reports the best of --repeat runs:
 messages/s, MB/s, and µs per message, i.e. the share of one core that one
 publisher's receive path costs. Single-threaded, bounded (a few seconds).
+
+Wall time on a shared machine is noisy; --opcodes also counts the Python
+bytecodes executed per message (sys.settrace over the first 4 s of the
+stream), a figure that does not depend on load and compares two versions of
+the code exactly (copies done in C are not in it).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=4096, help="publisher's chunk size, as ffmpeg and OBS set (4096)")
     p.add_argument("--reads", default="1448,65536", help="read sizes to feed, comma list (1448,65536)")
     p.add_argument("--repeat", type=int, default=3, help="runs per read size; the best is kept (3)")
+    p.add_argument("--opcodes", action="store_true", help="also count Python opcodes per message (slow, exact)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p.parse_args(argv)
 
@@ -98,6 +104,28 @@ def run(wire: bytes, read: int) -> tuple[float, int]:
     return time.perf_counter() - t0, received
 
 
+def count_opcodes(wire: bytes, read: int, messages: int) -> float:
+    """Python opcodes executed per message while feeding `wire` in reads of `read` bytes."""
+    session = publishing_session()
+    reads = [wire[i : i + read] for i in range(0, len(wire), read)]
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for data in reads:
+            session.receive_data(data)
+    finally:
+        sys.settrace(None)
+    return count / messages
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wire, messages = build_stream(args.seconds, args.kbps, args.chunk)
@@ -118,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             "us_per_message": best / messages * 1e6,
             "core_share_per_publisher": best / args.seconds,
         }
-        results.append(row)
-        print(
+        line = (
             f"reads of {read:>6} B: {row['messages_per_s']:>10,.0f} msg/s  {row['mb_per_s']:7.1f} MB/s  "
             f"{row['us_per_message']:6.2f} µs/msg  {row['core_share_per_publisher'] * 100:.3f} % of a core per stream"
         )
+        if args.opcodes:
+            short, short_messages = build_stream(min(args.seconds, 4.0), args.kbps, args.chunk)
+            row["opcodes_per_message"] = count_opcodes(short, read, short_messages)
+            line += f"  {row['opcodes_per_message']:.0f} opcodes/msg"
+        results.append(row)
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=1))
     return 0

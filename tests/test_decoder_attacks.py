@@ -615,3 +615,52 @@ def test_real_server_closes_a_client_that_repeats_connect(tidecast: Callable[...
                 received += len(chunk)
     assert received < 20 * len(one), f"{received} bytes answered to 200 connects of {len(one)} bytes"
     assert "a second connect on one connection" in server.log()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([C.COMMAND_AMF0, C.COMMAND_AMF3, C.DATA_AMF0, C.DATA_AMF3, C.AGGREGATE, C.USER_CONTROL]),
+    st.binary(max_size=400),
+    st.booleans(),
+)
+def test_well_framed_messages_of_random_bytes_raise_only_protocol_errors(
+    type_id: int, body: bytes, amf_start: bool
+) -> None:
+    # Past the chunk layer, into AMF, commands and aggregates: a valid frame around hostile bytes.
+    if amf_start:
+        body = amf0.encode("publish" if type_id in (C.COMMAND_AMF0, C.COMMAND_AMF3) else "onMetaData", 0.0) + body
+    server = publishing()
+    try:
+        server.receive_data(encode_message(C.CSID_COMMAND, type_id, 0, 1, body, C.DEFAULT_CHUNK_SIZE))
+    except ProtocolError:
+        assert server.state is State.CLOSED
+
+
+def test_metadata_with_a_large_keyframe_index_is_accepted() -> None:
+    # 24 h of a keyframe a second, as flvmeta writes it: 172,800 numbers, over the command budget.
+    times = [float(i) for i in range(86_400)]
+    meta = amf0.EcmaArray({"duration": 86_400.0, "keyframes": {"times": times, "filepositions": times}})
+    payload = amf0.encode("@setDataFrame", "onMetaData", meta)
+    server = publishing()
+    server.receive_data(_set_chunk_size(1 << 20))
+    events = server.receive_data(encode_message(C.CSID_DATA, C.DATA_AMF0, 0, 1, payload, 1 << 20))
+    values = next(e for e in events if isinstance(e, Metadata)).values
+    assert len(values["keyframes"]["times"]) == 86_400
+    with pytest.raises(ProtocolError, match="too large"):
+        amf0.decode_all(payload)  # the default (command) budget refuses as much
+
+
+def test_commands_have_a_smaller_value_budget_than_metadata() -> None:
+    # Before connect, a peer is nobody: a command decodes to at most MAX_COMMAND_VALUES values.
+    from tidecast.rtmp.session import MAX_COMMAND_VALUES
+
+    payload = amf0.encode("connect", 1.0, {"app": "live"}, [None] * (MAX_COMMAND_VALUES + 1))
+    server, _ = handshaken()
+    server.receive_data(_set_chunk_size(1 << 16))
+    with pytest.raises(ProtocolError, match=f"more than {MAX_COMMAND_VALUES} values"):
+        server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, payload, 1 << 16))
+    ok = amf0.encode("connect", 1.0, {"app": "live"}, [None] * 1000)
+    server, _ = handshaken()
+    server.receive_data(_set_chunk_size(1 << 16))
+    events = server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, ok, 1 << 16))
+    assert [len(e.args[0]) for e in events if isinstance(e, ConnectRequest)] == [1000]

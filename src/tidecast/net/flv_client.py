@@ -42,7 +42,7 @@ async def pull_flv(
                     if type_id == TAG_SCRIPT:
                         values = amf0.decode_all(payload)
                         if len(values) > 1 and values[0] == "onMetaData":
-                            handler.on_upstream_metadata(values[1])
+                            handler.on_upstream_metadata(amf0.without_bytes(values[1]))
                     else:
                         handler.on_upstream_media(type_id, timestamp, payload)
                 handler.on_upstream_read()

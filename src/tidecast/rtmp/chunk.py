@@ -16,6 +16,7 @@ from tidecast.rtmp import constants as C
 
 _U32 = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
+_HEAD = struct.Struct(">II")
 _TS_EXTENDED = C.EXTENDED_TIMESTAMP
 _HEADER_SIZES = (11, 7, 3, 0)
 
@@ -81,6 +82,7 @@ class ChunkDecoder:
         self._buf = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
         self._unfinished = 0  # bytes held in _ChunkStream.buf, all streams together
+        self._want = 0  # bytes the receive buffer needs before its first chunk is whole (0: unknown)
 
     @property
     def unfinished_bytes(self) -> int:
@@ -93,16 +95,18 @@ class ChunkDecoder:
         buf = self._buf
         if buf:
             buf += data
+            if len(buf) < self._want:
+                # A large chunk arriving in small reads: nothing to parse until
+                # it is whole, so its header is not parsed again on every read.
+                if self._unfinished + len(buf) > self.max_unfinished_bytes:
+                    self._over_budget()
+                return out
             src: bytes | bytearray = buf
         else:
             # Nothing left over: parse the caller's bytes in place, so a read
             # holding whole messages is never copied into the buffer first.
             src = data
-        view = memoryview(src)
-        try:
-            pos = self._parse(src, view, out)
-        finally:
-            view.release()
+        pos = self._parse(src, out)
         if src is buf:
             if pos:
                 del buf[:pos]
@@ -110,18 +114,18 @@ class ChunkDecoder:
             with memoryview(data) as rest:
                 buf += rest[pos:]
         if self._unfinished + len(buf) > self.max_unfinished_bytes:
-            raise ChunkError(
-                f"{self._unfinished + len(buf)} bytes of unfinished messages exceed the "
-                f"{self.max_unfinished_bytes}-byte limit for one connection"
-            )
+            self._over_budget()
         return out
 
-    def _parse(self, buf: bytes | bytearray, view: memoryview, out: list[Message]) -> int:
-        """Consume every whole chunk in `buf`; returns how many bytes that was.
+    def _over_budget(self) -> None:
+        raise ChunkError(
+            f"{self._unfinished + len(self._buf)} bytes of unfinished messages exceed the "
+            f"{self.max_unfinished_bytes}-byte limit for one connection"
+        )
 
-        Slices of `view` never outlive a statement: `feed` resizes the buffer
-        afterwards, which a live export would forbid.
-        """
+    def _parse(self, buf: bytes | bytearray, out: list[Message]) -> int:
+        """Consume every whole chunk in `buf`; returns how many bytes that was."""
+        self._want = 0
         pos = 0
         end = len(buf)
         streams = self._streams
@@ -166,13 +170,18 @@ class ChunkDecoder:
             length = cs.length
             type_id = cs.type_id
             stream_id = cs.stream_id
-            if fmt <= 2:
-                ts_field = (buf[p] << 16) | (buf[p + 1] << 8) | buf[p + 2]
-                if fmt <= 1:
-                    length = (buf[p + 3] << 16) | (buf[p + 4] << 8) | buf[p + 5]
-                    type_id = buf[p + 6]
-                    if fmt == 0:
-                        stream_id = _U32LE.unpack_from(buf, p + 7)[0]
+            if fmt <= 1:
+                # From the basic header's last byte: that byte + 24-bit timestamp,
+                # then 24-bit length + type id; the basic byte is masked off.
+                ts_field, length = _HEAD.unpack_from(buf, p - 1)
+                ts_field &= 0xFFFFFF
+                type_id = length & 0xFF
+                length >>= 8
+                if fmt == 0:
+                    stream_id = _U32LE.unpack_from(buf, p + 7)[0]
+                extended = ts_field == _TS_EXTENDED
+            elif fmt == 2:
+                ts_field = _U32.unpack_from(buf, p - 1)[0] & 0xFFFFFF
                 extended = ts_field == _TS_EXTENDED
             else:
                 if length < 0:
@@ -200,6 +209,7 @@ class ChunkDecoder:
             if take > chunk_size:
                 take = chunk_size
             if p + take > end:
+                self._want = p + take - pos
                 break
             # The whole chunk is here: commit the header, then the payload.
             if not continuing:
@@ -218,30 +228,50 @@ class ChunkDecoder:
                     cs.extended = extended
                 if take == length:
                     # The common case: a message in one chunk, copied once.
-                    payload = bytes(view[p : p + take])
+                    # Slicing bytes copies once; a bytearray slice needs bytes() on top.
+                    payload = buf[p : p + take] if isinstance(buf, bytes) else bytes(buf[p : p + take])
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
                     continue
-                done = self._gather(buf, view, p, take, csid, cs, chunk_size, out)
-                if done:
-                    pos = done
-                    continue
-            cs.buf += view[p : p + take]
-            cs.received += take
-            self._unfinished += take
+                # All of it here? (Counting one header byte per continuation
+                # chunk: a bound, checked before any call.)
+                if p + length + (length - take - 1) // chunk_size + 1 <= end:
+                    done = self._gather(buf, p, take, csid, cs, chunk_size, out)
+                    if done:
+                        pos = done
+                        continue
+            part = cs.buf
+            part += buf[p : p + take]
+            received = cs.received + take
             pos = p + take
-            if cs.received >= length:
-                payload = bytes(cs.buf)
-                self._unfinished -= cs.received
+            if received < length and csid < 64 and not cs.extended:
+                # The continuations that follow on this chunk stream, in a
+                # tighter loop: a one-byte header and the payload, nothing else.
+                marker = 0xC0 | csid
+                while received < length and pos < end and buf[pos] == marker:
+                    take = length - received
+                    if take > chunk_size:
+                        take = chunk_size
+                    p = pos + 1
+                    if p + take > end:
+                        break
+                    part += buf[p : p + take]
+                    received += take
+                    pos = p + take
+            self._unfinished += received - cs.received
+            if received >= length:
+                payload = bytes(part)
+                self._unfinished -= received
                 cs.buf = bytearray()
                 cs.received = 0
                 self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+            else:
+                cs.received = received
         return pos
 
     def _gather(
         self,
         buf: bytes | bytearray,
-        view: memoryview,
         p: int,
         take: int,
         csid: int,
@@ -288,7 +318,10 @@ class ChunkDecoder:
             spans.append((q, n))
             q += n
             left -= n
-        payload = b"".join([view[a : a + n] for a, n in spans])
+        # The slices die with the list, before the view is released: `feed`
+        # may resize `buf` next, which a live export would forbid.
+        with memoryview(buf) as view:
+            payload = b"".join([view[a : a + n] for a, n in spans])
         self._emit(Message(cs.type_id, ts, cs.stream_id, payload, csid), out)
         return q
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidecast.codec import amf0
+from tidecast.codec.amf_common import MAX_VALUES
 from tidecast.errors import LocalProtocolError, ProtocolError
 from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message, encode_message
@@ -52,6 +53,10 @@ class State(enum.Enum):
 # Fields of connect's command object that the server uses as text (names, URLs,
 # hook arguments); anything else in them is refused rather than stringified.
 CONNECT_STRING_FIELDS = ("app", "tcUrl", "pageUrl", "swfUrl", "flashVer")
+# Values one command may decode to (references counted as what they refer
+# to). A connect has a dozen; this is what an unauthenticated peer can make
+# each command message cost.
+MAX_COMMAND_VALUES = 10_000
 _STARTED = (State.CONNECTED, State.PUBLISHING, State.PLAYING)
 
 
@@ -191,6 +196,7 @@ class RtmpSession:
         self._encoder = ChunkEncoder()
         self._out: list[bytes] = []
         self._peer = _Peer()
+        self._ack_at = self._peer.window_ack_size  # bytes received at which the next acknowledgement is due
         self._state = State.HANDSHAKE
         # Server role: the peer's requests this side has yet to answer
         # ("connect", "publish", "play"), and those it ever made.
@@ -243,35 +249,55 @@ class RtmpSession:
         return out
 
     def receive_data(self, data: bytes) -> list[Event]:
+        state = self._state
+        if state is State.HANDSHAKE or state is State.CLOSED:
+            return self._receive_early(data)
+        events: list[Event] = []
+        try:
+            messages = self._decoder.feed(data)
+            # Media is nearly every message: let it through without a call.
+            media = self.client or state is State.PUBLISHING
+            for msg in messages:
+                t = msg.type_id
+                if (t == 9 or t == 8) and media:
+                    events.append(msg)
+                else:
+                    self._dispatch(msg, events)
+                    media = self.client or self._state is State.PUBLISHING
+        except ProtocolError:
+            self._state = State.CLOSED
+            raise
+        if self._decoder.bytes_received >= self._ack_at:
+            self._acknowledge()
+        return events
+
+    def _receive_early(self, data: bytes) -> list[Event]:
+        """The handshake (and what follows it in the same read), or input after the session closed."""
         events: list[Event] = []
         if self._state is State.CLOSED:
             return events  # refused already; the caller is closing the connection
         try:
-            if self._state is State.HANDSHAKE:
-                reply = self._handshake.feed(data)
-                if reply:
-                    self._out.append(reply)
-                if not self._handshake.done:
-                    return events
-                self._state = State.CONNECTING
-                events.append(HandshakeDone())
-                data = self._handshake.leftover
-                if not data:
-                    return events
-            for msg in self._decoder.feed(data):
-                self._dispatch(msg, events)
+            reply = self._handshake.feed(data)
         except ProtocolError:
             self._state = State.CLOSED
             raise
-        self._maybe_acknowledge()
+        if reply:
+            self._out.append(reply)
+        if not self._handshake.done:
+            return events
+        self._state = State.CONNECTING
+        events.append(HandshakeDone())
+        data = self._handshake.leftover
+        if data:
+            events += self.receive_data(data)
         return events
 
-    def _maybe_acknowledge(self) -> None:
+    def _acknowledge(self) -> None:
         peer = self._peer
         received = self._decoder.bytes_received
-        if received - peer.acked >= peer.window_ack_size:
-            peer.acked = received
-            self._out.append(self._encoder.acknowledgement(received & 0xFFFFFFFF))
+        peer.acked = received
+        self._ack_at = received + peer.window_ack_size
+        self._out.append(self._encoder.acknowledgement(received & 0xFFFFFFFF))
 
     # ------------------------------------------------------------ inbound
 
@@ -284,7 +310,8 @@ class RtmpSession:
                 events.append(msg)
         elif t == C.COMMAND_AMF0 or t == C.COMMAND_AMF3:
             payload = msg.payload[1:] if t == C.COMMAND_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
-            self._on_command(msg.stream_id, amf0.decode_all(payload), events)
+            budget = amf0.Budget(len(payload), max_values=MAX_COMMAND_VALUES)
+            self._on_command(msg.stream_id, amf0.decode_all(payload, budget), events)
         elif t == C.DATA_AMF0 or t == C.DATA_AMF3:
             if self.client or self._state is State.PUBLISHING:
                 payload = msg.payload[1:] if t == C.DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
@@ -302,6 +329,7 @@ class RtmpSession:
                 raise SessionError("Window Acknowledgement Size message shorter than 4 bytes")
             size = _U32.unpack_from(msg.payload)[0]
             self._peer.window_ack_size = max(size, 4096)
+            self._ack_at = self._peer.acked + self._peer.window_ack_size
         # SET_CHUNK_SIZE and ABORT were applied by the decoder; ACK and
         # SET_PEER_BANDWIDTH need no action from a live server.
 
@@ -313,7 +341,10 @@ class RtmpSession:
             self._out.append(self._encoder.user_control(C.UC_PING_RESPONSE, _U32.unpack_from(payload, 2)[0]))
 
     def _on_data(self, msg: Message, payload: bytes, events: list[Event]) -> None:
-        values = amf0.decode_all(payload)
+        # A recorded file's onMetaData may index every keyframe (two numbers,
+        # 18 bytes each): its budget grows with its size, commands' does not.
+        budget = amf0.Budget(len(payload), max_values=max(MAX_VALUES, len(payload) // 8))
+        values = amf0.decode_all(payload, budget)
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if values and values[0] == "onMetaData":
