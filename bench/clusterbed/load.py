@@ -303,6 +303,8 @@ class Audience:
             while not self.stopping.is_set():
                 got = await fetch(url, "playlist")
                 target = 2.0
+                failed = False
+                todo: list[tuple[float, str]] = []
                 if got is not None:
                     target, segs = self.parse_playlist(got[1].decode(errors="replace"))
                     uris = [u for _, u in segs]
@@ -315,6 +317,7 @@ class Audience:
                         todo = segs[-3:] if last_uri is None else segs[-1:]
                     for duration, uri in todo:
                         if await fetch(urljoin(url, uri), "segment") is None:
+                            failed = True  # reload the playlist at once, as players do after a failed fragment
                             break
                         now = time.monotonic()
                         advance(now)
@@ -324,17 +327,39 @@ class Audience:
                         if play_start is None and buffered >= 3 * target - 0.5:
                             play_start = now
                             self.ev("play_ok", sid=sid, proto="hls", stream=stream, at=t0, first=now, reconnect=False)
-                        if stalled_since is not None:
+                        # A stalled player resumes with a segment's worth ahead, not on the first byte,
+                        # or it would stall again at every segment boundary.
+                        if (
+                            stalled_since is not None
+                            and buffered - (stalled_since - play_start - stall_total) >= target
+                        ):
                             self.ev("hls_stall", sid=sid, stream=stream, start=stalled_since, end=now)
                             stall_total += now - stalled_since
                             stalled_since = None
                 advance(time.monotonic())
-                if not await self._sleep(max(0.5, target / 2) if got is not None else 1.0):
+                # RFC 8216 6.3.4: reload after a target duration when the playlist changed, half that if not.
+                if got is None:
+                    wait = 1.0
+                elif failed:
+                    wait = 0.0
+                else:
+                    wait = target if todo else target / 2
+                if not await self._sleep(wait):
                     break
+
+    async def watch_lag(self) -> None:
+        """This process's own lateness, stamped: a late loop would inflate every gap it measures."""
+        while not self.stopping.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.05)
+            late = time.monotonic() - t - 0.05
+            if late >= 0.1:
+                self.ev("load_lag", s=round(late, 3))
 
     # ------------------------------------------------------------ run
 
     async def run(self) -> None:
+        lag_task = asyncio.create_task(self.watch_lag())
         a = self.args
         streams = [f"s{i}" for i in range(a.streams)]
         mix = [("rtmp", a.rtmp), ("flv", a.flv), ("hls", a.hls)]
@@ -370,7 +395,7 @@ class Audience:
         await self.stopping.wait()
         for player in list(self.active):
             player.close()
-        await asyncio.gather(*tasks, *churn_tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *churn_tasks, lag_task, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,10 +423,20 @@ def main(argv: list[str] | None = None) -> int:
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, audience.stopping.set)
         loop.call_later(args.max_seconds, audience.stopping.set)
+        lag = benchlib.LoopLag()
+        lag.start()
+        cpu0, wall0 = time.process_time(), time.monotonic()
         try:
             await audience.run()
         finally:
-            Path(args.out).write_text(json.dumps({"events": audience.events}))
+            lag.stop()
+            lags = lag.take()
+            own = {
+                "cpu_pct": round(100 * (time.process_time() - cpu0) / max(1e-6, time.monotonic() - wall0), 1),
+                "loop_lag_p99_ms": benchlib.percentile([x * 1000 for x in lags], 99),
+                "loop_lag_max_ms": round(max(lags) * 1000, 1) if lags else None,
+            }
+            Path(args.out).write_text(json.dumps({"events": audience.events, "load": own}))
 
     asyncio.run(amain())
     return 0

@@ -195,7 +195,9 @@ class Pod:
             code = await http_status(self.ip, 1985, "/readyz", t.probe_timeout_s)
             if code == 200 and not self.gate_open:
                 # The request itself makes the edge pull the stream and start cutting segments.
-                codes = [await http_status(self.ip, 8080, f"/live/{s}.m3u8", t.probe_timeout_s) for s in t.gate_hls_streams]
+                codes = [
+                    await http_status(self.ip, 8080, f"/live/{s}.m3u8", t.probe_timeout_s) for s in t.gate_hls_streams
+                ]
                 if all(c == 200 for c in codes):
                     self.gate_open = True
                     self.gate_opened_at = time.monotonic()

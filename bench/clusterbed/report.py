@@ -64,6 +64,7 @@ def analyse(
         stalls = [e for e in events if e["ev"] == "hls_stall" and _in(e["end"], t0, t_end)]
         switches = [e for e in events if e["ev"] == "hls_switch" and _in(e["t"], t0, t_end)]
         pub = [o for o in outages if o["start"] < t_end and o["end"] > t0]
+        lags = [e["s"] for e in events if e["ev"] == "load_lag" and _in(e["t"], t0, t_end)]
         result = op["result"]
         wall = result.get("wall_s") if isinstance(result, dict) else None
         out.append(
@@ -99,6 +100,8 @@ def analyse(
                 "publisher_outages": len(pub),
                 "publisher_outage_max_s": _r(max((o["s"] for o in pub), default=None)),
                 "publisher_restarts": sum(1 for r in restarts if _in(r["t"], t0, t_end)),
+                "load_lag_max_s": _r(max(lags) if lags else 0.0),
+                "machine_busy_pct": op.get("machine_busy_pct"),
                 "result": result,
             }
         )
@@ -130,8 +133,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"grace_drain_timeout {s['grace_drain_timeout_ms']} ms; {p['churn_per_s']} new plays/s throughout.",
         "",
         "| operation | wall s | new plays failed | players cut | reconnect gap p50 / p99 / max s | not back |"
-        " media gaps > 1 s (players) / max s | HLS fetch errors | HLS stalls | publisher outage max s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " media gaps > 1 s (players) / max s | HLS fetch errors | HLS stalls | publisher outage max s |"
+        " machine busy % | load lag max s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in doc["operations"]:
         lines.append(
@@ -139,7 +143,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{op['players_cut']} | {_fmt(op['reconnect_gap_p50_s'])} / {_fmt(op['reconnect_gap_p99_s'])} / "
             f"{_fmt(op['reconnect_gap_max_s'])} | {op['cut_not_playing_again']} | "
             f"{op['players_with_media_gap_over_1s']} / {_fmt(op['media_gap_max_s'])} | {op['hls_fetch_errors']} | "
-            f"{op['hls_stalls']} | {_fmt(op['publisher_outage_max_s'])} |"
+            f"{op['hls_stalls']} | {_fmt(op['publisher_outage_max_s'])} | {_fmt(op['machine_busy_pct'])} | "
+            f"{_fmt(op['load_lag_max_s'])} |"
         )
     lines.append("")
     for op in doc["operations"]:

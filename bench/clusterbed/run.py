@@ -239,11 +239,21 @@ class Bed:
 
     async def op(self, name: str, action: Any) -> dict[str, Any]:
         log.info("=== %s", name)
+        meter = benchlib.CoreMeter()
         t0 = time.monotonic()
         result = await action()
         t1 = time.monotonic()
         await asyncio.sleep(self.args.settle)
-        record = {"name": name, "t0": t0, "t1": t1, "t_end": time.monotonic(), "result": result}
+        busy = meter.percent()
+        record = {
+            "name": name,
+            "t0": t0,
+            "t1": t1,
+            "t_end": time.monotonic(),
+            "result": result,
+            # Everything on the machine, other work included: a saturated machine stretches every gap.
+            "machine_busy_pct": round(sum(busy.values()) / max(1, len(busy)), 1),
+        }
         self.ops.append(record)
         log.info("=== %s done in %.1f s: %s", name, t1 - t0, json.dumps(result)[:300])
         return record
@@ -380,7 +390,8 @@ class Bed:
             await self.op(name, actions[name])
         self.load.send_signal(signal.SIGTERM)
         await asyncio.to_thread(self.load.wait, 60)
-        events = json.loads(load_out.read_text())["events"]
+        loaded = json.loads(load_out.read_text())
+        events = loaded["events"]
         doc = {
             "command": " ".join(["python3", "bench/clusterbed", *sys.argv[1:]]),
             "network_mode": self.net.mode,
@@ -397,11 +408,13 @@ class Bed:
                 "grace_drain_timeout_ms": a.grace_drain_timeout,
                 "grace_final_wait_ms": a.grace_final_wait,
                 "termination_grace_s": a.termination_grace,
-                "probe_period_s": a.probe_period, "hls_readiness_gate": a.hls_gate,
+                "probe_period_s": a.probe_period,
+                "hls_readiness_gate": a.hls_gate,
                 "clip_kbps": a.kbps,
                 "bad_version": a.bad,
-            },  # fmt: skip
+            },
             "machine": benchlib.machine_facts(),
+            "load_process": loaded.get("load"),
             "operations": analyse(self.ops, events, self.publishers.outages, self.publishers.restarts),
             "terminating_pod_probes": self.probe_results,
             "endpoint_changes": [{**c, "t": round(float(c["t"]), 3)} for c in self.endpoints.changes],  # type: ignore[arg-type]
@@ -432,7 +445,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--rate", type=float, default=200.0, help="players started per second in the ramp")
     p.add_argument("--churn", type=float, default=6.0, help="new short plays per second during the whole run")
-    p.add_argument("--kbps", type=int, default=300, help="clip bitrate")
+    p.add_argument("--kbps", type=int, default=200, help="clip bitrate")
     p.add_argument("--edges", type=int, default=2)
     p.add_argument("--origins", type=int, default=2)
     p.add_argument("--ops", default=",".join(OPS), help=f"operations in order, from {', '.join(OPS)}")
