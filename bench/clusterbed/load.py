@@ -28,7 +28,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -331,6 +331,7 @@ class Audience:
                         # or it would stall again at every segment boundary.
                         if (
                             stalled_since is not None
+                            and play_start is not None
                             and buffered - (stalled_since - play_start - stall_total) >= target
                         ):
                             self.ev("hls_stall", sid=sid, stream=stream, start=stalled_since, end=now)
@@ -376,7 +377,9 @@ class Audience:
             sid = self.next_id
             self.next_id += 1
             stream = streams[sid % len(streams)]
-            coro: Awaitable[None] = self.hls_steady(sid, stream) if kind == "hls" else self.steady(sid, kind, stream)
+            coro: Coroutine[Any, Any, None] = (
+                self.hls_steady(sid, stream) if kind == "hls" else self.steady(sid, kind, stream)
+            )
             tasks.append(asyncio.create_task(coro))
         self.ev("ramp_done", players=n)
         print(json.dumps({"ramp_done": n, "t": time.monotonic()}), flush=True)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,15 +223,22 @@ class Bed:
         async def follow() -> None:
             while True:
                 for pod in deployment.pods:
-                    if pod.terminating_since is not None and pod.name not in seen and pod.ready_since is not None:
+                    if pod.terminating_since is not None and pod.name not in seen and pod.exited_at is None:
                         seen.add(pod.name)
                         window = self.timing.grace_start_wait_ms / 1000.0 + self.args.endpoint_lag + 1.0
                         task = asyncio.create_task(probe_terminating(pod, window, "s0"))
-                        task.add_done_callback(lambda t, n=pod.name: self.probe_results.__setitem__(n, t.result()))
+                        task.add_done_callback(self._probe_done(pod.name))
                         self.probes.append(task)
                 await asyncio.sleep(0.05)
 
         self._follower = asyncio.create_task(follow())
+
+    def _probe_done(self, name: str) -> Callable[[asyncio.Task[list[dict[str, Any]]]], None]:
+        def done(task: asyncio.Task[list[dict[str, Any]]]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self.probe_results[name] = task.result()
+
+        return done
 
     def stop_watching(self) -> None:
         follower = getattr(self, "_follower", None)
