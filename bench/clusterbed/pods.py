@@ -57,6 +57,11 @@ class Timing:
     # the pod serves these streams' HLS playlists. Without it a fresh edge answers new HLS plays
     # 404 for the seconds it takes to pull the stream and cut a first segment.
     gate_hls_streams: tuple[str, ...] = ()
+    # A paced drain in the preStop hook: once the endpoint is gone (after `paced_drain_after_s`),
+    # kick the players through the API at this many per second, so they reconnect to the other
+    # pods as a stream instead of all at once when grace_drain_timeout closes them. 0: off.
+    drain_pace_per_s: float = 0.0
+    paced_drain_after_s: float = 2.0
 
 
 def pod_config(role: str, version: Version, pod: PodNet, loopback: bool, origins: list[str], timing: Timing) -> str:
@@ -141,6 +146,7 @@ class Pod:
         self.exited_at: float | None = None
         self.exit_code: int | None = None
         self.killed = False  # SIGKILL at the end of the grace period
+        self.paced_kicks = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._ok = 0
         self._fail = 0
@@ -257,6 +263,9 @@ class Pod:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hook.wait(), max(0.1, deadline - time.monotonic()))
+            if t.drain_pace_per_s > 0 and self.role == "edge":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._paced_drain(), max(0.1, deadline - time.monotonic()))
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
@@ -270,6 +279,28 @@ class Pod:
         while self.exited_at is None:
             await asyncio.sleep(0.05)
         self.network.release(self.net)
+
+    async def _paced_drain(self) -> None:
+        import aiohttp
+
+        t = self.timing
+        assert self.terminating_since is not None
+        await asyncio.sleep(max(0.0, self.terminating_since + t.paced_drain_after_s - time.monotonic()))
+        api = f"http://{self.ip}:1985/api/v1/clients"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            try:
+                async with http.get(f"{api}?count=100000") as r:
+                    clients = (await r.json(content_type=None)).get("clients", [])
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return
+            players = [c["id"] for c in clients if str(c.get("type", "")).endswith("play")]
+            self.paced_kicks = len(players)
+            started = time.monotonic()
+            for k, cid in enumerate(players):
+                await asyncio.sleep(max(0.0, started + k / t.drain_pace_per_s - time.monotonic()))
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.delete(f"{api}/{cid}") as r:
+                        await r.read()
 
     def kill_now(self) -> None:
         if self.alive:

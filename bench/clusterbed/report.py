@@ -130,7 +130,10 @@ def markdown(doc: dict[str, Any]) -> str:
         + (f" ({doc['network_note']})" if doc.get("network_note") else "")
         + f"; endpoint lag {s['endpoint_lag_s']} s; maxSurge {s['max_surge']}, maxUnavailable "
         f"{s['max_unavailable']}, minReadySeconds {s['min_ready_s']}; grace_start_wait {s['grace_start_wait_ms']} ms, "
-        f"grace_drain_timeout {s['grace_drain_timeout_ms']} ms; {p['churn_per_s']} new plays/s throughout.",
+        f"grace_drain_timeout {s['grace_drain_timeout_ms']} ms; paced drain "
+        + (f"{s['drain_pace_per_s']:.0f} players/s" if s.get("drain_pace_per_s") else "off")
+        + f"; HLS readiness gate {'on' if s.get('hls_readiness_gate') else 'off'}; "
+        f"{p['churn_per_s']} new plays/s throughout.",
         "",
         "| operation | wall s | new plays failed | players cut | reconnect gap p50 / p99 / max s | not back |"
         " media gaps > 1 s (players) / max s | HLS fetch errors | HLS stalls | publisher outage max s |"

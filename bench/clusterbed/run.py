@@ -172,6 +172,8 @@ class Bed:
             termination_grace_s=args.termination_grace,
             probe_period_s=args.probe_period,
             gate_hls_streams=tuple(f"s{i}" for i in range(args.streams)) if args.hls_gate else (),
+            drain_pace_per_s=args.drain_pace,
+            paced_drain_after_s=args.endpoint_lag + 0.5,
         )
         frontends = [
             Frontend("rtmp", 1935, 1935, "tcp", "edge"),
@@ -349,6 +351,7 @@ class Bed:
                         "exit_code": pod.exit_code,
                         "killed": pod.killed,
                         "terminate_s": round(pod.exited_at - pod.terminating_since, 2),
+                        "paced_kicks": pod.paced_kicks,
                     }
                 )
         return out
@@ -420,6 +423,7 @@ class Bed:
                 "hls_readiness_gate": a.hls_gate,
                 "clip_kbps": a.kbps,
                 "bad_version": a.bad,
+                "drain_pace_per_s": a.drain_pace,
             },
             "machine": benchlib.machine_facts(),
             "load_process": loaded.get("load"),
@@ -473,6 +477,12 @@ def parser() -> argparse.ArgumentParser:
         dest="hls_gate",
         action="store_false",
         help="edges are ready on /readyz alone, without the readiness gate that waits for their HLS playlists",
+    )
+    p.add_argument(
+        "--drain-pace",
+        type=float,
+        default=0.0,
+        help="players/s an edge's preStop kicks once its endpoint is gone (0: leave them to grace_drain_timeout)",
     )
     p.add_argument("--bad", choices=("readiness", "crash"), default="readiness", help="how the bad version fails")
     p.add_argument("--canary-pods", type=int, default=1)
