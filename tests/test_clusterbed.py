@@ -74,7 +74,8 @@ def test_rolling_update_of_two_edges_under_load(tmp_path: Path) -> None:
         assert rows and rows[0]["rtmp"] == "playing"
     assert "| edge-rolling-update |" in summary
     assert doc["network_mode"] in ("netns", "loopback")
-    assert netbed.leftovers() == [] or doc["network_mode"] == "loopback"
+    if doc["network_mode"] == "netns":
+        assert netbed.leftovers() == []
 
 
 def test_loopback_mode_and_the_analysis_of_a_cut(tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_loopback_mode_and_the_analysis_of_a_cut(tmp_path: Path) -> None:
     assert op["players_with_media_gap_over_1s"] == 1 and op["media_gap_max_s"] == pytest.approx(1.5)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="namespaces need root and iproute2")
 def test_namespaces_are_removed_even_when_the_run_fails(tmp_path: Path) -> None:
     """A bad flag value after start-up makes the bed fail; it must still remove what it made."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -318,9 +318,13 @@ class Bed:
         )
         decision = (verdict.get("compare") or {}).get("verdict", "abort")
         if decision == "promote":
-            # The wiki's way: grow the new track to full size, then shrink the old one to zero.
+            # The wiki's way: grow the new track to full size, then shrink the old one a pod at a
+            # time (its 3 -> 1 -> 0), so its players do not all move in the same seconds.
             grow = await self.canary.scale(self.edges.replicas)
-            shrink = await self.edges.scale(0)
+            shrink = []
+            for replicas in range(self.edges.replicas - 1, -1, -1):
+                shrink.append(await self.edges.scale(replicas))
+                await self.cluster.wait_terminations()
             steps = {"grow": grow, "shrink": shrink}
         else:
             steps = {"abort": await self.canary.scale(0)}
