@@ -156,3 +156,27 @@ def test_usage_errors_name_the_problem(tidecast: Factory) -> None:
     assert code == 2 and "nope" in err
     code, _, err = status("--interval", "0", "no-such-host.invalid")
     assert code == 2 and "cannot resolve no-such-host.invalid" in err
+
+
+def test_compare_aborts_a_canary_that_is_down(tidecast: Factory) -> None:
+    base = tidecast("base")
+    dead = tidecast("dead")
+    assert dead.proc is not None
+    dead.proc.send_signal(signal.SIGKILL)
+    dead.proc.wait(5)
+    code, doc, err = status_json(
+        "--interval",
+        "0.5",
+        "--timeout",
+        "1",
+        f"canary={dead.api}",
+        f"stable={base.api}",
+        "--compare",
+        "canary",
+        "stable",
+    )
+    assert code == 3
+    reasons = doc["compare"]["reasons"]
+    assert any("0 of 1 canary endpoints are ready" in r for r in reasons), reasons
+    assert any("no interval figures for the canary track" in r for r in reasons), reasons
+    assert f"{dead.api} (track canary) is down" in err

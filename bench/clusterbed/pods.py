@@ -68,7 +68,7 @@ def pod_config(role: str, version: Version, pod: PodNet, loopback: bool, origins
     """srs.conf of one pod. In a namespace a pod listens on every address, as in Kubernetes."""
     host = f"{pod.ip}:" if loopback else ""
     api_port = 1986 if version.bad == "readiness" else 1985
-    max_conn = 20 if version.bad == "refuse" else 4000
+    max_conn = 6 if version.bad == "refuse" else 4000
     lines = [
         f"listen {host}1935;",
         f"max_connections {max_conn};",

@@ -310,7 +310,10 @@ class Bed:
         strategy = self.edges.strategy
         self.canary = Deployment(self.cluster, "edge-canary", "edge", version, self.args.canary_pods, strategy)
         started = time.monotonic()
-        await self.canary.create()
+        try:
+            await self.canary.create(timeout=30.0)
+        except RuntimeError as exc:
+            log.warning("canary: %s; judging it as it is", exc)
         # Let the balancer give the canary its share, then judge it on what it served.
         await asyncio.sleep(self.args.canary_soak)
         verdict = self.status(

@@ -347,7 +347,11 @@ def compare(canary: dict[str, Any], baseline: dict[str, Any], th: Thresholds) ->
     elif canary["ready"] < th.min_ready_fraction * canary["endpoints"]:
         reasons.append(f"only {canary['ready']} of {canary['endpoints']} canary endpoints are ready")
     if canary["interval_s"] is None or baseline["interval_s"] is None:
-        reasons.append("no interval measured (give --interval > 0)")
+        which = "canary" if canary["interval_s"] is None else "baseline"
+        reasons.append(
+            f"no interval figures for the {which} track: its endpoints were down or restarted "
+            "between the two samples, or --interval is 0"
+        )
     else:
         ce, be = canary["error_rate"] or 0.0, baseline["error_rate"] or 0.0
         if ce > be + th.max_error_rate_delta:
