@@ -69,10 +69,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=what)
         cmd.add_argument("-c", "--config", help="config file, to find the pid file")
         cmd.add_argument("-p", "--pid-file", help="pid file of the running server")
+    # Its options are its own (tidecast.status); listed here so `tidecast -h` shows it.
+    sub.add_parser("status", help="readiness, versions, players and errors of endpoints, per track", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:
+        from tidecast.status import main as status_main
+
+        return status_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.config, args.env_only)
