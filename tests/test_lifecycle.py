@@ -246,3 +246,32 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_paced_drain_closes_players_spread_out_then_exits_zero(tidecast: Factory) -> None:
+    srv = tidecast(globals_="grace_start_wait 100; grace_final_wait 100; grace_drain_pace 4;")
+    players = []
+    for _ in range(8):
+        client = RtmpTestClient(srv.host, srv.rtmp_port)
+        client.play("idle")
+        client.wait_status("NetStream.Play.Start")
+        players.append(client)
+    srv.signal(signal.SIGQUIT)
+    closed_at: list[float] = []
+    start = time.monotonic()
+    pending = list(players)
+    while pending and time.monotonic() - start < 10:
+        for client in list(pending):
+            client.sock.settimeout(0.05)
+            try:
+                if client.sock.recv(65536) == b"":
+                    raise ConnectionError
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_at.append(time.monotonic() - start)
+                pending.remove(client)
+    assert not pending, "every player is closed by the paced drain"
+    spread = max(closed_at) - min(closed_at)
+    assert 1.0 <= spread <= 4.0, f"8 players at 4/s leave over ~2 s, not at once: {sorted(closed_at)}"
+    assert srv.proc is not None and srv.proc.wait(10) == 0

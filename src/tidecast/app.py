@@ -436,8 +436,14 @@ class App:
         step = 1
         next_log = started
         bound = cfg.grace_drain_timeout / 1000.0
+        pace = cfg.grace_drain_pace
+        paced = 0.0  # players due to be closed so far
         while self.media_connections() and not self._fast:
             now = time.monotonic()
+            if pace:
+                due = int((now - started) * pace) - int(paced)
+                if due > 0:
+                    paced += self._close_some_players(due)
             if bound and now - started >= bound:
                 log.warning(
                     "drain bound grace_drain_timeout=%dms reached, closing %d connections",
@@ -460,6 +466,14 @@ class App:
         await self._sleep_unless_fast(cfg.grace_final_wait / 1000.0)
         log.info("final wait for %dms", cfg.grace_final_wait)
         log.info("tidecast gracefully quit")
+
+    def _close_some_players(self, count: int) -> int:
+        """Close up to `count` players (publishers only once no player is left): a paced drain."""
+        players = [c for c in self.hub.clients.values() if not c.is_publisher]
+        chosen = players[:count] or [c for c in self.hub.clients.values() if c.is_publisher][:count]
+        for client in chosen:
+            client.kick()
+        return max(len(chosen), count)
 
     def _close_all_connections(self) -> None:
         for conn in list(self.connections):

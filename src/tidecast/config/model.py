@@ -299,6 +299,7 @@ class Config:
     grace_final_wait: int = 3200
     force_grace_quit: bool = False
     grace_drain_timeout: int = 0  # tidecast: ms bound on a graceful drain; 0 waits forever, as SRS
+    grace_drain_pace: int = 0  # tidecast: players closed per second once the listeners closed; 0: never, as SRS
     inotify_auto_reload: bool = False
     auto_reload_for_docker: bool = True
     http_api: HttpApi = field(default_factory=HttpApi)
