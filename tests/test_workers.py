@@ -18,6 +18,8 @@ from helpers import Publisher, TidecastProcess, http_get, make_clip, wait_for, w
 from players import FlvPlayer, RtmpPlayer
 from tidecast.config import ConfigError, parse_text
 from tidecast.multi.cpus import available_cpus, worker_count
+from tidecast.multi.node import relay_config
+from tidecast.multi.role import Sibling, WorkerRole
 
 FAST_QUIT = "workers 2;\ngrace_start_wait 100;\ngrace_final_wait 100;\n"
 REMUX = "http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }"
@@ -106,6 +108,21 @@ def test_workers_directive_and_auto(tmp_path: Path) -> None:
     assert available_cpus(v1, "") == 1
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert available_cpus(v1, "") == len(os.sched_getaffinity(0))
+
+
+def test_ingests_run_in_worker_0_only() -> None:
+    config = parse_text(
+        "listen 1935; workers 2;\n"
+        "vhost __defaultVhost__ { ingest cam { enabled on; input { type stream; url rtmp://127.0.0.1:1/live/s; }"
+        " ffmpeg ffmpeg; engine { enabled off; output rtmp://127.0.0.1:[port]/live/cam; } } }\n"
+    )
+    siblings = (Sibling(0, 1, 2), Sibling(1, 3, 4))
+    assert relay_config(config, None) is config
+    assert relay_config(config, WorkerRole(0, siblings, "t", 1)) is config
+    other = relay_config(config, WorkerRole(1, siblings, "t", 1))
+    assert [i.name for i in config.vhosts["__defaultVhost__"].ingest] == ["cam"]
+    assert other.vhosts["__defaultVhost__"].ingest == []
+    assert other.listen == config.listen and other.workers == 2
 
 
 # ---------------------------------------------------------------- one stream, every worker

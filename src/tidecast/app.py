@@ -28,7 +28,7 @@ from tidecast.dvr.manager import DvrManager
 from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
-from tidecast.multi.node import WorkerNode
+from tidecast.multi.node import WorkerNode, relay_config
 from tidecast.multi.role import WorkerRole
 from tidecast.net.http import start_http
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
@@ -159,7 +159,7 @@ class App:
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]
         self.services.append(_Tick(None, None, origin.close))
-        relays = self.relays = Relays(self.config, server_id=hub.server_id)
+        relays = self.relays = Relays(relay_config(self.config, self.role), server_id=hub.server_id)
         hub.observers.append(RelayObserver(hub, relays))
         self.metric_sources.append(relays.metrics)
         self.api_routes.append(lambda reply: relay_routes(lambda: self.relays, reply))
@@ -379,7 +379,7 @@ class App:
         for service in self.services:
             service.reload()
         if self.relays is not None:
-            self.relays.reload(new)
+            self.relays.reload(relay_config(new, self.role))
         logging.getLogger("tidecast").setLevel(SRS_LEVELS.get(new.srs_log_level, logging.INFO))
         self.reload_state = {"err": 0, "msg": "", "state": RELOAD_OK, "rid": rid}
         log.info("reload config success, state=%d.", RELOAD_OK)

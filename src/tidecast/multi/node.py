@@ -8,6 +8,7 @@ public HTTP listeners take `middlewares` and bind with SO_REUSEPORT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import itertools
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tidecast.config import Config
 from tidecast.live import stream as live_stream
 from tidecast.multi.aggregate import Aggregator
 from tidecast.multi.relay import RELAY_TYPE, SiblingRelays, is_local_live
@@ -32,6 +34,16 @@ log = logging.getLogger("tidecast.workers")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Stream ids stay SRS-like ("vid-N") and unique across the server: each worker counts in its own range.
 STREAM_ID_RANGE = 10_000_000
+
+
+def relay_config(config: Config, role: WorkerRole | None) -> Config:
+    """The config the relays see: `ingest` runs in worker 0 only (each ingest publishes one stream to the
+    server's port; N copies would race to publish it). Forward, exec and transcode follow publishes,
+    which happen in one worker each, so they need no such care."""
+    if role is None or role.index == 0 or not any(v.ingest for v in config.vhosts.values()):
+        return config
+    vhosts = {name: dataclasses.replace(v, ingest=[]) for name, v in config.vhosts.items()}
+    return dataclasses.replace(config, vhosts=vhosts)
 
 
 class RelayConnection(RtmpConnection):
