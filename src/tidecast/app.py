@@ -29,6 +29,8 @@ from tidecast.dvr.manager import DvrManager
 from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
+from tidecast.multi.node import WorkerNode, relay_config
+from tidecast.multi.role import WorkerRole
 from tidecast.net.http import start_http
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
@@ -63,7 +65,10 @@ class Service(Protocol):
 
 
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, role: WorkerRole | None = None) -> None:
+        """`role`: set in a worker of a `workers N` server (its supervisor owns the pid file); None alone."""
+        self.role = role
+        self.worker: WorkerNode | None = None
         self.loop = asyncio.get_running_loop()
         self.started = time.time()
         self.hub = Hub(config, self.loop, server_id=f"vid-{os.getpid():x}{int(self.started) % 100000:05d}")
@@ -161,14 +166,23 @@ class App:
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]
         self.services.append(_Tick(None, None, origin.close))
-        relays = self.relays = Relays(self.config, server_id=hub.server_id)
+        relays = self.relays = Relays(relay_config(self.config, self.role), server_id=hub.server_id)
         hub.observers.append(RelayObserver(hub, relays))
         self.metric_sources.append(relays.metrics)
         self.api_routes.append(lambda reply: relay_routes(lambda: self.relays, reply))
         self.stream_details.append(relays.describe)
+        if self.role is not None:
+            self.worker = WorkerNode(self, self.role, origin)
+            self.worker.install()
         for listen in self.config.listen:
             await self._open_rtmp(listen)
-        self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
+        if self.worker is not None:
+            await self.worker.start()
+            self.http_listeners, self.http_runners = await start_http(
+                self, origin, edge.keep_pulling, self.worker.middlewares, reuse_port=True
+            )
+        else:
+            self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()
@@ -185,7 +199,12 @@ class App:
 
     async def _open_rtmp(self, listen: Listen) -> asyncio.AbstractServer:
         server = await self.loop.create_server(
-            lambda: RtmpConnection(self.hub, self), listen.host, listen.port, reuse_address=True, backlog=1024
+            lambda: RtmpConnection(self.hub, self),
+            listen.host,
+            listen.port,
+            reuse_address=True,
+            reuse_port=self.role is not None or None,  # workers share the port; the kernel spreads connections
+            backlog=1024,
         )
         self.rtmp_listeners[listen] = server
         log.info("RTMP listen at %s", listen)
@@ -373,7 +392,7 @@ class App:
         for service in self.services:
             service.reload()
         if self.relays is not None:
-            self.relays.reload(new)
+            self.relays.reload(relay_config(new, self.role))
         logging.getLogger("tidecast").setLevel(SRS_LEVELS.get(new.srs_log_level, logging.INFO))
         self.reload_state = {"err": 0, "msg": "", "state": RELOAD_OK, "rid": rid}
         log.info("reload config success, state=%d.", RELOAD_OK)

@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (foreground unless the config says daemon on)")
     serve.add_argument("-c", "--config", help=f"config file (default: {' or '.join(DEFAULT_CONFIGS)})")
     serve.add_argument("-e", "--env-only", action="store_true", help="no file: defaults plus SRS_* variables")
+    # Given by the supervisor of a `workers N` server to each worker it starts.
+    # (the role itself, with the private ports' secret, comes in TIDECAST_WORKER_ROLE: argv is public).
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command")
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return status_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config, args.env_only)
+        return _serve(args.config, args.env_only, args.worker)
     if args.command == "config" and args.config_command == "check":
         return _check(args.config, args.env_only)
     if args.command == "sign":
@@ -193,10 +196,12 @@ def _write_pid(path: str) -> None:
     os.replace(tmp, path)
 
 
-def _serve(path: str | None, env_only: bool) -> int:
+def _serve(path: str | None, env_only: bool, worker: int | None = None) -> int:
     from tidecast.config import ConfigError
     from tidecast.config.watch import in_container
     from tidecast.log import setup_logging
+    from tidecast.multi.cpus import worker_count
+    from tidecast.multi.role import ROLE_ENV, WorkerRole
 
     setup_logging()
     try:
@@ -205,6 +210,15 @@ def _serve(path: str | None, env_only: bool) -> int:
         log.error("config: %s", exc)
         return 1
     setup_logging(config.srs_log_tank, config.srs_log_level, config.srs_log_file, config.log_format)
+    if worker is not None:
+        # A worker: its supervisor detached, owns the pid file and passes the signals on.
+        try:
+            role = WorkerRole.from_json(os.environ.pop(ROLE_ENV, ""))
+        except ValueError as exc:
+            log.error("--worker %d: %s; workers are started by `tidecast serve` with `workers N`", worker, exc)
+            return 2
+        return _run_loop(config, role)
+    workers = worker_count(config.workers)
     if config.daemon:
         if config.disable_daemon_for_docker and in_container(config):
             log.info("daemon off: running in a container (disable_daemon_for_docker)")
@@ -214,14 +228,12 @@ def _serve(path: str | None, env_only: bool) -> int:
             _daemonize()
     _write_pid(config.pid)
     try:
-        import uvloop
+        if workers > 1:
+            from tidecast.multi.supervisor import Supervisor
 
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_run(config))
+            serve_args = ["-e"] if config.path is None else ["-c", os.path.abspath(config.path)]
+            return Supervisor(workers, serve_args).run()
+        return _run_loop(config, None)
     finally:
         try:
             with open(config.pid) as f:
@@ -231,10 +243,21 @@ def _serve(path: str | None, env_only: bool) -> int:
             pass
 
 
-async def _run(config) -> int:  # type: ignore[no-untyped-def]
+def _run_loop(config, role) -> int:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_run(config, role))
+
+
+async def _run(config, role=None) -> int:  # type: ignore[no-untyped-def]
     from tidecast.app import App
 
-    server = App(config)
+    server = App(config, role)
     try:
         await server.start()
     except OSError as exc:

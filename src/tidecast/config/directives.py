@@ -122,6 +122,17 @@ def choice(*options: str) -> Reader:
     return read
 
 
+def workers(d: Directive, context: str) -> int | str:
+    """`workers N` or `workers auto` (tidecast: how many processes share the listening ports)."""
+    expected = "auto or an integer from 1 to 256"
+    raw = _single(d, context, expected)
+    if raw == "auto":
+        return raw
+    if not _INTEGER.fullmatch(raw) or not 1 <= int(raw) <= 256:
+        raise _bad(d, context, expected)
+    return int(raw)
+
+
 def words(d: Directive, context: str) -> list[str]:
     return list(d.args)
 
@@ -713,6 +724,7 @@ ROOT = Block(
     {
         "listen": listens,
         "max_connections": integer(1, 1_000_000),
+        "workers": workers,
         "pid": text,
         "daemon": flag,
         "disable_daemon_for_docker": flag,
@@ -737,6 +749,7 @@ ROOT = Block(
 )
 
 TIDECAST_EXTENSIONS = (
+    "workers",
     "log_format",
     "handshake_timeout",
     "grace_drain_timeout",

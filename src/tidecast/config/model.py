@@ -284,6 +284,7 @@ class Config:
     path: str | None = None
     listen: list[Listen] = field(default_factory=lambda: [Listen("0.0.0.0", 1935)])
     max_connections: int = 1000
+    workers: int | str = 1  # tidecast: processes sharing the ports (SO_REUSEPORT); "auto" = CPUs available
     pid: str = "./objs/srs.pid"
     daemon: bool = True
     disable_daemon_for_docker: bool = True

@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -192,8 +192,12 @@ def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[No
 
 
 def build_apps(
-    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+    server: NodeStatus,
+    cluster: ClusterDirectory | None = None,
+    hls_demand: HlsDemand | None = None,
+    api_middlewares: Sequence[Any] = (),
 ) -> list[tuple[Listen, web.Application, str]]:
+    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
     hub = server.hub
     cfg = hub.config
     api = Api(server, cluster)
@@ -202,7 +206,9 @@ def build_apps(
     health = [web.get("/healthz", _health), web.get("/readyz", _readiness(server))]
     shared = cfg.http_api.enabled and cfg.http_server.enabled and cfg.http_api.listen == cfg.http_server.listen
     if cfg.http_api.enabled:
-        app = web.Application(middlewares=[_errors, _auth_middleware(hub)], handler_args={"max_field_size": 16384})
+        app = web.Application(
+            middlewares=[_errors, _auth_middleware(hub), *api_middlewares], handler_args={"max_field_size": 16384}
+        )
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
@@ -220,7 +226,7 @@ def build_apps(
         )
         apps.append((cfg.http_server.listen, app, "http"))
     if cfg.exporter.enabled:
-        app = web.Application()
+        app = web.Application(middlewares=list(api_middlewares))
         app.add_routes([web.get("/metrics", _metrics(server))])
         apps.append((cfg.exporter.listen, app, "exporter"))
     for _, app, _kind in apps:
@@ -229,19 +235,27 @@ def build_apps(
 
 
 async def start_http(
-    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+    server: NodeStatus,
+    cluster: ClusterDirectory | None = None,
+    hls_demand: HlsDemand | None = None,
+    api_middlewares: Sequence[Any] = (),
+    reuse_port: bool = False,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
-    """Bind every HTTP port; the caller closes the listeners and cleans the runners up."""
+    """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
+
+    `reuse_port`: the workers of one server bind the same ports (SO_REUSEPORT)."""
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand):
+    for listen, app, kind in build_apps(server, cluster, hls_demand, api_middlewares):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
         assert runner.server is not None
         factory = counted_factory(server, runner.server, kind)
-        listener = await loop.create_server(factory, listen.host, listen.port, reuse_address=True, backlog=1024)
+        listener = await loop.create_server(
+            factory, listen.host, listen.port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
+        )
         listeners.append(listener)
         log.info("HTTP listen at %s", listen)
     return listeners, runners
