@@ -382,8 +382,8 @@ def test_errors_name_file_line_directive_and_what_to_do(tmp_path: Path, text: st
 def test_unknown_top_level_directive_lists_everything_accepted(tmp_path: Path) -> None:
     assert error_of(tmp_path, "listen 1935;\nfoo bar;\n") == (
         'x.conf:2: unknown directive "foo" in the top level; accepted here: auto_reload_for_docker, chunk_size, '
-        "daemon, disable_daemon_for_docker, empty_ip_ok, exporter, force_grace_quit, grace_drain_timeout, "
-        "grace_final_wait, grace_start_wait, handshake_timeout, http_api, http_server, in_docker, "
+        "daemon, disable_daemon_for_docker, empty_ip_ok, exporter, force_grace_quit, grace_drain_pace, "
+        "grace_drain_timeout, grace_final_wait, grace_start_wait, handshake_timeout, http_api, http_server, in_docker, "
         "inotify_auto_reload, listen, log_format, max_connections, pid, srs_log_file, srs_log_level, srs_log_tank, "
         "workers"
     )
