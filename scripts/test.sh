@@ -23,4 +23,6 @@ python3 -m ruff check src tests $( [ -d bench ] && echo bench )
 echo "== mypy"
 python3 -m mypy
 echo "== pytest"
-python3 -m pytest -q "$@"
+# Most tests wait on real processes and sockets, so three at a time fit two cores; the cluster-bed
+# tests share one group (they make network namespaces and one checks that none is left).
+python3 -m pytest -q -n 3 --dist loadgroup "$@"

@@ -183,3 +183,18 @@ def test_security_rules_end_to_end(tidecast: Factory, clip: Path) -> None:
     srv = tidecast(vhost="security { enabled on; deny publish 127.0.0.1; allow play all; }")
     assert publish_exits(clip, f"{srv.rtmp}/live/denied") != 0
     assert "denied" not in active_streams(srv)
+
+
+def test_a_reaped_dvr_file_calls_on_dvr_with_its_path(tidecast: Factory, clip: Path, hooks: HookServer) -> None:
+    url = hooks.url()
+    srv = tidecast(
+        vhost=f"dvr {{ enabled on; dvr_path ./rec/[app]/[stream].flv; }}\n"
+        f"http_hooks {{ enabled on; on_publish {url}; on_dvr {url}; }}"
+    )
+    code = publish_exits(clip, f"{srv.rtmp}/live/taped?token=good")
+    assert code == 0
+    wait_for(lambda: hooks.actions("on_dvr"), timeout=10, what="the on_dvr hook")
+    body = hooks.actions("on_dvr")[0]
+    assert body["app"] == "live" and body["stream"] == "taped" and body["param"] == "?token=good"
+    assert body["file"].endswith("rec/live/taped.flv") and "cwd" in body
+    assert (srv.workdir / "rec/live/taped.flv").stat().st_size > 10_000

@@ -20,9 +20,11 @@ import pytest
 
 from helpers import ROOT
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy") is None, reason="haproxy is needed (scripts/test.sh installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is needed (scripts/test.sh installs it)"),
+    # One worker runs them all: each makes tcb* links, and one checks that none is left.
+    pytest.mark.xdist_group("clusterbed"),
+]
 
 sys.path.insert(0, str(ROOT / "bench"))
 

@@ -221,6 +221,8 @@ class Hub:
             return Refusal(ERROR_SERVER_DRAINING, "this server is draining; connect to another one")
         client.vhost = settings.name
         client.app = target.app
+        if stream_name:
+            client.query = target.query  # what later notifications (on_dvr, on_stop) carry as `param`
         return None
 
     async def _gates(self, request: JoinRequest) -> Refusal | Redirect | None:
