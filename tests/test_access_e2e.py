@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
-from helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
 
 Factory = Callable[..., TidecastProcess]
 

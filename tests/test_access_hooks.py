@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
+from testkit.helpers import free_port
 
-from helpers import free_port
 from tidecast.access._contract import JoinRequest
 from tidecast.access.hooks import HookCaller, HookGate, HookObserver, dvr_body, hls_body, hls_notify_url, judge
 from tidecast.config import HttpHooks

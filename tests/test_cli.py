@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import TidecastProcess, wait_for
-from rtmpclient import RtmpTestClient
+from testkit.helpers import TidecastProcess, wait_for
+from testkit.rtmpclient import RtmpTestClient
+
 from tidecast import __version__
 
 Factory = Callable[..., TidecastProcess]

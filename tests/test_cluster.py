@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSServer
-
-from helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
-from players import FlvPlayer, Player, RtmpPlayer, first_media_after, keeps_up
-from rtmpclient import RtmpTestClient
+from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
+from testkit.players import FlvPlayer, Player, RtmpPlayer, first_media_after, keeps_up
+from testkit.rtmpclient import RtmpTestClient
 
 NODES: list[TidecastProcess] = []
 

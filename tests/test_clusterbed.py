@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from helpers import ROOT
+from testkit.helpers import ROOT
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is needed (scripts/test.sh installs it)"),

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from testkit.ff9 import make_clip, needs_ffmpeg9, streams
 
-from ff9 import make_clip, needs_ffmpeg9, streams
 from tidecast.codec import av1, hevc, vp9
 from tidecast.codec import video as v
 from tidecast.codec.audio import sequence_start

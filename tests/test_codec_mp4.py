@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from testkit.helpers import decode_errors, ffprobe_json
 
-from helpers import decode_errors, ffprobe_json
 from tidecast.codec import aac, avc, mp4
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, iter_flv_tags
 from tidecast.errors import ProtocolError

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit.ff9 import make_clip, needs_ffmpeg9
 
-from ff9 import make_clip, needs_ffmpeg9
 from tidecast.codec import av1, hevc, vp9
 from tidecast.codec import video as v
 from tidecast.codec.audio import (

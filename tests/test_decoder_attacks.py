@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit.helpers import TidecastProcess, http_json
 
-from helpers import TidecastProcess, http_json
 from tidecast.codec import amf0, amf3, avc
 from tidecast.errors import LocalProtocolError, ProtocolError
 from tidecast.rtmp import constants as C

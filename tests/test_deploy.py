@@ -29,8 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from helpers import ROOT, free_port, http_get, http_json, wait_for
+from testkit.helpers import ROOT, free_port, http_get, http_json, wait_for
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.helpers import decode_errors, ffprobe_json, make_clip
 
-from helpers import decode_errors, ffprobe_json, make_clip
 from tidecast.codec import amf0
 from tidecast.codec.flv import TAG_SCRIPT, TAG_VIDEO, iter_flv_tags
 from tidecast.config import Cluster, ConfigError, Dvr, Vhost, parse_text

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from helpers import Publisher, TidecastProcess, decode_errors, ffprobe_json, wait_for, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, decode_errors, ffprobe_json, wait_for, wait_stream_live
 
 Factory = Callable[..., TidecastProcess]
 

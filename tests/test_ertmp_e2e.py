@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from testkit.ff9 import FFMPEG9, decode_errors, make_clip, needs_ffmpeg9, streams
+from testkit.helpers import TidecastProcess, ffprobe_json, wait_for, wait_stream_live
+from testkit.rtmpclient import RtmpTestClient
 
-from ff9 import FFMPEG9, decode_errors, make_clip, needs_ffmpeg9, streams
-from helpers import TidecastProcess, ffprobe_json, wait_for, wait_stream_live
-from rtmpclient import RtmpTestClient
 from tidecast.codec.audio import classify_audio
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from tidecast.codec.video import classify, is_coded_frame

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from helpers import ROOT, TidecastProcess, free_port, wait_for
+from testkit.helpers import ROOT, TidecastProcess, free_port, wait_for
 
 OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "http-canary"
 TRACKS = ("internal", "free", "paid", "production")

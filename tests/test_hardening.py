@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
-from rtmpclient import RtmpTestClient
+from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
+from testkit.rtmpclient import RtmpTestClient
 
 Factory = Callable[..., TidecastProcess]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import m3u8
 import pytest
+from testkit.ff9 import decode_errors as decode_errors9
+from testkit.ff9 import make_clip, needs_ffmpeg9
 
-from ff9 import decode_errors as decode_errors9
-from ff9 import make_clip, needs_ffmpeg9
 from test_codec_mpegts import parse_ts, split_pes
 from tidecast import config
 from tidecast.codec import audio, hevc

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import m3u8
-
-from helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
 
 Factory = Callable[..., TidecastProcess]
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-
-from helpers import (
+from testkit.helpers import (
     Publisher,
     TidecastProcess,
     decode_errors,
@@ -23,7 +22,7 @@ from helpers import (
     wait_for,
     wait_stream_live,
 )
-from rtmpclient import RtmpTestClient
+from testkit.rtmpclient import RtmpTestClient
 
 Factory = Callable[..., TidecastProcess]
 REMUX = "http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }"

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
-from players import RtmpPlayer
-from rtmpclient import RtmpTestClient
+from testkit.helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
+from testkit.players import RtmpPlayer
+from testkit.rtmpclient import RtmpTestClient
 
 Factory = Callable[..., TidecastProcess]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from testkit.helpers import TidecastProcess, ffprobe_json, free_port, http_json
 
-from helpers import TidecastProcess, ffprobe_json, free_port, http_json
 from tidecast.codec.flv import iter_flv_tags
 from tidecast.config import parse_text
 from tidecast.relay.forward import ForwardManager, ForwardSink, is_sequence_header

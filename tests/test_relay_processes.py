@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.helpers import Publisher, TidecastProcess, ffprobe_json, wait_stream_live
 
-from helpers import Publisher, TidecastProcess, ffprobe_json, wait_stream_live
 from tidecast.config import Config, Engine, parse_text
 from tidecast.relay import Relays
 from tidecast.relay.exec import ExecManager, command_line

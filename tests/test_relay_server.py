@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import Publisher, TidecastProcess, ffprobe_json, http_get, wait_for, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, ffprobe_json, http_get, wait_for, wait_stream_live
 
 Start = Callable[..., TidecastProcess]
 

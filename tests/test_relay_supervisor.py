@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from testkit.helpers import ROOT, wait_for
 
-from helpers import ROOT, wait_for
 from tidecast.relay.supervisor import RestartPolicy, Supervised, Supervisor
 
 

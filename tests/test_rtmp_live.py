@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import (
+from testkit.helpers import (
     Publisher,
     TidecastProcess,
     decode_errors,
@@ -18,7 +18,8 @@ from helpers import (
     wait_for,
     wait_stream_live,
 )
-from rtmpclient import RtmpTestClient, SyntheticPublisher, stalled_player
+from testkit.rtmpclient import RtmpTestClient, SyntheticPublisher, stalled_player
+
 from tidecast import __version__
 
 Factory = Callable[..., TidecastProcess]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import ROOT, Publisher, TidecastProcess, wait_stream_live
-from players import RtmpPlayer
+from testkit.helpers import ROOT, Publisher, TidecastProcess, wait_stream_live
+from testkit.players import RtmpPlayer
 
 Factory = Callable[..., TidecastProcess]
 

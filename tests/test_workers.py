@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.helpers import Publisher, TidecastProcess, http_get, make_clip, wait_for, wait_stream_live
+from testkit.players import FlvPlayer, RtmpPlayer
 
-from helpers import Publisher, TidecastProcess, http_get, make_clip, wait_for, wait_stream_live
-from players import FlvPlayer, RtmpPlayer
 from tidecast.config import ConfigError, parse_text
 from tidecast.multi.cpus import available_cpus, worker_count
 from tidecast.multi.node import relay_config

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from testkit.media import make_clip
+
 ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Publisher", "TidecastProcess", "free_port", "http_get", "http_json", "make_clip", "wait_for"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,7 +36,7 @@ def http_get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, 
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def http_json(url: str, method: str = "GET", timeout: float = 5.0) -> Any:
+def http_json(url: str, timeout: float = 5.0, method: str = "GET") -> Any:
     status, body, _ = http_get(url, timeout=timeout, method=method)
     assert status == 200, f"{url}: HTTP {status} {body[:200]!r}"
     return json.loads(body)
@@ -149,24 +152,6 @@ class TidecastProcess:
 
     def api_json(self, path: str, method: str = "GET") -> Any:
         return http_json(f"{self.api}{path}", method=method)
-
-
-def make_clip(path: Path, seconds: int = 6, bitrate: str = "600k") -> Path:
-    """H.264 + AAC FLV, a keyframe every second (25 fps, GOP 25)."""
-    subprocess.run(
-        [
-            "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate, "-g", "25", "-keyint_min", "25",
-            "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "64k",
-            "-f", "flv", str(path),
-        ],
-        check=True,
-    )  # fmt: skip
-    return path
 
 
 class Publisher:

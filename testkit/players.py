@@ -7,8 +7,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from helpers import TidecastProcess
-from rtmpclient import RtmpTestClient
+from testkit.helpers import TidecastProcess
+from testkit.rtmpclient import RtmpTestClient
 
 
 class RtmpPlayer:
