@@ -26,6 +26,7 @@ from tidecast.net.api import Api
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
 from tidecast.net.metrics import make_registry, render
+from tidecast.net.mp4 import serve_mp4, split_mp4_path
 from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
 
 if TYPE_CHECKING:
@@ -111,6 +112,12 @@ def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
                 return await serve_flv(hub, request, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
+        if path.endswith(".mp4"):
+            # A file there (a recording) wins; otherwise the live stream of that name as fragmented MP4.
+            found = _safe_join(hub.config.http_server.dir, path)
+            parts = split_mp4_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
+            if parts is not None and (found is None or not os.path.isfile(found)):
+                return await serve_mp4(hub, request, *parts)
         rel = path.lstrip("/")
         if rel == "" or rel.endswith("/"):
             rel += "index.html"
