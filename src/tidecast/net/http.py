@@ -23,6 +23,7 @@ from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
 from tidecast.log import RateLimitedLogger
 from tidecast.net.api import Api
+from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
 from tidecast.net.metrics import make_registry, render
@@ -210,7 +211,7 @@ def build_apps(
     shared = cfg.http_api.enabled and cfg.http_server.enabled and cfg.http_api.listen == cfg.http_server.listen
     if cfg.http_api.enabled:
         app = web.Application(middlewares=[_errors, _auth_middleware(hub)], handler_args={"max_field_size": 16384})
-        app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
+        app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
         apps.append((cfg.http_api.listen, app, "api"))

@@ -32,6 +32,7 @@ from tidecast.codec.mp4 import (
 from tidecast.errors import ProtocolError
 from tidecast.live.admission import Redirect, Refusal
 from tidecast.live.client import new_client_id
+from tidecast.live.codecs import describe_video
 from tidecast.live.hub import Hub, Target
 from tidecast.live.names import sanitize
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
@@ -102,7 +103,7 @@ class Mp4Format:
             if payload is None:
                 continue
             try:
-                spec = video_track_from_flv(payload) if type_id == TAG_VIDEO else audio_track_from_flv(payload)
+                spec = _video_track(payload) if type_id == TAG_VIDEO else audio_track_from_flv(payload)
             except ProtocolError as exc:
                 log.warning("mp4: a %s sequence header MP4 cannot carry: %s", _kind(type_id), exc)
                 continue
@@ -188,6 +189,17 @@ class Mp4Format:
         runs.sort(key=lambda r: r.track_id)
         self.fragments += 1
         return media_fragment(self.fragments, runs)
+
+
+def _video_track(payload: bytes) -> TrackSpec:
+    """H.264 sizes come from its SPS in the writer; HEVC and AV1 ones from the API's codec description,
+    so the sample entry carries a real size (0 would leave MSE players a 0x0 natural size until decoded)."""
+    width = height = 0
+    parts = flv_video(payload)
+    if parts is not None and parts[0] != "avc1":
+        info = describe_video(payload)
+        width, height = int(info.get("width") or 0), int(info.get("height") or 0)
+    return video_track_from_flv(payload, width=width, height=height)
 
 
 def _kind(type_id: int) -> str:
