@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+import ff9
+from ff9 import FFMPEG9, needs_ffmpeg9
 from helpers import (
     Publisher,
     TidecastProcess,
@@ -217,3 +222,57 @@ def test_http_remux_off_is_404(tidecast: Factory, clip: Path) -> None:
         wait_stream_live(srv, "off")
         status, body, _ = http_get(f"{srv.http}/live/off.mp4")
         assert status == 404 and b"http_remux is off" in body
+
+
+E_RTMP = {"hevc": ("hevc", "aac"), "av1": ("av1", "aac"), "vp9": ("vp9", "opus")}
+
+
+@pytest.fixture(scope="module")
+def ertmp_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if FFMPEG9 is None:
+        pytest.skip("needs the imageio-ffmpeg wheel: pip install -e '.[test]'")
+    d = tmp_path_factory.mktemp("mp4-ertmp")
+    return {name: ff9.make_clip(d / f"{name}.flv", v, a, seconds=3) for name, (v, a) in E_RTMP.items()}
+
+
+@needs_ffmpeg9
+@pytest.mark.parametrize("name", list(E_RTMP))
+def test_enhanced_rtmp_codecs_over_live_mp4(
+    name: str, tidecast: Factory, ertmp_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """HEVC, AV1 (with AAC) and VP9 (with Opus) published over E-RTMP come out as a clean live MP4."""
+    assert FFMPEG9 is not None
+    srv = tidecast(vhost=REMUX)
+    log = tmp_path / "publisher.log"
+    with open(log, "wb") as out:
+        pub = subprocess.Popen(
+            [FFMPEG9, "-v", "error", "-re", "-stream_loop", "-1", "-i", str(ertmp_clips[name]), "-c", "copy",
+             "-f", "flv", f"{srv.rtmp}/live/{name}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+        try:
+            wait_stream_live(srv, name, timeout=15)
+            # The sample entry carries the picture size (VP9's comes from a keyframe): MSE refuses 0x0.
+            raw = RawPlayer(srv.http_port, f"/live/{name}.mp4")
+            try:
+                wait_for(lambda: raw.chunks, 10, what="the init segment")
+                init = raw.chunks[0]
+            finally:
+                raw.close()
+            fourcc = {"hevc": b"hvc1", "av1": b"av01", "vp9": b"vp09"}[name]
+            entry = init.find(fourcc)
+            assert entry > 0 and struct.unpack_from(">HH", init, entry + 4 + 24) == (320, 240)
+            got = tmp_path / f"{name}.mp4"
+            subprocess.run(
+                [FFMPEG9, "-v", "error", "-y", "-i", f"{srv.http}/live/{name}.mp4", "-t", "3", "-c", "copy", str(got)],
+                check=True, capture_output=True, timeout=40,
+            )  # fmt: skip
+            video, audio = E_RTMP[name]
+            found = {s["type"]: s for s in ff9.streams(str(got))}
+            assert found["video"]["codec"] == video
+            assert (found["video"]["width"], found["video"]["height"]) == (320, 240)
+            assert found["audio"]["codec"] == audio
+            assert ff9.decode_errors(str(got)) == ""
+        finally:
+            pub.terminate()
+            pub.wait(10)

@@ -80,12 +80,26 @@ class Mp4Format:
     stream's `video_sh`/`audio_sh` do.
     """
 
-    __slots__ = ("__weakref__", "_audio_sh", "_init", "_init_key", "_tracks", "_video_sh", "fragments")
+    __slots__ = (
+        "__weakref__",
+        "_audio_sh",
+        "_init",
+        "_init_key",
+        "_size_keyframe",
+        "_sized",
+        "_tracks",
+        "_video_sh",
+        "fragments",
+    )
 
     def __init__(self) -> None:
         self._video_sh: bytes | None = None
         self._audio_sh: bytes | None = None
-        self._init_key: tuple[bytes | None, bytes | None] | None = None
+        self._init_key: tuple[bytes | None, bytes | None, bytes | None] | None = None
+        # VP9 carries its frame size only in keyframes: the init segment is rebuilt once one is seen,
+        # since MSE refuses a 0x0 sample entry.
+        self._size_keyframe: bytes | None = None
+        self._sized = True
         self._init = b""
         self._tracks: dict[int, _Track] = {}  # TAG_VIDEO / TAG_AUDIO -> track
         self.fragments = 0  # batches built: one per flush however many players share it
@@ -94,7 +108,7 @@ class Mp4Format:
 
     def init_segment(self) -> bytes:
         """ftyp + moov for the current sequence headers, cached until they change; b"" before any."""
-        key = (self._video_sh, self._audio_sh)
+        key = (self._video_sh, self._audio_sh, self._size_keyframe)
         if key == self._init_key:
             return self._init
         tracks: dict[int, _Track] = {}
@@ -103,7 +117,11 @@ class Mp4Format:
             if payload is None:
                 continue
             try:
-                spec = _video_track(payload) if type_id == TAG_VIDEO else audio_track_from_flv(payload)
+                if type_id == TAG_VIDEO:
+                    spec = _video_track(payload, self._size_keyframe)
+                    self._sized = bool(spec.width and spec.height)
+                else:
+                    spec = audio_track_from_flv(payload)
             except ProtocolError as exc:
                 log.warning("mp4: a %s sequence header MP4 cannot carry: %s", _kind(type_id), exc)
                 continue
@@ -141,9 +159,20 @@ class Mp4Format:
             if pkt.sequence_header and pkt.type_id in (TAG_VIDEO, TAG_AUDIO):
                 headers = True
                 if pkt.type_id == TAG_VIDEO:
+                    if pkt.payload != self._video_sh:
+                        self._size_keyframe = None
+                        self._sized = True
                     self._video_sh = pkt.payload
                 else:
                     self._audio_sh = pkt.payload
+        if headers:
+            self.init_segment()  # learn whether the sample entry has a size
+        if not self._sized:
+            keyframe = next((p for p in items if p.keyframe and p.type_id == TAG_VIDEO), None)
+            if keyframe is None:
+                return b""  # nothing is playable before the init segment that a keyframe completes
+            self._size_keyframe = keyframe.payload
+            headers = True
         # Any header in the batch: a join burst, a catch-up after a skip or a codec change; each starts
         # from an init segment (MSE takes a repeated one as a no-op).
         body = (self.init_segment() if headers else b"") + self._fragment(items)
@@ -191,13 +220,13 @@ class Mp4Format:
         return media_fragment(self.fragments, runs)
 
 
-def _video_track(payload: bytes) -> TrackSpec:
+def _video_track(payload: bytes, keyframe: bytes | None = None) -> TrackSpec:
     """H.264 sizes come from its SPS in the writer; HEVC and AV1 ones from the API's codec description,
     so the sample entry carries a real size (0 would leave MSE players a 0x0 natural size until decoded)."""
     width = height = 0
     parts = flv_video(payload)
     if parts is not None and parts[0] != "avc1":
-        info = describe_video(payload)
+        info = describe_video(payload, keyframe)
         width, height = int(info.get("width") or 0), int(info.get("height") or 0)
     return video_track_from_flv(payload, width=width, height=height)
 

@@ -133,6 +133,32 @@
     return out;
   }
 
+  // Track id -> timescale, from each trak's tkhd and mdhd.
+  function initTimescales(b, moov) {
+    const out = {};
+    for (const trak of boxes(b, moov.body, moov.end).filter((x) => x.kind === "trak")) {
+      const tkhd = child(b, trak, ["tkhd"]);
+      const mdhd = child(b, trak, ["mdia", "mdhd"]);
+      if (!tkhd || !mdhd) continue;
+      const id = u32(b, tkhd.body + (b[tkhd.body] === 1 ? 20 : 12));
+      out[id] = u32(b, mdhd.body + (b[mdhd.body] === 1 ? 20 : 12));
+    }
+    return out;
+  }
+
+  // Seconds of the first traf's tfdt of a moof, or null.
+  function fragmentStart(b, moof, timescales) {
+    const traf = child(b, moof, ["traf"]);
+    if (!traf) return null;
+    const tfhd = child(b, traf, ["tfhd"]);
+    const tfdt = child(b, traf, ["tfdt"]);
+    if (!tfhd || !tfdt) return null;
+    const scale = timescales[u32(b, tfhd.body + 4)];
+    if (!scale) return null;
+    const t = b[tfdt.body] === 1 ? u32(b, tfdt.body + 4) * 4294967296 + u32(b, tfdt.body + 8) : u32(b, tfdt.body + 4);
+    return t / scale;
+  }
+
   class TidecastPlayer {
     // video: an HTMLVideoElement; url: the live MP4 endpoint; onState(text) is told what happens.
     constructor(video, url, onState) {
@@ -149,6 +175,9 @@
       this.mediaSource = null;
       this.timer = null;
       this.closed = false;
+      this.lastInit = null;
+      this.timescales = {};
+      this.lastStart = null;
     }
 
     fail(message) {
@@ -191,7 +220,7 @@
               // Wait for the box that completes it: moov after ftyp, mdat after moof.
               if (i + 1 >= found.length) break;
               const next = found[i + 1];
-              this.segment(buf, box.start, next.end, box.kind === "ftyp" ? next : null);
+              this.segment(buf, box.start, next.end, box.kind === "ftyp" ? next : null, box);
               used = next.end;
               i++;
             } else {
@@ -206,7 +235,7 @@
       }
     }
 
-    segment(buf, start, end, moov) {
+    segment(buf, start, end, moov, first) {
       const data = buf.slice(start, end);
       if (moov) {
         const codecs = initCodecs(buf, moov);
@@ -215,9 +244,19 @@
           this.resetSource();
         }
         this.codecs = codecs;
+        this.lastInit = data;
+        this.timescales = initTimescales(buf, moov);
         if (!this.mediaSource) this.openSource();
       } else {
         this.fragments++;
+        const t = fragmentStart(buf, first, this.timescales);
+        if (t !== null && this.lastStart !== null && t < this.lastStart - 1 && this.lastInit) {
+          // Time went back (a new publish restarted at 0): a fresh MediaSource, from the last init.
+          this.resetSource();
+          this.queue.push(this.lastInit);
+          this.openSource();
+        }
+        if (t !== null) this.lastStart = t;
       }
       this.queue.push(data);
       this.pump();
