@@ -172,3 +172,25 @@ def test_player_plays_av1_and_vp9_opus(
         finally:
             pub.terminate()
             pub.wait(10)
+
+
+def test_edge_console_shows_upstream_and_plays_through_the_edge(
+    tidecast: Factory, clip: Path, browser: Browser
+) -> None:
+    origin = tidecast("origin", vhost=REMUX)
+    edge = tidecast("edge", vhost=REMUX + f"\ncluster {{ mode remote; origin 127.0.0.1:{origin.rtmp_port}; }}")
+    with Publisher(clip, f"{origin.rtmp}/live/edged"):
+        wait_stream_live(origin, "edged")
+        # The play page on the edge: its MP4 endpoint makes the edge pull from the origin.
+        browser.navigate(f"{edge.api}/console/play/live/edged")
+        browser.wait("window.tidecastPlayer && document.getElementById('video').currentTime > 0", 20)
+        start = browser.eval("document.getElementById('video').currentTime")
+        browser.wait(f"document.getElementById('video').currentTime - {start} > 2", 15)
+        assert browser.eval("window.tidecastPlayer.error") == ""
+        browser.navigate(f"{edge.api}/console/")
+        assert browser.wait("document.getElementById('roles').textContent") == "edge"
+        row = "document.querySelector('tr[data-stream=\"/live/edged\"]')"
+        upstream = browser.wait(
+            f"{row} && {row}.children[7].textContent.startsWith('pull') && {row}.children[7].textContent"
+        )
+        assert f"127.0.0.1:{origin.rtmp_port}" in upstream, upstream
