@@ -339,6 +339,7 @@ class Clip:
             t, _, p = self.tags[i]
             if t == 9:
                 self.frames.setdefault(zlib.crc32(p), i)
+                self.frames.setdefault(zlib.crc32(p[5:]), i)  # the MP4 sample: the body after the AVC tag header
         self._loops: dict[int, list[tuple[float, bytes, int, int]]] = {}
 
     def head_bytes(self) -> list[bytes]:
@@ -386,6 +387,9 @@ class Target:
 
     def flv_path(self, stream: str | None = None) -> str:
         return f"/{self.app}/{stream or self.stream}.flv"
+
+    def mp4_path(self, stream: str | None = None) -> str:
+        return f"/{self.app}/{stream or self.stream}.mp4"
 
     def named(self, stream: str) -> Target:
         return Target(self.host, self.rtmp_port, self.http_port, self.app, stream)
@@ -771,6 +775,91 @@ class FlvPlayer(_Player):
                 self.stats.frames.append((zlib.crc32(payload), now))
 
 
+class Mp4Player(FlvPlayer):
+    """A player of tidecast's live fragmented MP4: probes time the video samples of each moof + mdat."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.head = bytearray()
+        self.chunked = False
+        self.dechunker = _Dechunker()
+        self.boxes = bytearray()
+        self.moof: bytes | None = None
+        host = f"{self.target.host}:{self.target.http_port}"
+        request = (
+            f"GET {self.target.mp4_path()} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tidecast-bench\r\n"
+            "Accept: */*\r\nConnection: keep-alive\r\n\r\n"
+        )
+        transport.write(request.encode())  # type: ignore[attr-defined]
+        self.stats.stage = "http-response"
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self.ready.done():
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.head) > 16384:
+                    self.fail("HTTP response head too long")
+                return
+            head = bytes(self.head[:end]).decode("latin-1")
+            status = head.split("\r\n", 1)[0]
+            if " 200 " not in status + " ":
+                self.fail(f"HTTP: {status}")
+                return
+            self.chunked = "transfer-encoding: chunked" in head.lower()
+            data = bytes(self.head[end + 4 :])
+            self.head = bytearray()
+            self.set_up()
+            if not self.probe:
+                self.start_counting()
+                self.stats.bytes += len(data)
+                return
+        self.stats.bytes += len(data)
+        self.boxes += self.dechunker.feed(data) if self.chunked else data
+        buf = self.boxes
+        pos = 0
+        while pos + 8 <= len(buf):
+            size, kind = struct.unpack_from(">I4s", buf, pos)
+            if size < 8 or pos + size > len(buf):
+                break
+            if kind == b"moof":
+                self.moof = bytes(buf[pos : pos + size])
+            elif kind == b"mdat" and self.moof is not None:
+                for sample in _video_samples(self.moof, bytes(buf[pos : pos + size])):
+                    self.stats.frames.append((zlib.crc32(sample), now))
+                self.moof = None
+            pos += size
+        del buf[:pos]
+
+
+def _video_samples(moof: bytes, mdat: bytes) -> list[bytes]:
+    """The samples of track 1 (video when the stream has video) of one moof + mdat, as tidecast writes them
+    (default-base-is-moof, one trun with sizes per traf)."""
+    out = []
+    pos = 8
+    while pos + 8 <= len(moof):
+        size, kind = struct.unpack_from(">I4s", moof, pos)
+        if kind == b"traf":
+            traf = moof[pos + 8 : pos + size]
+            track = 0
+            tpos = 0
+            while tpos + 8 <= len(traf):
+                tsize, tkind = struct.unpack_from(">I4s", traf, tpos)
+                if tkind == b"tfhd":
+                    track = struct.unpack_from(">I", traf, tpos + 12)[0]
+                elif tkind == b"trun" and track == 1:
+                    count, offset = struct.unpack_from(">Ii", traf, tpos + 12)
+                    at = offset - len(moof)  # data offsets count from the moof's first byte
+                    for k in range(count):
+                        sample_size = struct.unpack_from(">I", traf, tpos + 20 + 16 * k + 4)[0]
+                        out.append(mdat[at : at + sample_size])
+                        at += sample_size
+                tpos += max(8, tsize)
+        pos += max(8, size)
+    return out
+
+
 class FailedPlayer:
     """A player whose TCP connection could not even be opened."""
 
@@ -795,6 +884,10 @@ async def open_player(protocol: str, target: Target, probe: bool, timeout: float
     if protocol == "rtmp":
         factory = lambda: RtmpPlayer(target, probe)  # noqa: E731
         port = target.rtmp_port
+    elif protocol == "mp4":
+        factory = lambda: Mp4Player(target, probe)  # noqa: E731
+        assert target.http_port is not None
+        port = target.http_port
     else:
         factory = lambda: FlvPlayer(target, probe)  # noqa: E731
         assert target.http_port is not None

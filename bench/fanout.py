@@ -1,7 +1,8 @@
-"""Fan-out: how many RTMP or HTTP-FLV players of one 1 Mbps stream one core carries.
+"""Fan-out: how many RTMP, HTTP-FLV or live-MP4 players of one 1 Mbps stream one core carries.
 
     python bench/fanout.py --players 500,1000,2000 --protocol rtmp
     python bench/fanout.py --players 500,1000,2000 --protocol flv --servers tidecast
+    python bench/fanout.py --players 1000 --protocol flv,mp4     # both in one run, CPU ratio mp4/flv
 
 For each server (tidecast, and nginx-rtmp when it is installed and the protocol
 is RTMP): start it pinned to core 0 (`prlimit --nofile=65536 taskset -c 0 ...`),
@@ -43,7 +44,11 @@ import benchlib as B
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--players", default="500,1000,2000", help="player counts, ramped in turn (default 500,1000,2000)")
-    p.add_argument("--protocol", choices=("rtmp", "flv"), default="rtmp", help="how players play (default rtmp)")
+    p.add_argument(
+        "--protocol",
+        default="rtmp",
+        help="how players play: rtmp, flv, mp4 (tidecast's live fMP4), or a comma list run in turn (default rtmp)",
+    )
     p.add_argument(
         "--servers",
         default="auto",
@@ -68,6 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+PROTOCOLS = ("rtmp", "flv", "mp4")
+
+
+def protocols(args: argparse.Namespace) -> list[str]:
+    out = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    bad = [p for p in out if p not in PROTOCOLS]
+    if bad or not out:
+        raise SystemExit(f"--protocol: {', '.join(bad) or 'nothing'} is not one of {', '.join(PROTOCOLS)}")
+    return out
+
+
 def servers_to_run(args: argparse.Namespace) -> list[str]:
     if args.url:
         return ["attached"]
@@ -81,7 +97,7 @@ def servers_to_run(args: argparse.Namespace) -> list[str]:
         return names
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     if "nginx" in names and args.protocol != "rtmp":
-        print("nginx-rtmp serves no HTTP-FLV: skipping it for --protocol flv")
+        print(f"nginx-rtmp serves no HTTP-FLV or MP4: skipping it for --protocol {args.protocol}")
         names.remove("nginx")
     return names
 
@@ -107,6 +123,8 @@ async def measure_server(
     else:
         raise SystemExit(f"unknown server {name}: tidecast, nginx")
     label = {"tidecast": "tidecast", "nginx": "nginx-rtmp"}.get(name, name)
+    if args.several_protocols:
+        label = f"{label}-{args.protocol}"
     print(f"\n== {label}: {args.protocol} players of {target.rtmp_url()} (server pid {server.pid})")
     publisher = B.PublisherProcess(clip.path, target, workdir)
     ramp = B.Ramp(args.protocol, target, args.rate, args.probe_every)
@@ -242,6 +260,23 @@ def print_row(label: str, r: dict[str, Any]) -> None:
     )
 
 
+def protocol_ratios(results: list[dict[str, Any]], base: str = "flv") -> list[dict[str, Any]]:
+    """CPU of each other protocol's tidecast run over the `base` protocol's, at each N both measured."""
+    rows = {
+        r["protocol"]: {row["players"]: row for row in r["rows"]} for r in results if r["server"].startswith("tidecast")
+    }
+    out = []
+    for proto, by_n in rows.items():
+        if proto == base or base not in rows:
+            continue
+        for n, row in by_n.items():
+            ref = rows[base].get(n)
+            if ref and row["server_cpu_pct"] and ref["server_cpu_pct"]:
+                ratio = round(row["server_cpu_pct"] / ref["server_cpu_pct"], 2)
+                out.append({"players": n, "protocol": proto, "over": base, "cpu_ratio": ratio})
+    return out
+
+
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {r["server"]: {row["players"]: row for row in r["rows"]} for r in results}
     if "tidecast" not in by or "nginx-rtmp" not in by:
@@ -261,12 +296,18 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.window <= 0 or args.window > 120:
         raise SystemExit("--window: 1..120 seconds")
     clip = B.Clip(B.make_clip(args.clip))
-    names = servers_to_run(args)
+    protos = protocols(args)
     print(f"clip {clip.path}: {clip.kbps:.0f} kbps of media, {clip.period_ms / 1000:.1f} s loop")
     results = []
     with tempfile.TemporaryDirectory(prefix="tidecast-fanout-") as tmp:
-        for name in names:
-            results.append(await measure_server(name, args, clip, counts, Path(tmp)))
+        for proto in protos:
+            run = argparse.Namespace(**{**vars(args), "protocol": proto, "several_protocols": len(protos) > 1})
+            for name in servers_to_run(run):
+                workdir = Path(tmp) / proto
+                workdir.mkdir(exist_ok=True)
+                result = await measure_server(name, run, clip, counts, workdir)
+                result["protocol"] = proto
+                results.append(result)
     doc = {
         "tool": "bench/fanout.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -277,15 +318,16 @@ async def main_async(args: argparse.Namespace) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results,
         "cpu_ratio_tidecast_over_nginx": ratios(results),
+        "cpu_ratio_over_flv": protocol_ratios(results),
     }
     tag = f"-{args.tag}" if args.tag else ""
-    base = args.out / f"fanout-{args.protocol}{tag}-{B.stamp()}"
+    base = args.out / f"fanout-{'-'.join(protos)}{tag}-{B.stamp()}"
     B.write_json(base.with_suffix(".json"), doc)
     print(f"\nresults: {base.with_suffix('.json')}")
     series = {r["server"]: r["rows"] for r in results}
     note = B.plot(
         base.with_suffix(".png"),
-        f"fan-out, {args.protocol.upper()} players of one {clip.kbps:.0f} kbps stream, server on one core",
+        f"fan-out, {'/'.join(protos).upper()} players of one {clip.kbps:.0f} kbps stream, server on one core",
         "players",
         series,
         [("server_cpu_pct", "server CPU % (one core)"), ("keepup_pct", "players keeping up %"),
@@ -295,6 +337,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print(note)
     for r in doc["cpu_ratio_tidecast_over_nginx"]:
         print(f"N={r['players']}: tidecast CPU / nginx-rtmp CPU = {r['cpu_ratio']}")
+    for r in doc["cpu_ratio_over_flv"]:
+        print(f"N={r['players']}: tidecast {r['protocol']} CPU / {r['over']} CPU = {r['cpu_ratio']}")
     return 0
 
 

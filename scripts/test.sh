@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (ffmpeg, haproxy, the package with its test extras)
+# Installs what the tests need (ffmpeg, haproxy, chromium, the package with its test extras)
 # and runs lint, type checks and the test suite. Used as-is by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# tests/test_console.py drives Debian's headless Chromium over the DevTools protocol.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -52,6 +52,7 @@ RELOAD_PARSE_BUDGET_S = 5.0
 # A tick this late means the loop stalled: reads queued behind it go first, timeouts wait a tick.
 TICK_STALL_S = 0.5
 HOOK_DRAIN_S = 3.0
+HTTP_PLAYERS = ("flv-play", "mp4-play")  # what a graceful drain waits for besides RTMP connections
 
 
 class Service(Protocol):
@@ -430,7 +431,7 @@ class App:
     def media_connections(self) -> int:
         """What a graceful quit waits for: RTMP connections and HTTP-FLV players, not API calls."""
         rtmp = sum(1 for conn in self.connections if isinstance(conn, RtmpConnection))
-        return rtmp + sum(1 for client in self.hub.clients.values() if client.type == "flv-play")
+        return rtmp + sum(1 for client in self.hub.clients.values() if client.type in HTTP_PLAYERS)
 
     async def _sleep_unless_fast(self, seconds: float) -> None:
         """Sleep, but return early when SIGINT asks for a fast quit."""

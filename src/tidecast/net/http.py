@@ -23,9 +23,11 @@ from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
 from tidecast.log import RateLimitedLogger
 from tidecast.net.api import Api
+from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
 from tidecast.net.metrics import make_registry, render
+from tidecast.net.mp4 import serve_mp4, split_mp4_path
 from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
 
 if TYPE_CHECKING:
@@ -111,6 +113,12 @@ def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
                 return await serve_flv(hub, request, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
+        if path.endswith(".mp4"):
+            # A file there (a recording) wins; otherwise the live stream of that name as fragmented MP4.
+            found = _safe_join(hub.config.http_server.dir, path)
+            parts = split_mp4_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
+            if parts is not None and (found is None or not os.path.isfile(found)):
+                return await serve_mp4(hub, request, *parts)
         rel = path.lstrip("/")
         if rel == "" or rel.endswith("/"):
             rel += "index.html"
@@ -209,7 +217,7 @@ def build_apps(
         app = web.Application(
             middlewares=[_errors, _auth_middleware(hub), *api_middlewares], handler_args={"max_field_size": 16384}
         )
-        app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
+        app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
         apps.append((cfg.http_api.listen, app, "api"))
