@@ -29,6 +29,7 @@ from tidecast.hls.manager import HlsManager
 from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.net.http import start_http
+from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
 from tidecast.net.rtmp_server import RtmpConnection
@@ -161,7 +162,9 @@ class App:
         self.stream_details.append(relays.describe)
         for listen in self.config.listen:
             await self._open_rtmp(listen)
-        self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
+        self.http_listeners, self.http_runners = await start_http(
+            self, origin, edge.keep_pulling, LlHlsHandler(hls.store)
+        )
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()

@@ -25,6 +25,7 @@ from tidecast.log import RateLimitedLogger
 from tidecast.net.api import Api
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
+from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
 from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
 
@@ -37,6 +38,7 @@ _error_log = RateLimitedLogger(log)
 _CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/MP2T",
+    ".m4s": "video/iso.segment",
     ".flv": "video/x-flv",
     ".mp4": "video/mp4",
     ".html": "text/html",
@@ -71,7 +73,7 @@ async def _health(request: web.Request) -> web.Response:
 
 def static_root_for(config: Config, rel: str) -> str:
     """HLS files come from the vhost's hls_path; everything else from http_server.dir."""
-    if rel.endswith((".m3u8", ".ts")):
+    if rel.endswith((".m3u8", ".ts", ".m4s", ".mp4")):
         vhost = config.vhost(DEFAULT_VHOST)
         if vhost.hls.enabled:
             candidate = _safe_join(vhost.hls.hls_path, rel)
@@ -102,7 +104,7 @@ def _metrics(server: NodeStatus) -> Handler:
     return metrics
 
 
-def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
+def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | None = None) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
@@ -129,6 +131,11 @@ def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
                 settings = hub.config.vhost(vhost)
                 if settings.hls.enabled and settings.cluster.mode == "remote":
                     hls_demand(settings.name, app, name)
+        if hls_live is not None and ext in (".m3u8", ".m4s"):
+            # Low-latency HLS: playlists (blocking reloads) and parts come from memory.
+            live = await hls_live(request, rel)
+            if live is not None:
+                return live
         if os.path.isfile(full):
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:
@@ -192,7 +199,10 @@ def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[No
 
 
 def build_apps(
-    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+    server: NodeStatus,
+    cluster: ClusterDirectory | None = None,
+    hls_demand: HlsDemand | None = None,
+    hls_live: LlHlsHandler | None = None,
 ) -> list[tuple[Listen, web.Application, str]]:
     hub = server.hub
     cfg = hub.config
@@ -205,7 +215,7 @@ def build_apps(
         app = web.Application(middlewares=[_errors, _auth_middleware(hub)], handler_args={"max_field_size": 16384})
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health])
         if shared:
-            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
+            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live))])
         apps.append((cfg.http_api.listen, app, "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
@@ -216,7 +226,11 @@ def build_apps(
     if cfg.http_server.enabled and not shared:
         app = web.Application(middlewares=[_errors])
         app.add_routes(
-            [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(hub, hls_demand))]
+            [
+                web.get("/api/v1/versions", api.versions),
+                *health,
+                web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live)),
+            ]
         )
         apps.append((cfg.http_server.listen, app, "http"))
     if cfg.exporter.enabled:
@@ -229,13 +243,16 @@ def build_apps(
 
 
 async def start_http(
-    server: NodeStatus, cluster: ClusterDirectory | None = None, hls_demand: HlsDemand | None = None
+    server: NodeStatus,
+    cluster: ClusterDirectory | None = None,
+    hls_demand: HlsDemand | None = None,
+    hls_live: LlHlsHandler | None = None,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up."""
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand):
+    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
