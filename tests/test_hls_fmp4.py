@@ -104,7 +104,8 @@ def test_republish_with_another_codec_gets_a_new_init_and_a_discontinuity(h264_t
     assert parsed.segments[first_hevc].discontinuity and not any(s.discontinuity for s in parsed.segments[:first_hevc])
     assert b"hvcC" in (tmp_path / "live" / maps[-1]).read_bytes()
     joined = tmp_path / "last.mp4"  # what a player decodes after the discontinuity: the new init, then a segment
-    joined.write_bytes((tmp_path / "live" / maps[-1]).read_bytes() + (tmp_path / "live" / parsed.segments[-1].uri).read_bytes())
+    live = tmp_path / "live"
+    joined.write_bytes((live / maps[-1]).read_bytes() + (live / parsed.segments[-1].uri).read_bytes())
     assert [s["codec"] for s in ff9.streams(str(joined))] == ["hevc", "aac"]
 
 
@@ -128,9 +129,7 @@ def test_every_codec_reads_back_with_ffmpeg9(video: str, audio: str, config_box:
 
 def test_served_by_tidecast_and_played_by_ffprobe(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
     hls_dir = tmp_path / "hls"
-    srv = tidecast(
-        vhost=f"hls {{ enabled on; hls_variant fmp4; hls_fragment 1; hls_window 6; hls_path {hls_dir}; }}"
-    )
+    srv = tidecast(vhost=f"hls {{ enabled on; hls_variant fmp4; hls_fragment 1; hls_window 6; hls_path {hls_dir}; }}")
     with Publisher(clip, f"{srv.rtmp}/live/tv"):
         wait_stream_live(srv, "tv")
         playlist = hls_dir / "live" / "tv.m3u8"

@@ -447,5 +447,3 @@ class Fmp4Muxer(HlsMuxer):
             if self.low_latency:
                 self.live = self.store.stream(self._store_key())
                 self.live.publishing = True
-
-
