@@ -4,9 +4,10 @@ the preload hint, server control and delta updates. Pure, no I/O."""
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 
-from tidecast.hls.playlist import Segment, target_duration
+from tidecast.hls.playlist import Segment
 
 
 @dataclass(slots=True)
@@ -21,6 +22,13 @@ class Fmp4Segment(Segment):
     map_uri: str = ""  # the init segment it needs
     pdt: float = 0.0  # EXT-X-PROGRAM-DATE-TIME of its first sample, epoch seconds
     parts: list[Part] = field(default_factory=list)
+
+
+def target_duration(longest_ms: int, fragment: float) -> int:
+    """EXT-X-TARGETDURATION: the longest segment rounded to the nearest second, as RFC 8216 4.3.3.1 allows,
+    and at least the fragment. Not rounded up as the MPEG-TS playlist does (SRS's way): a segment of 1.015 s
+    (B-frames at a publisher's loop) would double a 1 s target, and with it every low-latency hold time."""
+    return max((longest_ms + 500) // 1000, math.ceil(fragment), 1)
 
 
 def _pdt(epoch: float) -> str:
