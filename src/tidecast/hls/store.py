@@ -33,6 +33,9 @@ class LiveHls:
         self.key = key  # the playlist path under hls_path ("live/tv.m3u8"), as the URL names it
         self.text = ""  # the full playlist
         self.delta: str | None = None  # the playlist with EXT-X-SKIP, when skipping saves anything
+        # Encoded once per update, not once per response: a thousand clients get the same bytes.
+        self.body = b""
+        self.delta_body: bytes | None = None
         self.msn = 0  # the open segment's media sequence number
         self.parts_done = 0  # complete parts of the open segment
         self.target = 1.0  # EXT-X-TARGETDURATION, seconds: bounds the blocking wait
@@ -52,6 +55,8 @@ class LiveHls:
         """A new playlist: wake whoever waited for what it now holds."""
         self.text = text
         self.delta = delta
+        self.body = text.encode()
+        self.delta_body = None if delta is None else delta.encode()
         self.msn = msn
         self.parts_done = parts_done
         self.target = target

@@ -33,6 +33,10 @@ def _int(request: web.Request, name: str) -> int | None:
     return value
 
 
+_PLAYLIST_HEADERS = {**CORS, "Cache-Control": "no-cache"}
+_PART_HEADERS = {**CORS, "Cache-Control": "max-age=60"}
+
+
 class LlHlsHandler:
     def __init__(self, store: HlsStore) -> None:
         self.store = store
@@ -49,7 +53,7 @@ class LlHlsHandler:
                 data = ref.live.parts.get((ref.msn, ref.index))
             if data is None:
                 raise web.HTTPNotFound(text=f"part {rel} is gone or never came\n", headers=CORS)
-            return web.Response(body=data, content_type=PART_TYPE, headers={**CORS, "Cache-Control": "max-age=60"})
+            return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
         return None
 
     async def _playlist(self, request: web.Request, rel: str) -> web.StreamResponse:
@@ -71,7 +75,7 @@ class LlHlsHandler:
                     headers=CORS,
                 )
             live = self.store.playlists.get(rel, live)
-        text = live.text
-        if request.query.get("_HLS_skip") in ("YES", "v2") and live.delta is not None:
-            text = live.delta
-        return web.Response(text=text, content_type=PLAYLIST_TYPE, headers={**CORS, "Cache-Control": "no-cache"})
+        body = live.body
+        if live.delta_body is not None and request.query.get("_HLS_skip") in ("YES", "v2"):
+            body = live.delta_body
+        return web.Response(body=body, content_type=PLAYLIST_TYPE, headers=_PLAYLIST_HEADERS)
