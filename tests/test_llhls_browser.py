@@ -98,7 +98,7 @@ def test_hlsjs_plays_low_latency_under_two_seconds(tidecast: Factory, tmp_path: 
     assert not [e for e in result["errors"] if "fatal=true" in e], result["errors"]
     assert result["partLoads"] > 10, f"hls.js loaded {result['partLoads']} parts: not in low-latency mode?"
     # The first seconds are the player's start-up and catch-up: measure the settled playback.
-    settled = [s for s in result["samples"] if s["wall"] / 1000 > result["samples"][0]["wall"] / 1000 + 4]
+    settled = [s for s in result["samples"] if s["wall"] > result["samples"][0]["wall"] + 6000]
     assert len(settled) > 30, f"only {len(settled)} samples of a playing video: {result}"
     glass = sorted(s["latency"] + startup for s in settled)
     p50 = statistics.median(glass)
