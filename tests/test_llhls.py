@@ -45,6 +45,10 @@ def _last(text: str) -> tuple[int, int]:
     return msn, tail.count("#EXT-X-PART:")
 
 
+def text_now(srv: TidecastProcess, name: str = "dl") -> str:
+    return _get(f"{srv.http}/live/{name}.m3u8")[1]
+
+
 def _wait_playlist(srv: TidecastProcess, name: str, segments: int = 2) -> str:
     def ready() -> str | None:
         status, text, _ = _get(f"{srv.http}/live/{name}.m3u8")
@@ -108,9 +112,11 @@ def test_blocking_reload_holds_until_the_segment_and_part_exist(tidecast: Factor
         assert status == 200 and body[4:8] == b"moof" and time.monotonic() - started < 0.6
 
 
-def test_delta_update_skips_old_segments(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
+def test_delta_update_skips_old_segments_and_an_unpublish_releases_waiters(
+    tidecast: Factory, clip: Path, tmp_path: Path
+) -> None:
     srv, _ = _server(tidecast, tmp_path, window=12)
-    with Publisher(clip, f"{srv.rtmp}/live/dl"):
+    with Publisher(clip, f"{srv.rtmp}/live/dl") as publisher:
         wait_stream_live(srv, "dl")
         full = _wait_playlist(srv, "dl", 11)
         status, delta, _ = _get(f"{srv.http}/live/dl.m3u8?_HLS_skip=YES")
@@ -120,6 +126,11 @@ def test_delta_update_skips_old_segments(tidecast: Factory, clip: Path, tmp_path
         assert skipped is not None and int(skipped.group(1)) >= 1
         assert delta.count("#EXTINF") + int(skipped.group(1)) >= full.count("#EXTINF")
         assert len(delta) < len(full)
+        publisher.stop()
+    # The publisher left: a reload waiting for a part that will never come is answered at once, not held.
+    wait_for(lambda: "PRELOAD-HINT" not in _get(f"{srv.http}/live/dl.m3u8")[1], 10, what="the hint to go")
+    status, text, held = _get(f"{srv.http}/live/dl.m3u8?_HLS_msn={_last(text_now(srv))[0]}&_HLS_part=9")
+    assert status == 200 and held < 0.5 and "#EXTINF" in text, (status, held)
 
 
 def test_ffmpeg_plays_the_low_latency_playlist(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
