@@ -121,6 +121,9 @@ def test_every_codec_reads_back_with_ffmpeg9(video: str, audio: str, config_box:
     assert len(parsed.segments) == 3
     init = (Path(muxer.m3u8_path).parent / parsed.segments[0].init_section.uri).read_bytes()
     assert config_box in init and (b"dOps" if audio == "opus" else b"esds") in init
+    if video != "vp9":  # VP9's size is in its keyframes only
+        entry = init.index(video.replace("hevc", "hvc1").replace("av1", "av01").encode())
+        assert init[entry + 4 + 24 : entry + 4 + 28] == (320).to_bytes(2, "big") + (240).to_bytes(2, "big")
     found = ff9.streams(ended(muxer.m3u8_path))
     assert [s["codec"] for s in found] == [video, audio]
     assert found[0]["width"] == 320 and found[0]["height"] == 240

@@ -40,6 +40,7 @@ from tidecast.hls.ll import Fmp4Segment, Part, render_fmp4, render_ll
 from tidecast.hls.playlist import Segment
 from tidecast.hls.segmenter import TMP, HlsMuxer, HlsSettings
 from tidecast.hls.store import HlsStore, LiveHls, PartRef
+from tidecast.live.codecs import describe_video
 
 log = logging.getLogger("tidecast.hls")
 
@@ -142,7 +143,13 @@ class Fmp4Muxer(HlsMuxer):
             return
         if tag.is_sequence_header:
             body = payload if tag.end == len(payload) else payload[: tag.end]
-            self.video_spec = video_track_from_flv(body, VIDEO_TIMESCALE)
+            width = height = 0
+            if tag.codec is not v.AVC:
+                # The sample entry's size, for players that read it (H.264's comes from its SPS in
+                # video_track_from_flv; VP9 has none before a keyframe, and decoders read the bitstream).
+                described = describe_video(body)
+                width, height = described.get("width", 0), described.get("height", 0)
+            self.video_spec = video_track_from_flv(body, VIDEO_TIMESCALE, width, height)
             return
         if self.video_spec is None or _FOURCC[tag.codec] != self.video_spec.codec or not v.is_coded_frame(tag):
             return
