@@ -23,6 +23,7 @@ try {
   await page.waitForTimeout(seconds * 1000);
   const out = await page.evaluate(() => ({
     support: window.support, samples: window.samples, errors: window.errors, partLoads: window.partLoads,
+    resyncs: window.resyncs,
   }));
   out.console = console_.slice(-20);
   console.log(JSON.stringify(out));
