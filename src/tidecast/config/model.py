@@ -92,6 +92,9 @@ class Hls:
     hls_cleanup: bool = True
     hls_dispose: float = 120.0
     hls_wait_keyframe: bool = True
+    # tidecast extensions: the segment format, and the partial-segment duration of low-latency HLS.
+    hls_variant: str = "mpegts"  # mpegts | fmp4 | lowlatency
+    hls_part: float = 0.2
 
 
 @dataclass

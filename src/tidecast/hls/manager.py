@@ -11,7 +11,9 @@ import logging
 import os
 import time
 
+from tidecast.hls.fmp4 import Fmp4Muxer
 from tidecast.hls.segmenter import HlsMuxer
+from tidecast.hls.store import HlsStore
 from tidecast.live.hub import Hub, StreamEvents
 from tidecast.live.names import sanitize
 from tidecast.live.stream import LiveStream
@@ -33,6 +35,7 @@ class HlsManager(StreamEvents):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.muxers: dict[Key, HlsMuxer] = {}
+        self.store = HlsStore()  # low-latency playlists and parts, served by net/llhls.py
 
     def on_stream_created(self, stream: LiveStream) -> None:
         if stream.settings.hls.enabled:
@@ -48,8 +51,17 @@ class HlsManager(StreamEvents):
     def _attach(self, stream: LiveStream) -> None:
         key = (stream.vhost, stream.app, stream.name)
         muxer = self.muxers.get(key)
+        variant = stream.settings.hls.hls_variant
+        if muxer is not None and not muxer.publishing and isinstance(muxer, Fmp4Muxer) != (variant != "mpegts"):
+            # hls_variant changed by a reload: the next publish starts a playlist in the new format.
+            muxer.maybe_dispose(float("inf"))
+            del self.muxers[key]
+            muxer = None
         if muxer is None:
-            muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name)
+            if variant == "mpegts":
+                muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name)
+            else:
+                muxer = Fmp4Muxer(stream.settings.hls, stream.vhost, stream.app, stream.name, self.store)
             if not inside(stream.settings.hls.hls_path, muxer.m3u8_path):
                 log.error(
                     "hls: %s/%s/%s would write %s outside hls_path %s; not muxing it (check hls_m3u8_file)",

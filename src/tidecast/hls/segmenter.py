@@ -220,9 +220,12 @@ class HlsMuxer:
         s = self.settings
         return os.path.join(s.hls_path, expand(s.hls_m3u8_file, self.vhost, self.app, self.stream))
 
+    def _segment_template(self) -> str:
+        return self.settings.hls_ts_file
+
     def _segment_path(self, seq: int) -> str:
         s = self.settings
-        return os.path.join(s.hls_path, expand(s.hls_ts_file, self.vhost, self.app, self.stream, seq))
+        return os.path.join(s.hls_path, expand(self._segment_template(), self.vhost, self.app, self.stream, seq))
 
     def _uri(self, path: str) -> str:
         prefix = self.settings.hls_entry_prefix
@@ -488,7 +491,7 @@ class HlsMuxer:
         except OSError:
             self._delete(tmp)
             raise
-        segment = Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
+        segment = self._segment(duration)
         self.next_discontinuity = False
         self.sequence += 1
         s = self.settings
@@ -503,13 +506,20 @@ class HlsMuxer:
         while doomed and doomed[0][0] <= self.media_ms:
             self._delete(doomed.pop(0)[1])
 
+    def _segment(self, duration: int) -> Segment:
+        """The playlist entry of the segment just closed (a subclass adds what its playlist needs)."""
+        return Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
+
+    def _render(self) -> str:
+        return self.playlist.render(self.settings.hls_fragment)
+
     def _write_playlist(self) -> None:
         """Write under a temporary name and rename: readers see the old playlist or the new one."""
         os.makedirs(os.path.dirname(self._m3u8) or ".", exist_ok=True)
         tmp = self._m3u8 + TMP
         try:
             with open(tmp, "wb") as f:
-                f.write(self.playlist.render(self.settings.hls_fragment).encode())
+                f.write(self._render().encode())
             os.replace(tmp, self._m3u8)
         except OSError:
             self._delete(tmp)
@@ -534,7 +544,7 @@ class HlsMuxer:
     def _clean_leftovers(self) -> None:
         """Files a crashed run left for this stream: its playlist and the segments its pattern names."""
         s = self.settings
-        for path in segment_files(s.hls_path, s.hls_ts_file, self.vhost, self.app, self.stream):
+        for path in segment_files(s.hls_path, self._segment_template(), self.vhost, self.app, self.stream):
             self._delete(path)
         self._delete(self._m3u8)
         self._delete(self._m3u8 + TMP)

@@ -26,6 +26,7 @@ from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import CORS, serve_flv, split_flv_path
+from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
 from tidecast.net.mp4 import serve_mp4, split_mp4_path
 from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
@@ -39,6 +40,7 @@ _error_log = RateLimitedLogger(log)
 _CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/MP2T",
+    ".m4s": "video/iso.segment",
     ".flv": "video/x-flv",
     ".mp4": "video/mp4",
     ".html": "text/html",
@@ -73,7 +75,7 @@ async def _health(request: web.Request) -> web.Response:
 
 def static_root_for(config: Config, rel: str) -> str:
     """HLS files come from the vhost's hls_path; everything else from http_server.dir."""
-    if rel.endswith((".m3u8", ".ts")):
+    if rel.endswith((".m3u8", ".ts", ".m4s", ".mp4")):
         vhost = config.vhost(DEFAULT_VHOST)
         if vhost.hls.enabled:
             candidate = _safe_join(vhost.hls.hls_path, rel)
@@ -104,7 +106,7 @@ def _metrics(server: NodeStatus) -> Handler:
     return metrics
 
 
-def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
+def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | None = None) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
@@ -114,8 +116,8 @@ def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
         if path.endswith(".mp4"):
-            # A file there (a recording) wins; otherwise the live stream of that name as fragmented MP4.
-            found = _safe_join(hub.config.http_server.dir, path)
+            # A file of that name (a recording, an HLS init segment) wins; else the live stream as fragmented MP4.
+            found = _safe_join(static_root_for(hub.config, path.lstrip("/")), path)
             parts = split_mp4_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
             if parts is not None and (found is None or not os.path.isfile(found)):
                 return await serve_mp4(hub, request, *parts)
@@ -137,6 +139,11 @@ def _static(hub: Hub, hls_demand: HlsDemand | None) -> Handler:
                 settings = hub.config.vhost(vhost)
                 if settings.hls.enabled and settings.cluster.mode == "remote":
                     hls_demand(settings.name, app, name)
+        if hls_live is not None and ext in (".m3u8", ".m4s"):
+            # Low-latency HLS: playlists (blocking reloads) and parts come from memory.
+            live = await hls_live(request, rel)
+            if live is not None:
+                return live
         if os.path.isfile(full):
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:
@@ -203,6 +210,7 @@ def build_apps(
     server: NodeStatus,
     cluster: ClusterDirectory | None = None,
     hls_demand: HlsDemand | None = None,
+    hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
 ) -> list[tuple[Listen, web.Application, str]]:
     """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
@@ -219,7 +227,7 @@ def build_apps(
         )
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
-            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand))])
+            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live))])
         apps.append((cfg.http_api.listen, app, "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
@@ -230,7 +238,11 @@ def build_apps(
     if cfg.http_server.enabled and not shared:
         app = web.Application(middlewares=[_errors])
         app.add_routes(
-            [web.get("/api/v1/versions", api.versions), *health, web.route("*", "/{tail:.*}", _static(hub, hls_demand))]
+            [
+                web.get("/api/v1/versions", api.versions),
+                *health,
+                web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live)),
+            ]
         )
         apps.append((cfg.http_server.listen, app, "http"))
     if cfg.exporter.enabled:
@@ -246,6 +258,7 @@ async def start_http(
     server: NodeStatus,
     cluster: ClusterDirectory | None = None,
     hls_demand: HlsDemand | None = None,
+    hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
@@ -255,7 +268,7 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand, api_middlewares):
+    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live, api_middlewares):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)

@@ -1,0 +1,81 @@
+"""Serving low-latency HLS from memory: playlists with blocking reloads and delta updates, and parts.
+
+`LlHlsHandler` is called by the static handler (net/http.py) before it looks
+at the disk; it answers for the playlists and part URIs in the `HlsStore`
+and returns None for anything else (segments and init segments are files).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tidecast.hls.store import WHOLE_SEGMENT, HlsStore
+from tidecast.net.flv import CORS
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+PART_TYPE = "video/mp4"
+# How far ahead a blocking request may ask (RFC 8216bis 6.2.5.2: more than two segments ahead is a 400).
+MSN_AHEAD = 2
+# A blocking request is held at most this many target durations (the spec's 3x), then answered 503.
+HOLD_TARGETS = 3.0
+
+
+def _int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}={raw!r} is not an integer\n", headers=CORS) from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"{name}={raw!r} is negative\n", headers=CORS)
+    return value
+
+
+_PLAYLIST_HEADERS = {**CORS, "Cache-Control": "no-cache"}
+_PART_HEADERS = {**CORS, "Cache-Control": "max-age=60"}
+
+
+class LlHlsHandler:
+    def __init__(self, store: HlsStore) -> None:
+        self.store = store
+
+    async def __call__(self, request: web.Request, rel: str) -> web.StreamResponse | None:
+        """The in-memory answer for `rel` (the path under hls_path), or None to fall through to the disk."""
+        live = self.store.playlists.get(rel)
+        if live is not None and live.text:
+            return await self._playlist(request, rel)
+        ref = self.store.files.get(rel)
+        if ref is not None:
+            data = ref.live.parts.get((ref.msn, ref.index))
+            if data is None and await ref.live.wait(ref.msn, ref.index, HOLD_TARGETS * ref.live.target):
+                data = ref.live.parts.get((ref.msn, ref.index))
+            if data is None:
+                raise web.HTTPNotFound(text=f"part {rel} is gone or never came\n", headers=CORS)
+            return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
+        return None
+
+    async def _playlist(self, request: web.Request, rel: str) -> web.StreamResponse:
+        live = self.store.playlists[rel]
+        msn = _int(request, "_HLS_msn")
+        part = _int(request, "_HLS_part")
+        if part is not None and msn is None:
+            raise web.HTTPBadRequest(text="_HLS_part without _HLS_msn\n", headers=CORS)
+        if msn is not None:
+            if msn > live.msn + MSN_AHEAD:
+                raise web.HTTPBadRequest(
+                    text=f"_HLS_msn={msn} is more than {MSN_AHEAD} segments past {live.msn} in {rel}\n",
+                    headers=CORS,
+                )
+            key_part = WHOLE_SEGMENT if part is None else part
+            if not await live.wait(msn, key_part, HOLD_TARGETS * live.target) and live.publishing:
+                raise web.HTTPServiceUnavailable(
+                    text=f"{rel}: segment {msn} part {part} did not come within {HOLD_TARGETS:g} target durations\n",
+                    headers=CORS,
+                )
+            live = self.store.playlists.get(rel, live)
+        body = live.body
+        if live.delta_body is not None and request.query.get("_HLS_skip") in ("YES", "v2"):
+            body = live.delta_body
+        return web.Response(body=body, content_type=PLAYLIST_TYPE, headers=_PLAYLIST_HEADERS)
