@@ -25,10 +25,11 @@ from tidecast.log import RateLimitedLogger
 from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
-from tidecast.net.flv import CORS, serve_flv, split_flv_path
+from tidecast.net.flv import HTTP_FLV
+from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
-from tidecast.net.mp4 import serve_mp4, split_mp4_path
+from tidecast.net.mp4 import LIVE_MP4
 from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
 
 if TYPE_CHECKING:
@@ -110,17 +111,17 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
-            parts = split_flv_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
+            parts = split_stream_path(path, ".flv", request.host.split(":")[0], request.query.get("vhost", ""))
             if parts is not None:
-                return await serve_flv(hub, request, *parts)
+                return await serve_http_play(hub, request, HTTP_FLV, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
         if path.endswith(".mp4"):
             # A file of that name (a recording, an HLS init segment) wins; else the live stream as fragmented MP4.
             found = _safe_join(static_root_for(hub.config, path.lstrip("/")), path)
-            parts = split_mp4_path(path, request.host.split(":")[0], request.query.get("vhost", ""))
+            parts = split_stream_path(path, ".mp4", request.host.split(":")[0], request.query.get("vhost", ""))
             if parts is not None and (found is None or not os.path.isfile(found)):
-                return await serve_mp4(hub, request, *parts)
+                return await serve_http_play(hub, request, LIVE_MP4, *parts)
         rel = path.lstrip("/")
         if rel == "" or rel.endswith("/"):
             rel += "index.html"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tidecast.hls.store import WHOLE_SEGMENT, HlsStore
-from tidecast.net.flv import CORS
+from tidecast.net.http_play import CORS
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PART_TYPE = "video/mp4"

@@ -10,12 +10,9 @@ tfdt, so a shared fragment needs no per-player state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Iterable
-
-from aiohttp import web
 
 from tidecast.codec.mp4 import (
     MOVIE_TIMESCALE,
@@ -30,16 +27,10 @@ from tidecast.codec.mp4 import (
     video_track_from_flv,
 )
 from tidecast.errors import ProtocolError
-from tidecast.live.admission import Redirect, Refusal
-from tidecast.live.client import new_client_id
 from tidecast.live.codecs import describe_video
-from tidecast.live.hub import Hub, Target
-from tidecast.live.names import sanitize
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
-from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
-from tidecast.log import connection_id
-from tidecast.net.flv import CORS, refusal_response
+from tidecast.net.http_play import HttpPlayFormat
 
 log = logging.getLogger("tidecast.mp4")
 
@@ -48,17 +39,6 @@ CONTENT_TYPE = "video/mp4"
 _DEFAULT_VIDEO_MS = 40  # a newest frame's duration before a second frame says better
 _AAC_FRAME = 1024
 _OPUS_FRAME = 960  # 20 ms at 48 kHz, what encoders send by default
-
-
-def split_mp4_path(path: str, host: str, query_vhost: str) -> tuple[str, str, str] | None:
-    """`/app/stream.mp4` or `/vhost/app/stream.mp4` into (vhost, app, stream)."""
-    if not path.endswith(".mp4"):
-        return None
-    parts = [p for p in path[: -len(".mp4")].split("/") if p]
-    if len(parts) < 2:
-        return None
-    vhost = query_vhost or (parts[-3] if len(parts) >= 3 else "") or host
-    return vhost or "__defaultVhost__", parts[-2], parts[-1]
 
 
 class _Track:
@@ -246,74 +226,4 @@ def format_for(stream: LiveStream) -> Mp4Format:
     return fmt
 
 
-def redirect_url(redirect: Redirect, app: str, name: str) -> str | None:
-    if not redirect.http:
-        return None
-    return f"http://{redirect.http}/{app}/{name}.mp4"
-
-
-async def serve_mp4(hub: Hub, request: web.Request, vhost_name: str, app: str, name: str) -> web.StreamResponse:
-    """One live MP4 player, admitted through `hub.play` like HTTP-FLV (403/404/302/503, CORS)."""
-    headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache", **CORS}
-    if not hub.accepting:
-        raise web.HTTPServiceUnavailable(
-            text="draining: this server is quitting; play from another one\n", headers=CORS
-        )
-    settings = hub.vhost_settings(vhost_name)
-    if not settings.http_remux.enabled:
-        raise web.HTTPNotFound(text=f"http_remux is off for vhost {sanitize(settings.name)}\n", headers=CORS)
-    transport = request.transport
-    if request.method == "HEAD" or transport is None:
-        found = hub.find(settings.name, app, name)
-        if settings.cluster.mode != "remote" and (found is None or found.idle):
-            missing = f"stream /{sanitize(app)}/{sanitize(name)} is not published here\n"
-            raise web.HTTPNotFound(text=missing, headers=CORS)
-        resp = web.StreamResponse(headers=headers)
-        await resp.prepare(request)
-        return resp
-    cid = new_client_id()
-    token = connection_id.set(cid)
-    try:
-        # The format is set to the stream's own just before joining; admission never reads it.
-        player = Player(cid, request.remote or "", PLAYER_KIND, transport, transport.close, Mp4Format())
-        player.tc_url = str(request.url)
-        player.query = request.query_string
-        verdict = await hub.play(Target(vhost_name, app, name, request.query_string), player, "mp4", require_live=True)
-        if isinstance(verdict, Refusal):
-            log.info("client %s: mp4 play /%s/%s refused: %s", player.ip, sanitize(app), sanitize(name), verdict.reason)
-            raise refusal_response(verdict)
-        if isinstance(verdict, Redirect):
-            url = redirect_url(verdict, app, name)
-            if url is None:
-                raise web.HTTPNotFound(
-                    text=f"stream /{sanitize(app)}/{sanitize(name)} is on {verdict.host}, which does not say "
-                    "where its HTTP server is; play it over RTMP\n",
-                    headers=CORS,
-                )
-            raise web.HTTPFound(url, headers=CORS)
-        resp = web.StreamResponse(headers=headers)
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        await resp.write(b"")  # the headers leave now; the fan-out writes framed chunks to the transport
-        if transport.is_closing():
-            return resp
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def leave() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        player.on_leave = leave
-        # No await between these: the stream hub.play's start() joins is the one whose format we take.
-        player.format = format_for(hub.stream(player.vhost, app, name))
-        subscription = verdict.start()
-        stream = subscription.stream
-        log.info("client %s: mp4 play %s/%s started", player.ip, settings.name, stream.url.lstrip("/"))
-        try:
-            await done
-        finally:
-            subscription.close()
-            log.info("client %s: mp4 play %s stopped", player.ip, stream.url)
-        return resp
-    finally:
-        connection_id.reset(token)
+LIVE_MP4 = HttpPlayFormat(PLAYER_KIND, ".mp4", CONTENT_TYPE, lambda stream: format_for(stream), lambda stream: b"")
