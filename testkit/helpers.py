@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,10 +22,35 @@ ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ROOT", "Publisher", "TidecastProcess", "free_port", "http_get", "http_json", "make_clip", "wait_for"]
 
 
+# Ports handed out come from below the kernel's ephemeral range (32768-60999 on Linux), where no
+# outgoing connection of another test can take one between our check and the server's bind, and
+# each pytest-xdist worker has a slice of its own so parallel workers never hand out the same port.
+_PORT_SLICE = 2500
+_handed_out: set[int] = set()
+
+
+def _port_range() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base = 20000 + (index % 4) * _PORT_SLICE
+    return range(base, base + _PORT_SLICE)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    ports = list(_port_range())
+    random.shuffle(ports)
+    for port in ports:
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    _handed_out.clear()  # every port of the slice was handed out once: reuse those free again
+    return free_port(host)
 
 
 def http_get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
