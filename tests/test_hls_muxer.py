@@ -379,3 +379,35 @@ def test_cutting_without_waiting_for_keyframes(tags: Tags, tmp_path: Path) -> No
     assert all(abs(s.duration - 0.52) < 0.05 for s in playlist.segments[:-1])
     assert playlist.target_duration == 1 == math.ceil(max(s.duration for s in playlist.segments))
     assert decode_errors(ended_copy(Path(muxer.m3u8_path))) == ""
+
+
+def test_a_restart_after_kill_9_numbers_on_after_the_old_playlist(tags: Tags, tmp_path: Path) -> None:
+    """A crashed run's playlist said MEDIA-SEQUENCE 40 with 3 segments: the next run starts at 43 behind a
+    discontinuity, so no cached segment name or sequence number comes back with other media."""
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "s.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n"
+        + "".join(f"#EXTINF:2.000,\ns-{n}.ts\n" for n in (40, 41, 42))
+    )
+    mux(tags, Hls(hls_path=str(tmp_path)))
+    playlist = m3u8.load(str(live / "s.m3u8"))
+    assert playlist.media_sequence == 43
+    assert playlist.segments[0].uri == "s-43.ts" and playlist.segments[0].discontinuity
+    assert not (live / "s-40.ts").exists()
+
+
+def test_timestamps_that_stop_advancing_never_grow_one_segment_for_ever(tmp_path: Path, tags: Tags) -> None:
+    muxer = HlsMuxer(Hls(hls_path=str(tmp_path), hls_fragment=1.0), "__defaultVhost__", "live", "s")
+    muxer.on_publish()
+    video = [(t, ts, p) for t, ts, p in tags if t == TAG_VIDEO]
+    fed = 0
+    while muxer.file is None:  # the sequence header, then the keyframe that opens a segment
+        muxer.on_message(*video[fed])
+        fed += 1
+    stuck_ts = video[fed - 1][1]
+    muxer.segment_opened -= 11.0  # as if it had been open 11 s of wall time
+    muxer.on_message(TAG_VIDEO, stuck_ts, video[fed][2])
+    assert muxer.file is None, "cut on wall time"
+    assert not list((tmp_path / "live").glob("*.tmp")), "a segment whose timestamps never moved is dropped"
+    muxer.on_unpublish()

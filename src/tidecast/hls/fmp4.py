@@ -351,6 +351,7 @@ class Fmp4Muxer(HlsMuxer):
         self.file = open(path + TMP, "wb", buffering=64 * 1024)  # noqa: SIM115 -- open for the segment's life
         self.file_path = path
         self.segment_start = self.part_start = ts
+        self.segment_opened = self.last_message
         self.segment_video = self.init_tracks[0] is not None
         self.segment_audio = self.init_tracks[1] is not None
         self.segment_pdt = self.anchor + ts / 1000

@@ -70,6 +70,10 @@ AUDIO_ONLY_PES_MS = 90
 FILE_BUFFER = 64 * 1024
 
 TMP = ".tmp"
+# A segment still open after this many fragment durations of wall time is cut (never under the minimum).
+WALL_CUT_FACTOR = 3.0
+WALL_CUT_MIN_S = 10.0
+MAX_LEFTOVER_PLAYLIST = 1024 * 1024  # what is read of a crashed run's playlist
 
 
 class HlsSettings(Protocol):
@@ -187,6 +191,7 @@ class HlsMuxer:
         # The segment being written.
         self.file: IO[bytes] | None = None
         self.file_path = ""
+        self.segment_opened = 0.0  # wall time the open segment was opened
         self.segment_start = 0
         self.segment_video = False  # what its PMT announced
         self.segment_video_type = STREAM_TYPE_H264
@@ -260,6 +265,7 @@ class HlsMuxer:
             self.doomed = []
             self.next_discontinuity = False
             try:
+                self._continue_after_crash()
                 self._clean_leftovers()
             except Exception as exc:
                 self._failed(exc)
@@ -278,12 +284,16 @@ class HlsMuxer:
             self._failed(exc)
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
-        self.last_message = time.time()
+        now = self.last_message = time.time()
         try:
             if type_id == TAG_VIDEO:
                 self._video(timestamp_ms, payload)
             elif type_id == TAG_AUDIO:
                 self._audio(timestamp_ms, payload)
+            if self.file is not None and now - self.segment_opened > self._wall_limit():
+                # Timestamps that stop advancing (or crawl) would grow one segment for ever: cut on wall
+                # time too. A segment whose timestamps never moved is dropped; the next keyframe opens one.
+                self._close_segment(self._end_ts())
         except Exception as exc:  # the live fan-out must go on whatever a frame or the disk did
             self._failed(exc)
 
@@ -459,6 +469,7 @@ class HlsMuxer:
         self.file = open(path + TMP, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 -- open for the segment's life
         self.file_path = path
         self.segment_start = ts
+        self.segment_opened = self.last_message
         video_type = self._video_type()
         if self.avc is not None and self.segment_video and video_type != self.segment_video_type:
             # H.264 → HEVC (or back) within a publish: players must reset their decoders here.
@@ -506,6 +517,10 @@ class HlsMuxer:
         while doomed and doomed[0][0] <= self.media_ms:
             self._delete(doomed.pop(0)[1])
 
+    def _wall_limit(self) -> float:
+        s = self.settings
+        return max(WALL_CUT_MIN_S, WALL_CUT_FACTOR * s.hls_fragment * s.hls_td_ratio)
+
     def _segment(self, duration: int) -> Segment:
         """The playlist entry of the segment just closed (a subclass adds what its playlist needs)."""
         return Segment(self.sequence, self.file_path, self._uri(self.file_path), duration, self.next_discontinuity)
@@ -540,6 +555,25 @@ class HlsMuxer:
             except (OSError, ValueError):
                 pass  # already failed; the file goes anyway
             self._delete(self.file_path + TMP)
+
+    def _continue_after_crash(self) -> None:
+        """A playlist a killed run left: number on after its last segment, behind a discontinuity, so a
+        player or CDN that cached it never sees a segment name or MEDIA-SEQUENCE come back with other media."""
+        try:
+            with open(self._m3u8, encoding="utf-8", errors="replace") as f:
+                text = f.read(MAX_LEFTOVER_PLAYLIST)
+        except OSError:
+            return
+        first = 0
+        for line in text.splitlines():
+            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+                value = line.partition(":")[2].strip()
+                first = int(value) if value.isdigit() else 0
+                break
+        following = first + text.count("#EXTINF")
+        if following > self.sequence:
+            self.sequence = following
+            self.next_discontinuity = True
 
     def _clean_leftovers(self) -> None:
         """Files a crashed run left for this stream: its playlist and the segments its pattern names."""
