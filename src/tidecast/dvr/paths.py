@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
+
+from tidecast.pathvars import stream_path
 
 # SRS 1.0's form: a dvr_path that names no .flv/.mp4 file is a directory, and
 # the file in it is this (SRS appends the same).
@@ -38,23 +39,7 @@ def root_of(dvr_path: str) -> str:
 
 def expand(template: str, vhost: str, app: str, stream: str, now: float | None = None) -> str:
     """[vhost] [app] [stream] [timestamp] and the date parts [2006] [01] [02] [15] [04] [05] [999] (local time)."""
-    out = template.replace("[vhost]", vhost).replace("[app]", app).replace("[stream]", stream)
-    if "[" not in out:
-        return out
-    now = time.time() if now is None else now
-    t = time.localtime(now)
-    ms = int(now * 1000)
-    return (
-        out.replace("[timestamp]", str(ms))
-        .replace("[2006]", f"{t.tm_year:04d}")
-        .replace("[01]", f"{t.tm_mon:02d}")
-        .replace("[02]", f"{t.tm_mday:02d}")
-        .replace("[15]", f"{t.tm_hour:02d}")
-        .replace("[04]", f"{t.tm_min:02d}")
-        .replace("[05]", f"{t.tm_sec:02d}")
-        .replace("[999]", f"{ms % 1000:03d}")
-    )
-
+    return stream_path(template, vhost, app, stream, None, now)
 
 def file_path(dvr_path: str, vhost: str, app: str, stream: str, now: float | None = None) -> str:
     """The absolute, normalised path of the file to record now; DvrPathError if it escapes the root."""

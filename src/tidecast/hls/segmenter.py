@@ -52,6 +52,7 @@ from tidecast.codec.mpegts import (
 )
 from tidecast.errors import ProtocolError
 from tidecast.hls.playlist import Playlist, Segment
+from tidecast.pathvars import stream_path
 
 log = logging.getLogger("tidecast.hls")
 
@@ -118,24 +119,7 @@ class HlsSettings(Protocol):
 
 def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = None, now: float | None = None) -> str:
     """SRS's path variables: [vhost] [app] [stream] [seq] [timestamp] and [2006] [01] [02] [15] [04] [05] [999]."""
-    out = template.replace("[vhost]", vhost).replace("[app]", app).replace("[stream]", stream)
-    if seq is not None:
-        out = out.replace("[seq]", str(seq))
-    if "[" not in out:
-        return out
-    now = time.time() if now is None else now
-    t = time.localtime(now)
-    return (
-        out.replace("[timestamp]", str(int(now * 1000)))
-        .replace("[2006]", f"{t.tm_year:04d}")
-        .replace("[01]", f"{t.tm_mon:02d}")
-        .replace("[02]", f"{t.tm_mday:02d}")
-        .replace("[15]", f"{t.tm_hour:02d}")
-        .replace("[04]", f"{t.tm_min:02d}")
-        .replace("[05]", f"{t.tm_sec:02d}")
-        .replace("[999]", f"{int(now * 1000) % 1000:03d}")
-    )
-
+    return stream_path(template, vhost, app, stream, seq, now)
 
 _VARIABLES = {
     "[seq]": r"\d+",

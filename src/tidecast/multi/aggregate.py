@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,29 +20,17 @@ from aiohttp import web
 
 from tidecast.multi.relay import RELAY_TYPE
 from tidecast.multi.role import TOKEN_HEADER, Sibling, WorkerRole
+from tidecast.net.api import JSONP_CALLBACK, paging
 
 FETCH_TIMEOUT_S = 3.0
 ERROR_CLIENT_NOT_FOUND = 2049
 ERROR_STREAM_NOT_FOUND = 2048
 ERROR_VHOST_NOT_FOUND = 1062
 ERROR_WORKER_DOWN = 1029  # reported when a reload could not reach every worker
-_JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 _ALL = "100000"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Answer = tuple[Sibling, dict[str, Any] | None]
-
-
-def _paging(request: web.Request) -> tuple[int, int]:
-    try:
-        start = max(0, int(request.query.get("start", "0")))
-    except ValueError:
-        start = 0
-    try:
-        count = int(request.query.get("count", "10"))
-    except ValueError:
-        count = 10
-    return start, max(10, count)
 
 
 # ---------------------------------------------------------------- merging (pure)
@@ -276,7 +263,7 @@ class Aggregator:
         text = json.dumps(body, ensure_ascii=False)
         callback = request.query.get("callback")
         if callback:
-            if _JSONP_CALLBACK.fullmatch(callback) is None:
+            if JSONP_CALLBACK.fullmatch(callback) is None:
                 raise web.HTTPBadRequest(text="callback must be a JavaScript identifier (A-Z a-z 0-9 _ $ .)\n")
             return web.Response(text=f"{callback}({text})", content_type="text/javascript")
         return web.Response(text=text, content_type="application/json")
@@ -304,7 +291,7 @@ class Aggregator:
                 if found is None:
                     return self.reply(request, answers, ERROR_STREAM_NOT_FOUND)
                 return self.reply(request, answers, stream=found)
-            start, count = _paging(request)
+            start, count = paging(request)
             return self.reply(request, answers, streams=merged[start : start + count])
         if what == "clients" and ident and method in ("GET", "DELETE"):
             answers = await self.fetch(f"/api/v1/clients/{ident}", method)
@@ -315,7 +302,7 @@ class Aggregator:
         if what == "clients" and method == "GET":
             _, _, ids = await self._streams()
             answers = await self.fetch(f"/api/v1/clients?count={_ALL}")
-            start, count = _paging(request)
+            start, count = paging(request)
             return self.reply(request, answers, clients=merge_clients(answers, ids)[start : start + count])
         if what == "summaries" and method == "GET":
             answers = await self.fetch("/api/v1/summaries")

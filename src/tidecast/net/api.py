@@ -28,7 +28,7 @@ ERROR_CLIENT_NOT_FOUND = 2049
 ERROR_VHOST_NOT_FOUND = 1062
 ERROR_RAW_DISABLED = 1061
 ERROR_NOT_SUPPORTED = 1000
-_JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
+JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 
 
 def _version_tuple() -> tuple[int, int, int]:
@@ -57,7 +57,7 @@ class Api:
         text = json.dumps(body, ensure_ascii=False)
         callback = request.query.get("callback")
         if callback:
-            if _JSONP_CALLBACK.fullmatch(callback) is None:
+            if JSONP_CALLBACK.fullmatch(callback) is None:
                 raise web.HTTPBadRequest(text="callback must be a JavaScript identifier (A-Z a-z 0-9 _ $ .)\n")
             return web.Response(text=f"{callback}({text})", content_type="text/javascript")
         return web.Response(text=text, content_type="application/json")
@@ -315,7 +315,7 @@ class Api:
                 if stream.id == sid:
                     return self.reply(request, stream=self.stream_json(stream))
             return self.reply(request, code=ERROR_STREAM_NOT_FOUND)
-        start, count = _paging(request)
+        start, count = paging(request)
         return self.reply(request, streams=[self.stream_json(s) for s in streams[start : start + count]])
 
     # ------------------------------------------------------------ clients
@@ -349,7 +349,7 @@ class Api:
             if client is None:
                 return self.reply(request, code=ERROR_CLIENT_NOT_FOUND)
             return self.reply(request, client=self.client_json(client))
-        start, count = _paging(request)
+        start, count = paging(request)
         listed = list(clients.values())[start : start + count]
         return self.reply(request, clients=[self.client_json(c) for c in listed])
 
@@ -389,7 +389,7 @@ class Api:
         return self.reply(request, data=data)
 
 
-def _paging(request: web.Request) -> tuple[int, int]:
+def paging(request: web.Request) -> tuple[int, int]:
     try:
         start = max(0, int(request.query.get("start", "0")))
     except ValueError:

@@ -10,9 +10,10 @@ Without a redirect, stdout is discarded and stderr goes to the log.
 from __future__ import annotations
 
 from tidecast.config import Config
+from tidecast.pathvars import date_vars, substitute
 from tidecast.relay.base import ProcessRelay, Spec
 from tidecast.relay.supervisor import Redirects, RestartPolicy
-from tidecast.relay.vars import StreamInfo, date_vars, rtmp_url, stream_values, substitute
+from tidecast.relay.vars import StreamInfo, rtmp_url, stream_values
 
 
 def expand(template: str, info: StreamInfo) -> str:

@@ -12,10 +12,11 @@ does, which keeps HLS sources at their pace.
 from __future__ import annotations
 
 from tidecast.config import Config, Engine, Ingest
+from tidecast.pathvars import date_vars, substitute
 from tidecast.relay.base import Key, ProcessRelay, Spec
 from tidecast.relay.supervisor import RestartPolicy, Supervisor
 from tidecast.relay.transcode import engine_argv
-from tidecast.relay.vars import DEFAULT_VHOST, StreamInfo, date_vars, substitute
+from tidecast.relay.vars import DEFAULT_VHOST, StreamInfo
 
 
 def ingest_output(template: str, vhost: str, port: int) -> str:

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 
 from tidecast.config import Config, Engine
 from tidecast.net.urls import rtmp_target
+from tidecast.pathvars import date_vars, substitute
 from tidecast.relay.base import Key, ProcessRelay, Spec
 from tidecast.relay.supervisor import RestartPolicy, Supervisor
-from tidecast.relay.vars import StreamInfo, date_vars, stream_values, substitute
+from tidecast.relay.vars import StreamInfo, stream_values
 
 COPY = "copy"
 NO_VIDEO = "vn"

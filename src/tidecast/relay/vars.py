@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_VHOST = "__defaultVhost__"
@@ -33,30 +31,6 @@ class StreamInfo:
     @property
     def label(self) -> str:
         return f"{self.vhost}/{self.app}/{self.stream}"
-
-
-def substitute(template: str, values: Mapping[str, str]) -> str:
-    for name, value in values.items():
-        template = template.replace(f"[{name}]", value)
-    return template
-
-
-def date_vars(template: str, now: float | None = None, utc: bool = False) -> str:
-    """[2006] [01] [02] [15] [04] [05] [999] [timestamp]: Go's reference time as names."""
-    now = time.time() if now is None else now
-    t = time.gmtime(now) if utc else time.localtime(now)
-    ms = int(now * 1000)
-    values = {
-        "2006": f"{t.tm_year:04d}",
-        "01": f"{t.tm_mon:02d}",
-        "02": f"{t.tm_mday:02d}",
-        "15": f"{t.tm_hour:02d}",
-        "04": f"{t.tm_min:02d}",
-        "05": f"{t.tm_sec:02d}",
-        "999": f"{ms % 1000:03d}",
-        "timestamp": str(ms),
-    }
-    return substitute(template, values)
 
 
 def _is_ipv4(host: str) -> bool:
