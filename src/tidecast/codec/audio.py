@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from tidecast.codec.exheader import read_exheader
+
 # AudioPacketType (E-RTMP).
 SEQUENCE_START = 0
 CODED_FRAMES = 1
@@ -80,45 +82,10 @@ def classify_audio(payload: bytes) -> AudioTag:
             return _new(AudioTag, (AAC, packet_type, packet_type == 0, 2, size, False))
         return _new(AudioTag, (LEGACY_CODECS.get(sound_format, UNKNOWN), CODED_FRAMES, False, 1, size, False))
     packet_type = b0 & 0x0F
-    pos = 1
-    while packet_type == MOD_EX:
-        if pos >= size:
-            return INVALID
-        mod_size = payload[pos] + 1
-        pos += 1
-        if mod_size == 256:
-            if pos + 2 > size:
-                return INVALID
-            mod_size = ((payload[pos] << 8) | payload[pos + 1]) + 1
-            pos += 2
-        pos += mod_size
-        if pos >= size:
-            return INVALID
-        packet_type = payload[pos] & 0x0F
-        pos += 1
-    end = size
-    if packet_type == MULTITRACK:
-        if pos >= size:
-            return INVALID
-        track_type = payload[pos] >> 4
-        packet_type = payload[pos] & 0x0F
-        pos += 1
-        codec = FOURCCS.get(payload[pos : pos + 4], UNKNOWN)  # shared, or the first track's own
-        pos += 5  # the FourCC and the first trackId
-        if track_type != 0:
-            if pos + 3 > size:
-                return INVALID
-            end = pos + 3 + ((payload[pos] << 16) | (payload[pos + 1] << 8) | payload[pos + 2])
-            pos += 3
-            if end > size:
-                return INVALID
-        if pos > size:
-            return INVALID
-    else:
-        if pos + 4 > size:
-            return INVALID
-        codec = FOURCCS.get(payload[pos : pos + 4], UNKNOWN)
-        pos += 4
+    header = read_exheader(payload, packet_type, MOD_EX, MULTITRACK, FOURCCS)
+    if header is None:
+        return INVALID
+    codec, packet_type, pos, end = header
     return _new(AudioTag, (codec, packet_type, packet_type == SEQUENCE_START, pos, end, True))
 
 

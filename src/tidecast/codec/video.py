@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from tidecast.codec.exheader import read_exheader
+
 # VideoPacketType (E-RTMP).
 SEQUENCE_START = 0
 CODED_FRAMES = 1
@@ -108,46 +110,10 @@ def classify(payload: bytes) -> VideoTag:
     # Enhanced RTMP.
     frame_type = (b0 >> 4) & 0x07
     packet_type = b0 & 0x0F
-    pos = 1
-    while packet_type == MOD_EX:
-        if pos >= size:
-            return INVALID
-        mod_size = payload[pos] + 1
-        pos += 1
-        if mod_size == 256:
-            if pos + 2 > size:
-                return INVALID
-            mod_size = ((payload[pos] << 8) | payload[pos + 1]) + 1
-            pos += 2
-        pos += mod_size  # the ModEx data (e.g. a nanosecond timestamp offset): not needed to relay
-        if pos >= size:
-            return INVALID
-        packet_type = payload[pos] & 0x0F  # high nibble: the ModEx type
-        pos += 1
-    end = size
-    if packet_type == MULTITRACK:
-        if pos >= size:
-            return INVALID
-        track_type = payload[pos] >> 4
-        packet_type = payload[pos] & 0x0F
-        pos += 1
-        # One FourCC for all tracks, or (ManyTracksManyCodecs) the first track's own: here either way.
-        codec = FOURCCS.get(payload[pos : pos + 4], UNKNOWN)
-        pos += 5  # the FourCC and the first trackId
-        if track_type != ONE_TRACK:
-            if pos + 3 > size:
-                return INVALID
-            end = pos + 3 + ((payload[pos] << 16) | (payload[pos + 1] << 8) | payload[pos + 2])
-            pos += 3
-            if end > size:
-                return INVALID
-        if pos > size:
-            return INVALID
-    else:
-        if pos + 4 > size:
-            return INVALID
-        codec = FOURCCS.get(payload[pos : pos + 4], UNKNOWN)
-        pos += 4
+    header = read_exheader(payload, packet_type, MOD_EX, MULTITRACK, FOURCCS)
+    if header is None:
+        return INVALID
+    codec, packet_type, pos, end = header
     if packet_type == CODED_FRAMES:
         if codec in _CTS_CODECS:
             if pos + 3 > end:
