@@ -95,11 +95,17 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 delay = start + k / args.rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(B.start_publisher(clip, base.named(f"bench{index}"))))
+                task = asyncio.ensure_future(B.start_publisher(clip, base.named(f"bench{index}")))
+                # Media starts as soon as each publisher is up: a long ramp must not leave the first ones
+                # silent past the server's normal_timeout.
+                task.add_done_callback(
+                    lambda t: (
+                        ticker.publishers.append(t.result()) if not t.cancelled() and t.exception() is None else None
+                    )
+                )
+                tasks.append(task)
             for res in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(res, B.RtmpPublisher):
-                    ticker.publishers.append(res)
-                else:
+                if not isinstance(res, B.RtmpPublisher):
                     failures += 1
                     print(f"publisher failed: {res}")
             ramp_s = time.monotonic() - start
