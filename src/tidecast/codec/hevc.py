@@ -179,22 +179,6 @@ def nal_type(nal: bytes | memoryview) -> int:
     return (nal[0] >> 1) & 0x3F
 
 
-def split_nals(data: bytes | memoryview, length_size: int, start: int = 0, end: int | None = None) -> list[memoryview]:
-    """The NAL units of a length-prefixed buffer (as views, no copy); a truncated tail is dropped."""
-    view = memoryview(data)
-    nals: list[memoryview] = []
-    pos, stop = start, len(data) if end is None else end
-    while pos + length_size <= stop:
-        size = int.from_bytes(view[pos : pos + length_size], "big")
-        pos += length_size
-        if pos + size > stop:
-            break
-        if size:
-            nals.append(view[pos : pos + size])
-        pos += size
-    return nals
-
-
 def to_annexb(data: bytes, config: HevcConfig, keyframe: bool, start: int = 0, end: int | None = None) -> bytes:
     """One access unit (length-prefixed NAL units from `start` to `end`) in Annex B.
 

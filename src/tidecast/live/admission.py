@@ -13,11 +13,8 @@ from typing import Protocol
 
 # SRS's error codes, as its hooks and API report them.
 ERROR_SYSTEM_SECURITY_DENY = 1016
-ERROR_RTMP_CLIENT_NOT_FOUND = 2049
 ERROR_STREAM_NOT_FOUND = 2048
 ERROR_SYSTEM_STREAM_BUSY = 1028
-ERROR_RTMP_STREAM_NAME_EMPTY = 2021
-ERROR_HTTP_HOOK_REFUSED = 1065  # tidecast's choice for any refusing hook (SRS logs the hook's own code)
 ERROR_VHOST_NOT_FOUND = 1062
 ERROR_SERVER_DRAINING = 1077
 ERROR_BAD_NAME = 2022

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tidecast import SERVER_NAME, __version__
@@ -382,8 +382,3 @@ class LiveStream:
         video = describe_video(self.video_sh.payload, keyframe) if self.video_sh else None
         audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
         return video, audio
-
-
-def all_players(streams: Iterable[LiveStream]) -> Iterable[Player]:
-    for stream in streams:
-        yield from stream.players

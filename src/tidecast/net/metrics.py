@@ -90,6 +90,9 @@ class ServerCollector(Collector):
         yield from (players, ingest, received, sent, frames, dropped)
 
         yield CounterMetricFamily("tidecast_reloads", "config reloads attempted", value=server.reloads)
+        yield CounterMetricFamily(
+            "tidecast_admission_refusals", "connects, publishes and plays refused by a gate", value=hub.refusals
+        )
         yield CounterMetricFamily("tidecast_reload_failures", "config reloads refused", value=server.reload_failures)
         yield GaugeMetricFamily("tidecast_ready", "1 while accepting new work", value=1 if server.is_ready else 0)
         yield GaugeMetricFamily("tidecast_draining", "1 during a graceful quit", value=1 if server.draining else 0)
