@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from tidecast.codec import aac, amf0, mp4
 from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, flv_header, flv_tag
@@ -567,38 +567,41 @@ class Recorder:
     # has them for its next file; they change only with a sequence header.
 
     def _update_video_track(self, payload: bytes) -> None:
-        parts = mp4.flv_video(payload)
-        if parts is None or parts[1] != 0:
-            return
-        try:
-            spec: mp4.TrackSpec | None = mp4.video_track_from_flv(payload)
-        except ProtocolError as exc:
-            if self.is_mp4:
-                log.warning("dvr: %s: video sequence header left out of MP4: %s", self.name, exc)
-            spec = None
-        old = self.video_track
-        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
-            self.reap()  # an MP4 track cannot change codec: a new file
-        self.video_track = spec
+        spec = self._track_from_header("video", payload, mp4.flv_video, mp4.video_track_from_flv, self.video_track)
+        if spec is not False:
+            self.video_track = spec
 
     def _update_audio_track(self, payload: bytes) -> None:
-        parts = mp4.flv_audio(payload)
-        if parts is None or parts[1] != 0:
+        spec = self._track_from_header("audio", payload, mp4.flv_audio, mp4.audio_track_from_flv, self.audio_track)
+        if spec is False:
             return
-        try:
-            spec: mp4.TrackSpec | None = mp4.audio_track_from_flv(payload)
-        except ProtocolError as exc:
-            if self.is_mp4:
-                log.warning("dvr: %s: audio sequence header left out of MP4: %s", self.name, exc)
-            spec = None
-        old = self.audio_track
-        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
-            self.reap()
         if spec is not None:
             self.audio_rate = spec.timescale
             # Counted AAC frames keep durations exact; Opus frames vary (2.5 to 60 ms): timestamps decide.
             self.audio_frame = aac.SAMPLES_PER_FRAME if spec.codec == "mp4a" else 0
         self.audio_track = spec
+
+    def _track_from_header(
+        self,
+        kind: str,
+        payload: bytes,
+        split: Callable[[bytes], Any],
+        describe: Callable[[bytes], mp4.TrackSpec],
+        old: mp4.TrackSpec | None,
+    ) -> mp4.TrackSpec | Literal[False] | None:
+        """The track a sequence header describes (None: not recordable in MP4); False when it is no header."""
+        parts = split(payload)
+        if parts is None or parts[1] != 0:
+            return False
+        try:
+            spec: mp4.TrackSpec | None = describe(payload)
+        except ProtocolError as exc:
+            if self.is_mp4:
+                log.warning("dvr: %s: %s sequence header left out of MP4: %s", self.name, kind, exc)
+            spec = None
+        if isinstance(self.file, _Mp4File) and old is not None and (spec is None or spec.codec != old.codec):
+            self.reap()  # an MP4 track cannot change codec: a new file
+        return spec
 
 
 def _is_keyframe(payload: bytes) -> bool:
