@@ -27,7 +27,7 @@ from tidecast.live.hub import Hub, PlayTicket, Publication, StreamEvents, Subscr
 from tidecast.live.limits import CONGESTED_BYTES, PLAYER_QUEUE_BYTES, SEND_TIMEOUT_S
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
 from tidecast.live.player import Player
-from tidecast.live.stream import LiveStream, TimeJitter
+from tidecast.live.stream import MAX_TIMELINES, LiveStream, TimeJitter
 
 AVC_HEADER = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff"
 AAC_HEADER = b"\xaf\x00\x12\x10"
@@ -107,8 +107,14 @@ class FakeTransport:
 class TagFormat:
     """A readable output format: each packet as `type:timestamp:keyframe;`, notices as `!code;`."""
 
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    def at(self, base: int) -> TagFormat:
+        return self if base == self.base else TagFormat(base)
+
     def encode(self, packet: Packet) -> bytes:
-        return b"%d:%d:%d;" % (packet.type_id, packet.timestamp, packet.keyframe)
+        return b"%d:%d:%d;" % (packet.type_id, max(packet.timestamp - self.base, 0), packet.keyframe)
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
         return b"".join([p.encoded(self) for p in packets])
@@ -277,8 +283,66 @@ def test_late_joiner_gets_metadata_headers_and_gop_from_the_keyframe() -> None:
     assert got[0].startswith("18:0"), "metadata first"
     assert "duration" not in stream.metadata_values, "a live stream's duration 0 is not passed on"
     video = [x for x in tags(t.received()) if x[0] == TAG_VIDEO]
-    assert video[0][1] == 0 and video[1] == (TAG_VIDEO, 400, 1), "sequence header, then the GOP's keyframe"
-    assert len(video) == 6
+    assert video[0][1] == 0 and video[1] == (TAG_VIDEO, 0, 1), "sequence header, then the GOP's keyframe at 0"
+    assert [x[1] for x in video[1:]] == [0, 40, 80, 120, 160], "its timeline starts at the keyframe it joined on"
+
+
+def test_players_who_join_on_one_keyframe_share_a_timeline_and_its_bytes() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock)
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    first = FakeTransport()
+    stream.add_player(player(first, "first"))
+    for gop in range(75):  # 30 s of 400 ms GOPs
+        publish_gop(stream, start=gop * 400, frames=10)
+    publish_gop(stream, start=30_000, frames=5)
+    stream.flush()
+    late = [FakeTransport() for _ in range(3)]
+    for i, t in enumerate(late):
+        stream.add_player(player(t, f"late{i}"))
+    assert len(stream.timelines) == 2, "one timeline from 0, one for everyone who joined on the keyframe at 30 s"
+    marks = {id(t): len(t.writes) for t in [first, *late]}
+    publish_gop(stream, start=30_200, frames=10)
+    stream.flush()
+
+    def video_since(t: FakeTransport) -> list[int]:
+        return [x[1] for x in tags(b"".join(t.writes[marks[id(t)] :])) if x[0] == TAG_VIDEO]
+
+    assert next(x[1] for x in tags(late[0].received()) if x[0] == TAG_VIDEO) == 0
+    assert video_since(first)[0] == 30_200, "from the start: stream time"
+    assert video_since(late[0])[0] == 200
+    assert all(t.writes[-1] is late[0].writes[-1] for t in late), "one batch per timeline, shared"
+    assert first.writes[-1] is not late[0].writes[-1]
+    for p in list(stream.players):
+        stream.remove_player(p)
+    assert stream.timelines == {}, "a timeline goes with its last player"
+
+
+def test_time_jitter_off_keeps_the_publisher_timestamps_for_every_player() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock, "play { time_jitter off; }")
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    publish_gop(stream, start=5_000, frames=5)
+    stream.flush()
+    t = FakeTransport()
+    stream.add_player(player(t))
+    assert next(x[1] for x in tags(t.received()) if x[0] == TAG_VIDEO) == 5_000
+
+
+def test_timelines_per_stream_are_capped() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock)
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    transports = []
+    for i in range(MAX_TIMELINES + 5):
+        publish_gop(stream, start=i * 1000, frames=25)
+        stream.flush()
+        t = FakeTransport()
+        stream.add_player(player(t, f"p{i}"))
+        transports.append(t)
+    assert len(stream.timelines) == MAX_TIMELINES
+    last = [x[1] for x in tags(transports[-1].received()) if x[0] == TAG_VIDEO]
+    assert last[0] == 5 * 1000, "past the cap a joiner shares the newest timeline, a little after its 0"
 
 
 def test_join_without_cached_keyframe_waits_for_one() -> None:
@@ -295,8 +359,9 @@ def test_join_without_cached_keyframe_waits_for_one() -> None:
     stream.on_media(TAG_VIDEO, 340, keyframe())
     stream.flush()
     video = [x for x in tags(t.received()) if x[0] == TAG_VIDEO]
-    assert video[-1] == (TAG_VIDEO, 340, 1)
-    assert (TAG_VIDEO, 300, 0) not in video
+    # Its timeline starts at the stream's time when it joined (160): the keyframe at 340 is 180 for it.
+    assert video[-1] == (TAG_VIDEO, 180, 1)
+    assert (TAG_VIDEO, 140, 0) not in video
 
 
 def test_republish_notifies_players_and_resets_the_gop() -> None:

@@ -169,3 +169,14 @@ def test_max_connections_counts_every_connection(tidecast: Factory) -> None:
     for sock in held:
         sock.close()
     extra.close()
+
+
+def test_late_joiners_start_near_zero_over_rtmp_and_http_flv_as_srs_players_do(tidecast: Factory, clip: Path) -> None:
+    srv = tidecast(vhost="http_remux { enabled on; }")
+    with Publisher(clip, f"{srv.rtmp}/live/late"):
+        wait_stream_live(srv, "late")
+        time.sleep(6)  # well past the first GOPs: stream time is ~6 s
+        for url in (f"{srv.rtmp}/live/late", f"{srv.http}/live/late.flv"):
+            info = ffprobe_json(url, "-show_entries", "stream=start_time:format=start_time")
+            starts = [float(s["start_time"]) for s in info["streams"] if "start_time" in s]
+            assert starts and max(starts) < 1.0, (url, info)

@@ -36,6 +36,11 @@ class OutputFormat(Protocol):
         """A stream event (PublishNotify, UnpublishNotify) for this format's players; b"" when it has none."""
         ...
 
+    def at(self, base: int) -> OutputFormat:
+        """This format for players whose timeline starts at stream time `base` (self for 0, or when
+        the format keeps no timestamps of its own)."""
+        ...
+
 
 class Player(Client):
     __slots__ = (
@@ -47,6 +52,7 @@ class Player(Client):
         "paused",
         "queue",
         "queued_bytes",
+        "timeline",
         "transport",
         "wait_keyframe",
     )
@@ -71,6 +77,7 @@ class Player(Client):
         self.dropped = 0
         self.congested_since = 0.0  # when it last left sync; 0 while in sync
         self.on_leave: Callable[[], None] | None = None
+        self.timeline: tuple[int, int] | None = None  # the stream's key of the timeline it shares
 
     def write(self, data: bytes) -> None:
         if data:

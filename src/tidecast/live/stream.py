@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 MAX_JITTER_MS = 250
 DEFAULT_FRAME_MS = 10
+# Distinct player timelines per stream: each costs a few header bytes per packet and a batch per flush.
+# Past this, a joiner shares the newest timeline and starts a little after 0.
+MAX_TIMELINES = 32
 _stream_ids = itertools.count(1)
 
 
@@ -126,6 +129,9 @@ class LiveStream:
         self.gop: list[Packet] = []
         self.gop_bytes = 0
         self.pending: list[Packet] = []
+        self.last_timestamp = 0  # of the newest media packet, after jitter correction
+        # (id of a player format, base) -> [that format on the timeline starting at base, players on it]
+        self.timelines: dict[tuple[int, int], list[Any]] = {}
         self._pending_since = 0.0
         self._timer: TimerHandle | None = None
         self.jitter = TimeJitter(settings.play.time_jitter)
@@ -212,6 +218,7 @@ class LiveStream:
 
     def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         ts = self.jitter.correct(timestamp)
+        self.last_timestamp = ts
         self.frames += 1
         self.recv_bytes += len(payload)
         keyframe = False
@@ -309,6 +316,8 @@ class LiveStream:
         if gop and self.pending:
             pending = {id(p) for p in self.pending}
             gop = [p for p in gop if id(p) not in pending]
+        if self.settings.play.time_jitter != "off":
+            self._join_timeline(player, gop[0].timestamp if gop else self._next_timestamp())
         if gop:
             burst.extend(gop)
             player.in_sync = True
@@ -337,11 +346,49 @@ class LiveStream:
             player.write(player.format.batch(burst))
         self.players.append(player)
 
+    def _next_timestamp(self) -> int:
+        """Stream time of the first media packet a player joining now will get."""
+        for p in self.pending:
+            if p.type_id != TAG_SCRIPT and not p.sequence_header:
+                return p.timestamp
+        return self.last_timestamp
+
+    def _join_timeline(self, player: Player, base: int) -> None:
+        """Start the player's timestamps near 0, as SRS does, sharing bytes with players who joined with it."""
+        source = player.format
+        key = (id(source), base)
+        entry = self.timelines.get(key)
+        if entry is None:
+            if len(self.timelines) >= MAX_TIMELINES:
+                # The newest timeline that starts no later than `base` keeps timestamps from going negative.
+                own = [k for k in self.timelines if k[0] == key[0]]
+                if own:
+                    earlier = [k for k in own if k[1] <= base]
+                    key = max(earlier, key=lambda k: k[1]) if earlier else min(own, key=lambda k: k[1])
+                    entry = self.timelines[key]
+            if entry is None:
+                entry = self.timelines[key] = [source.at(base), 0]
+        entry[1] += 1
+        player.format = entry[0]
+        player.timeline = key
+
+    def _leave_timeline(self, player: Player) -> None:
+        key = player.timeline
+        if key is None:
+            return
+        player.timeline = None
+        entry = self.timelines.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self.timelines[key]
+
     def remove_player(self, player: Player) -> None:
         try:
             self.players.remove(player)
         except ValueError:
             return
+        self._leave_timeline(player)
         player.stream = None
         self.sent_by_departed += player.send_bytes
         if player.on_leave is not None:

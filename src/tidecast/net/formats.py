@@ -1,33 +1,72 @@
 """The live core's output formats: how RTMP and HTTP-FLV players receive packets.
 
-Each format object is shared by all players of that format, so the fan-out
-builds one batch per format per flush and every packet is encoded once.
+A format object is shared by every player of that format on one timeline, so
+the fan-out builds one batch per timeline per flush. A player's timeline starts
+where it joined, as SRS starts each player near 0 (`at(base)` is the format of
+players whose first packet is at `base`). Only a few header bytes depend on
+the timeline: they are built once per packet and timeline, and the payload
+bytes themselves are shared by every timeline and copied once, into the batch.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
-from tidecast.codec.flv import flv_tag
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
 from tidecast.rtmp import constants as C
-from tidecast.rtmp.chunk import encode_message
+from tidecast.rtmp.chunk import encode_message, media_body, media_head
 from tidecast.rtmp.session import STREAM_ID, encode_status, status_info
 
 _CSID = {TAG_AUDIO: C.CSID_AUDIO, TAG_VIDEO: C.CSID_VIDEO}
+_EXTENDED = C.EXTENDED_TIMESTAMP
+_U32 = struct.Struct(">I")
+
+
+class _RtmpBody:
+    """A message after its first chunk header: the same on every timeline."""
+
+    __slots__ = ()
+
+    def encode(self, packet: Packet) -> bytes:
+        return media_body(_CSID.get(packet.type_id, C.CSID_DATA), packet.payload, packet.chunk_size)
+
+
+_RTMP_BODY = _RtmpBody()
 
 
 class RtmpFormat:
     """RTMP chunks on the fixed message stream id every player's session uses."""
 
-    __slots__ = ()
+    __slots__ = ("base",)
+
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    def at(self, base: int) -> RtmpFormat:
+        return self if base == self.base else RtmpFormat(base)
+
+    def _timestamp(self, packet: Packet) -> int:
+        ts = packet.timestamp - self.base
+        return ts & 0xFFFFFFFF if ts > 0 else 0
 
     def encode(self, packet: Packet) -> bytes:
+        """The timeline's part of a message: its first chunk header, or all of it past the 24-bit timestamps."""
+        ts = self._timestamp(packet)
         csid = _CSID.get(packet.type_id, C.CSID_DATA)
-        return encode_message(csid, packet.type_id, packet.timestamp, STREAM_ID, packet.payload, packet.chunk_size)
+        if ts >= _EXTENDED:  # the extended field repeats in every chunk: nothing to share
+            return encode_message(csid, packet.type_id, ts, STREAM_ID, packet.payload, packet.chunk_size)
+        return media_head(csid, packet.type_id, ts, len(packet.payload), STREAM_ID)
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
-        return b"".join([p.encoded(self) for p in packets])
+        parts: list[bytes] = []
+        append = parts.append
+        for p in packets:
+            append(p.encoded(self))
+            if self._timestamp(p) < _EXTENDED:
+                payload = p.payload
+                append(payload if len(payload) <= p.chunk_size else p.encoded(_RTMP_BODY))
+        return b"".join(parts)
 
     def notice(self, code: str, description: str, chunk_size: int) -> bytes:
         return encode_status(status_info("status", code, description), chunk_size)
@@ -36,14 +75,37 @@ class RtmpFormat:
 class FlvFormat:
     """FLV tags in a chunked HTTP response: each batch is framed once as one HTTP chunk."""
 
-    __slots__ = ()
+    __slots__ = ("base",)
+
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    def at(self, base: int) -> FlvFormat:
+        return self if base == self.base else FlvFormat(base)
 
     def encode(self, packet: Packet) -> bytes:
-        return flv_tag(packet.type_id, packet.timestamp, packet.payload)
+        """The 11-byte tag header on this timeline (the payload and PreviousTagSize follow it)."""
+        ts = packet.timestamp - self.base
+        ts = ts & 0xFFFFFFFF if ts > 0 else 0
+        head = (packet.type_id << 80) | (len(packet.payload) << 56) | ((ts & 0xFFFFFF) << 32) | ((ts >> 24) << 24)
+        return head.to_bytes(11, "big")
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
-        body = b"".join([p.encoded(self) for p in packets])
-        return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+        parts: list[bytes] = [b""]
+        append = parts.append
+        pack = _U32.pack
+        size = 0
+        for p in packets:
+            payload = p.payload
+            append(p.encoded(self))
+            append(payload)
+            append(pack(11 + len(payload)))
+            size += 15 + len(payload)
+        if not size:
+            return b""
+        parts[0] = b"%x\r\n" % size
+        append(b"\r\n")
+        return b"".join(parts)
 
     def notice(self, code: str, description: str, chunk_size: int) -> bytes:
         return b""

@@ -171,5 +171,8 @@ class _Unset:
     def notice(self, code: str, description: str, chunk_size: int) -> bytes:
         return b""
 
+    def at(self, base: int) -> _Unset:
+        return self
+
 
 _UNSET = _Unset()

@@ -122,6 +122,9 @@ class Mp4Format:
 
     # ------------------------------------------------------------ OutputFormat
 
+    def at(self, base: int) -> Mp4Format:
+        return self  # each fragment carries its decode time: MSE players start wherever it is
+
     def encode(self, packet: Packet) -> bytes:
         """The MP4 sample of a packet: the FLV body without its tag header (AVCC NALUs, OBUs, raw AAC)."""
         if packet.type_id == TAG_VIDEO:

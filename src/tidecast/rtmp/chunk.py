@@ -396,6 +396,29 @@ def encode_message(csid: int, type_id: int, timestamp: int, stream_id: int, payl
     return b"".join(parts)
 
 
+def media_head(csid: int, type_id: int, timestamp: int, length: int, stream_id: int) -> bytes:
+    """The type-0 first chunk header of a message on a chunk stream below 64, timestamp below 0xFFFFFF.
+
+    With `media_body` it is `encode_message` cut in two: the body does not
+    depend on the timestamp, so players on different timelines share it.
+    """
+    return _BASIC0[csid] + ((timestamp << 32) | (length << 8) | type_id).to_bytes(7, "big") + _U32LE.pack(stream_id)
+
+
+def media_body(csid: int, payload: bytes, chunk_size: int) -> bytes:
+    """A message after its first chunk header: the payload cut into chunks with type-3 headers between."""
+    length = len(payload)
+    if length <= chunk_size:
+        return payload
+    cont = _BASIC3[csid]
+    view = memoryview(payload)
+    parts: list[bytes | memoryview] = [view[:chunk_size]]
+    for offset in range(chunk_size, length, chunk_size):
+        parts.append(cont)
+        parts.append(view[offset : offset + chunk_size])
+    return b"".join(parts)
+
+
 class ChunkEncoder:
     """Send side for one connection: control messages and commands."""
 
