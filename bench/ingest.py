@@ -1,6 +1,11 @@
-"""Ingest: how many 1 Mbps publishers one tidecast core takes in, with HLS off and on.
+"""Ingest: how many 1 Mbps publishers one tidecast core takes in, with HLS off and on, beside nginx-rtmp.
 
     python bench/ingest.py --publishers 50,100,300 --hls both
+
+nginx-rtmp (when installed: apt-get install -y nginx libnginx-mod-rtmp) runs the
+same ramp first, pinned to the same core, as the C baseline; it has no API, so
+its "real time" is the publishers' pace alone (a server that falls behind
+stops reading and the publishers' backlog grows). `--servers tidecast` skips it.
 
 Starts tidecast pinned to core 0 (HLS off, then on: hls_fragment 2, hls_window
 10, segments in a temporary directory), pins this tool to core 1, and ramps up
@@ -39,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--publishers", default="50,100,300", help="publisher counts, ramped in turn (50,100,300)")
     p.add_argument("--hls", choices=("off", "on", "both"), default="both", help="HLS muxing off, on, or both runs")
+    p.add_argument(
+        "--servers", default="auto", help="auto (tidecast, plus nginx-rtmp when installed), tidecast, or nginx,tidecast"
+    )
     p.add_argument("--rate", type=float, default=50.0, help="new publishers per second during a ramp (50)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (5)")
     p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (20)")
@@ -68,15 +76,22 @@ def hls_files(path: Path) -> tuple[int, int]:
     return playlists, segments
 
 
-async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: list[int], tmp: Path) -> dict[str, Any]:
-    label = "hls on" if hls else "hls off"
+async def run_mode(
+    hls: bool, args: argparse.Namespace, clip: B.Clip, counts: list[int], tmp: Path, nginx: bool = False
+) -> dict[str, Any]:
+    label = "nginx-rtmp" if nginx else "hls on" if hls else "hls off"
     rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
     hls_dir = tmp / f"hls-{'on' if hls else 'off'}"
     body = f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment 2; hls_window 10; }}\n" if hls else ""
-    server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), tmp / label.replace(" ", "-"), rtmp)
-    api = f"http://127.0.0.1:{api_port}"
+    if nginx:
+        server = B.start_nginx(tmp / "nginx", rtmp)
+        api = ""
+    else:
+        server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), tmp / label.replace(" ", "-"), rtmp)
+        api = f"http://127.0.0.1:{api_port}"
     assert server.pid is not None
-    print(f"\n== tidecast, {label}: publishers to rtmp://127.0.0.1:{rtmp}/live/benchK (server pid {server.pid})")
+    name = "nginx-rtmp" if nginx else f"tidecast, {label}"
+    print(f"\n== {name}: publishers to rtmp://127.0.0.1:{rtmp}/live/benchK (server pid {server.pid})")
     base = B.Target("127.0.0.1", rtmp, http, "live", "bench")
     ticker = B.Ticker(0.01)
     ticker.start()
@@ -120,11 +135,11 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
             states.take()
             t0 = time.monotonic()
             sent0 = [p.sent_media for p in pubs]
-            recv0 = await api_streams(api)
+            recv0 = await api_streams(api) if api else {}
             await asyncio.sleep(args.window)
             t1 = time.monotonic()
             sent1 = [p.sent_media for p in pubs]
-            recv1 = await api_streams(api)
+            recv1 = await api_streams(api) if api else {}
             server_cpu = cpu.percent()
             load_cpu = load.percent()
             busy = cores.percent()
@@ -134,6 +149,9 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
             for p, s0, s1 in zip(pubs, sent0, sent1, strict=True):
                 name = p.target.stream
                 written = s1 - s0
+                if not api:  # no API: the pace check below stands alone
+                    ratios.append(1.0)
+                    continue
                 taken = recv1.get(name, 0) - recv0.get(name, 0)
                 ratios.append(taken / written if written else 0.0)
             expected = clip.media_bytes / (clip.period_ms / 1000.0) * span
@@ -175,14 +193,14 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 f"server state {state}" + (f"  hls {playlists} playlists/{segments} segments" if hls else "") + warn,
                 flush=True,
             )
-            if m in profile_at:
+            if m in profile_at and not nginx:
                 where = args.out / f"profile-ingest-{'hls' if hls else 'nohls'}-{m}"
                 prof = await B.profile(server.pid, args.profile_seconds, where)
                 if prof is not None:
                     profiles.append({"publishers": m, **prof})
                     B.print_profile(prof)
             if not server.alive():
-                print(f"tidecast exited:\n{server.log_tail()}")
+                print(f"{name} exited:\n{server.log_tail()}")
                 break
     finally:
         states.stop()
@@ -192,7 +210,22 @@ async def run_mode(hls: bool, args: argparse.Namespace, clip: B.Clip, counts: li
                 p.transport.close()
         await asyncio.sleep(0.5)
         server.stop()
-    return {"server": f"tidecast, {label}", "hls": hls, "rows": rows, "profiles": profiles}
+    return {"server": name, "hls": hls, "rows": rows, "profiles": profiles}
+
+
+def cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """tidecast HLS off over nginx-rtmp, and HLS on over HLS off, at each M both ran."""
+    by = {r["server"]: {row["publishers"]: row["server_cpu_pct"] for row in r["rows"]} for r in results}
+    out = []
+    for what, top, bottom in (
+        ("tidecast (HLS off) CPU / nginx-rtmp CPU", "tidecast, hls off", "nginx-rtmp"),
+        ("tidecast HLS on CPU / HLS off CPU", "tidecast, hls on", "tidecast, hls off"),
+    ):
+        for m, cpu in sorted(by.get(top, {}).items()):
+            base = by.get(bottom, {}).get(m)
+            if base:
+                out.append({"publishers": m, "what": what, "ratio": round(cpu / base, 2)})
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -202,10 +235,21 @@ async def main_async(args: argparse.Namespace) -> int:
     clip = B.Clip(B.make_clip(args.clip))
     print(f"clip {clip.path}: {clip.kbps:.0f} kbps of media, {clip.period_ms / 1000:.1f} s loop")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.hls]
+    if args.servers == "auto":
+        with_nginx = B.nginx_binary() is not None
+        if not with_nginx:
+            print("nginx-rtmp not installed (apt-get install -y nginx libnginx-mod-rtmp): tidecast only")
+    else:
+        with_nginx = "nginx" in args.servers.split(",")
     results = []
     with tempfile.TemporaryDirectory(prefix="tidecast-ingest-") as tmp:
+        if with_nginx:
+            results.append(await run_mode(False, args, clip, counts, Path(tmp), nginx=True))
         for hls in modes:
             results.append(await run_mode(hls, args, clip, counts, Path(tmp)))
+    ratios = cpu_ratios(results)
+    for r in ratios:
+        print(f"M={r['publishers']}: {r['what']} = {r['ratio']}")
     doc = {
         "tool": "bench/ingest.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -214,6 +258,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "clip_kbps": round(clip.kbps, 1),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results,
+        "cpu_ratios": ratios,
     }
     tag = f"-{args.tag}" if args.tag else ""
     base = args.out / f"ingest{tag}-{B.stamp()}"
