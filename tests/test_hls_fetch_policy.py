@@ -26,6 +26,7 @@ from tidecast.hls.fetchcache import (
 )
 from tidecast.hls.playlist import is_stale_live, media_sequence_of, part_target_of, target_of, uris_of
 from tidecast.live.names import check_rel_path
+from tidecast.net.hls_fetch import cache_limits
 
 LIVE = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:{t}\n#EXTINF:2.000,\ns-7.ts\n"
 
@@ -42,6 +43,7 @@ def test_directives_default_off_and_parse() -> None:
     config = parse_text(text)
     cluster = config.vhost("v").cluster
     assert (cluster.hls_fetch, cluster.hls_fetch_port, cluster.hls_fetch_cache) == (True, 8081, 8388608)
+    assert cache_limits(config) == (8388608, 2097152)
     # The dump writes them back, and reads back the same.
     dumped = config.dump()
     assert "        hls_fetch on;" in dumped.splitlines() and "        hls_fetch_cache 8388608;" in dumped.splitlines()

@@ -12,12 +12,14 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from tidecast.hls.fetchcache import kind_of
 from tidecast.live.hub import Hub
 from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
@@ -26,6 +28,7 @@ from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import HTTP_FLV
+from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
@@ -107,7 +110,32 @@ def _metrics(server: NodeStatus) -> Handler:
     return metrics
 
 
-def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | None = None) -> Handler:
+class HlsServed:
+    """HLS files this node's HTTP server answered from its disk, by kind: what an origin behind
+    fetching edges serves (each edge asks once per segment, whatever its player count)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.missing = 0
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def metrics(self) -> Iterator[Metric]:
+        served = CounterMetricFamily("tidecast_hls_files_served", "HLS files served from disk", labels=["kind"])
+        for kind in ("playlist", "media"):
+            served.add_metric([kind], self.counts.get(kind, 0))
+        yield served
+        yield CounterMetricFamily("tidecast_hls_files_missing", "HLS file requests answered 404", value=self.missing)
+
+
+def _static(
+    hub: Hub,
+    hls_demand: HlsDemand | None,
+    hls_live: LlHlsHandler | None = None,
+    hls_fetch: HlsFetcher | None = None,
+    served: HlsServed | None = None,
+) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
@@ -116,6 +144,11 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
                 return await serve_http_play(hub, request, HTTP_FLV, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
+        if hls_fetch is not None:
+            # An edge with hls_fetch on: HLS comes from the origins, not from local files or a local mux.
+            fetched = await hls_fetch(request)
+            if fetched is not None:
+                return fetched
         if path.endswith(".mp4"):
             # A file of that name (a recording, an HLS init segment) wins; else the live stream as fragmented MP4.
             found = _safe_join(static_root_for(hub.config, path.lstrip("/")), path)
@@ -146,6 +179,9 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
             if live is not None:
                 return live
         if os.path.isfile(full):
+            hls_kind = kind_of(rel) if served is not None else None
+            if served is not None and hls_kind is not None:
+                served.add(hls_kind)
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:
                 resp.content_type = _CONTENT_TYPES[ext]
@@ -153,6 +189,8 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
         if rel in _BUILTIN:
             # An empty shared volume (SRS #1603) still answers probes and players.
             return web.Response(body=_builtin(rel), content_type=_CONTENT_TYPES[ext], headers=headers)
+        if served is not None and kind_of(rel) is not None:
+            served.missing += 1
         raise web.HTTPNotFound(headers=CORS)
 
     return handler
@@ -213,9 +251,15 @@ def build_apps(
     hls_demand: HlsDemand | None = None,
     hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
+    hls_fetch: HlsFetcher | None = None,
 ) -> list[tuple[Listen, web.Application, str]]:
-    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
+    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there.
+
+    `hls_fetch`: an edge's HLS from its origins."""
     hub = server.hub
+    served = HlsServed()
+    server.metric_sources.append(served.metrics)
+    static = _static(hub, hls_demand, hls_live, hls_fetch, served)
     cfg = hub.config
     api = Api(server, cluster)
     server.api_service_id = api.service_id
@@ -228,7 +272,7 @@ def build_apps(
         )
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
-            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live))])
+            app.add_routes([web.route("*", "/{tail:.*}", static)])
         apps.append((cfg.http_api.listen, app, "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
@@ -242,7 +286,7 @@ def build_apps(
             [
                 web.get("/api/v1/versions", api.versions),
                 *health,
-                web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live)),
+                web.route("*", "/{tail:.*}", static),
             ]
         )
         apps.append((cfg.http_server.listen, app, "http"))
@@ -262,6 +306,7 @@ async def start_http(
     hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
+    hls_fetch: HlsFetcher | None = None,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
@@ -269,7 +314,7 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live, api_middlewares):
+    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live, api_middlewares, hls_fetch):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
