@@ -268,3 +268,36 @@ def test_low_latency_blocking_reloads_pass_through_an_edge(nodes: Factory, clip:
         assert m.get('tidecast_hls_fetch_coalesced_total{kind="playlist"}', 0) >= 5
         part = re.findall(r'URI="([^"]+\.m4s)"', text)[-1]
         assert get(f"{edge.http}/live/{part}")[0] == 200
+
+
+def test_stale_live_playlists_are_served_ended(nodes: Factory) -> None:
+    origin = nodes("origin", HLS.format(window=4))
+    live = origin.html / "live"
+    live.mkdir()
+    body = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:{t}\n#EXTINF:2.000,\nx-40.ts\n"
+    (live / "x-40.ts").write_bytes(b"\x47" * 188)
+    old = time.time() - 120
+    files = {
+        "dead": (body.format(t=2), old),  # a kill -9 left it 2 minutes ago
+        "fresh": (body.format(t=2), time.time()),  # another process writes it (a shared volume)
+        "slow": (body.format(t=10), time.time() - 45),  # 45 s < 6 x 10 s
+        "ended": (body.format(t=2) + "#EXT-X-ENDLIST\n", old),
+        "master": ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\ndead.m3u8\n", old),
+    }
+    for name, (text, mtime) in files.items():
+        path = live / f"{name}.m3u8"
+        path.write_text(text)
+        os.utime(path, (mtime, mtime))
+    for name, (text, _) in files.items():
+        status, got = get(f"{origin.http}/live/{name}.m3u8")
+        assert status == 200
+        if name == "dead":
+            assert got.decode() == text + "#EXT-X-ENDLIST\n"
+        else:
+            assert got.decode() == text, name
+    # The file itself is left as it was; an edge in front gets the ended copy too.
+    assert (live / "dead.m3u8").read_text() == files["dead"][0]
+    edge = nodes("edge", edge_of(origin))
+    status, got = get(f"{edge.http}/live/dead.m3u8")
+    assert status == 200 and got.decode().endswith("#EXT-X-ENDLIST\n")
+    assert metrics(origin)["tidecast_hls_stale_playlists_ended_total"] == 2

@@ -193,10 +193,11 @@ class App:
                 self.worker.middlewares,
                 reuse_port=True,
                 hls_fetch=fetch,
+                hls_writing=hls.writing,
             )
         else:
             self.http_listeners, self.http_runners = await start_http(
-                self, origin, edge.keep_pulling, hls_live, hls_fetch=fetch
+                self, origin, edge.keep_pulling, hls_live, hls_fetch=fetch, hls_writing=hls.writing
             )
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())

@@ -43,6 +43,11 @@ class HlsManager(StreamEvents):
         settings = stream.settings
         return settings.hls.enabled and not (settings.cluster.mode == "remote" and settings.cluster.hls_fetch)
 
+    def writing(self, path: str) -> bool:
+        """Whether a publishing stream of this process writes the playlist at `path`."""
+        real = os.path.realpath(path)
+        return any(m.publishing and os.path.realpath(m.m3u8_path) == real for m in self.muxers.values())
+
     def on_stream_created(self, stream: LiveStream) -> None:
         if self.muxes(stream):
             self._attach(stream)

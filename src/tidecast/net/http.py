@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from tidecast.hls.fetchcache import kind_of
+from tidecast.hls.playlist import ENDLIST, STALE_MIN_S, is_stale_live
 from tidecast.live.hub import Hub
 from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
@@ -33,7 +35,7 @@ from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
 from tidecast.net.mp4 import LIVE_MP4
-from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
+from tidecast.net.node import ClusterDirectory, HlsDemand, HlsWriting, NodeStatus
 
 if TYPE_CHECKING:
     from tidecast.config import Config, Listen
@@ -54,6 +56,7 @@ _CONTENT_TYPES = {
     ".json": "application/json",
 }
 _BUILTIN = {"index.html", "crossdomain.xml"}
+MAX_STALE_CHECK_BYTES = 1024 * 1024  # what is read of a playlist to decide whether it is stale
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -117,6 +120,7 @@ class HlsServed:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.missing = 0
+        self.ended_stale = 0
 
     def add(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -127,6 +131,38 @@ class HlsServed:
             served.add_metric([kind], self.counts.get(kind, 0))
         yield served
         yield CounterMetricFamily("tidecast_hls_files_missing", "HLS file requests answered 404", value=self.missing)
+        yield CounterMetricFamily(
+            "tidecast_hls_stale_playlists_ended",
+            "abandoned live playlists served with EXT-X-ENDLIST appended",
+            value=self.ended_stale,
+        )
+
+
+def _ended_if_stale(full: str, hls_writing: HlsWriting | None) -> bytes | None:
+    """A live playlist its writer abandoned (kill -9, a node that left), with EXT-X-ENDLIST appended; else None.
+
+    Abandoned: no EXT-X-ENDLIST, unchanged for longer than max(30 s, 6 target durations)
+    (hls/playlist.py `is_stale_live`), and no publisher of this process writes it. Appending the end
+    rather than answering 404: the segments it lists are still there, so a player plays them out and
+    stops, the defined end of a live stream, instead of polling a dead playlist for ever (or retrying a
+    404 as a network error). A shared volume another process writes stays fresh (its mtime moves with
+    every segment), so origins sharing an hls_path are never affected. Only the response changes: the
+    file stays as it is, and a republish continues it as before.
+    """
+    try:
+        age = time.time() - os.stat(full).st_mtime
+        if age <= STALE_MIN_S:  # the cheap test first: a live playlist is rewritten every segment
+            return None
+        with open(full, "rb") as f:
+            body = f.read(MAX_STALE_CHECK_BYTES + 1)
+    except OSError:
+        return None
+    if len(body) > MAX_STALE_CHECK_BYTES:
+        return None
+    text = body.decode(errors="replace")
+    if not is_stale_live(text, age) or (hls_writing is not None and hls_writing(full)):
+        return None
+    return body + (b"" if body.endswith(b"\n") else b"\n") + ENDLIST.encode() + b"\n"
 
 
 def _static(
@@ -134,6 +170,7 @@ def _static(
     hls_demand: HlsDemand | None,
     hls_live: LlHlsHandler | None = None,
     hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
     served: HlsServed | None = None,
 ) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -179,6 +216,12 @@ def _static(
             if live is not None:
                 return live
         if os.path.isfile(full):
+            if ext == ".m3u8":
+                ended = _ended_if_stale(full, hls_writing)
+                if ended is not None:
+                    if served is not None:
+                        served.ended_stale += 1
+                    return web.Response(body=ended, content_type=_CONTENT_TYPES[ext], headers=headers)
             hls_kind = kind_of(rel) if served is not None else None
             if served is not None and hls_kind is not None:
                 served.add(hls_kind)
@@ -252,14 +295,16 @@ def build_apps(
     hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
     hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
 ) -> list[tuple[Listen, web.Application, str]]:
     """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there.
 
-    `hls_fetch`: an edge's HLS from its origins."""
+    `hls_fetch`: an edge's HLS from its origins; `hls_writing(path)`: whether a publisher of this
+    process writes that playlist (a stale one nobody writes is served ended)."""
     hub = server.hub
     served = HlsServed()
     server.metric_sources.append(served.metrics)
-    static = _static(hub, hls_demand, hls_live, hls_fetch, served)
+    static = _static(hub, hls_demand, hls_live, hls_fetch, hls_writing, served)
     cfg = hub.config
     api = Api(server, cluster)
     server.api_service_id = api.service_id
@@ -307,6 +352,7 @@ async def start_http(
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
     hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
@@ -314,7 +360,9 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live, api_middlewares, hls_fetch):
+    for listen, app, kind in build_apps(
+        server, cluster, hls_demand, hls_live, api_middlewares, hls_fetch, hls_writing
+    ):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
