@@ -13,13 +13,15 @@ import http.client
 import os
 import re
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for
+from testkit.helpers import Publisher, TidecastProcess, free_port, http_get, wait_for
 
 HLS = "hls {{ enabled on; hls_fragment 1; hls_window {window}; hls_path ./html; }}"
 
@@ -301,3 +303,128 @@ def test_stale_live_playlists_are_served_ended(nodes: Factory) -> None:
     status, got = get(f"{edge.http}/live/dead.m3u8")
     assert status == 200 and got.decode().endswith("#EXT-X-ENDLIST\n")
     assert metrics(origin)["tidecast_hls_stale_playlists_ended_total"] == 2
+
+
+class HlsWatcher(threading.Thread):
+    """A player through an edge: reloads the playlist every half target duration, fetches each new
+    segment once, and notes every failed fetch and every MEDIA-SEQUENCE it saw."""
+
+    def __init__(self, srv: TidecastProcess, name: str = "tv", interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.url = f"{srv.http}/live/{name}.m3u8"
+        self.base = f"{srv.http}/live/"
+        self.errors: list[str] = []
+        self.sequences: list[int] = []
+        self.fetched: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            status, body = get(self.url)
+            if status != 200:
+                self.errors.append(f"playlist: {status} {body[:200]!r}")
+            else:
+                text = body.decode()
+                found = re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text)
+                self.sequences.append(int(found.group(1)) if found else -1)
+                for uri in [ln for ln in text.splitlines() if ln and not ln.startswith("#")]:
+                    if uri in self.fetched:
+                        continue
+                    status, data = get(self.base + uri)
+                    if status != 200:
+                        self.errors.append(f"segment {uri}: {status} {data[:200]!r}")
+                    self.fetched.append(uri)
+            self.stopping.wait(self.interval)
+
+
+def _common_port(hosts: list[str]) -> int:
+    for _ in range(200):
+        port = free_port(hosts[0])
+        if all(_bindable(host, port) for host in hosts[1:]):
+            return port
+    raise RuntimeError("no port free on every host")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_new_owner_on_shared_storage_continues_and_edge_players_see_no_error(clip: Path, tmp_path: Path) -> None:
+    """The origin cluster's owner of a stream changes (an origin update): both origins write one
+    hls_path, the new owner numbers on after the old one's playlist, and a player behind an edge
+    fetches every segment either lists, without one failed fetch."""
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    rtmp, api, http_port = (_common_port(hosts) for _ in range(3))
+    nas = tmp_path / "nas"
+    origins = []
+    for k, host in enumerate(hosts):
+        text = (
+            f"listen {host}:{rtmp};\ndaemon off;\nsrs_log_tank console;\npid ./objs/srs.pid;\n"
+            f"http_api {{ enabled on; listen {host}:{api}; }}\n"
+            f"http_server {{ enabled on; listen {host}:{http_port}; dir ./html; }}\n"
+            f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {nas}; }} }}\n"
+        )
+        srv = TidecastProcess(tmp_path / f"o{k}", host=host, config_text=text)
+        srv.rtmp_port, srv.api_port, srv.http_port = rtmp, api, http_port
+        origins.append(srv)
+    edge = TidecastProcess(
+        tmp_path / "edge",
+        vhost=f"cluster {{ mode remote; origin {hosts[0]}:{rtmp} {hosts[1]}:{rtmp}; hls_fetch on; "
+        f"hls_fetch_port {http_port}; }}",
+    )
+    # A slow reload (1.5 s, as a player of 2 s segments may) so the old owner's last segment is
+    # usually fetched after the new owner started.
+    watcher = HlsWatcher(edge, interval=1.5)
+    stale = 0.0
+    # What an nginx on the same volume would see: the playlist never missing, every segment it names there.
+    missing: list[str] = []
+
+    def watch_disk() -> None:
+        seen = False
+        while not watcher.stopping.is_set():
+            try:
+                text = (nas / "live" / "tv.m3u8").read_text()
+            except FileNotFoundError:
+                if seen:
+                    missing.append("tv.m3u8")
+                time.sleep(0.02)
+                continue
+            seen = True
+            for uri in [ln for ln in text.splitlines() if ln and not ln.startswith("#")]:
+                if not (nas / "live" / uri).exists():
+                    missing.append(uri)
+            time.sleep(0.02)
+
+    disk = threading.Thread(target=watch_disk, daemon=True)
+    try:
+        for srv in [*origins, edge]:
+            srv.start()
+        with Publisher(clip, f"{origins[0].rtmp}/live/tv"):
+            wait_segments(edge, 3)
+            watcher.start()
+            disk.start()
+            time.sleep(2.5)
+        # The publisher moves to the other origin, as an encoder cut by a draining origin does.
+        time.sleep(0.3)
+        with Publisher(clip, f"{origins[1].rtmp}/live/tv"):
+            time.sleep(7.0)
+        stale = metrics(edge)["tidecast_hls_fetch_stale_total"]
+    finally:
+        watcher.stopping.set()
+        watcher.join(10)
+        disk.join(10)
+        for srv in [*origins, edge]:
+            srv.stop()
+    assert watcher.errors == [], watcher.errors
+    assert missing == [], missing
+    assert watcher.sequences == sorted(watcher.sequences), watcher.sequences  # never back
+    numbers = [int(re.findall(r"\d+", uri)[-1]) for uri in watcher.fetched]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), watcher.fetched
+    assert numbers[-1] >= numbers[0] + 8, watcher.fetched
+    print(f"\nowner change: fetched {watcher.fetched}; {stale:.0f} playlists from the edge's last copy")
