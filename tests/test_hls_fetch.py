@@ -428,3 +428,24 @@ def test_a_new_owner_on_shared_storage_continues_and_edge_players_see_no_error(c
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), watcher.fetched
     assert numbers[-1] >= numbers[0] + 8, watcher.fetched
     print(f"\nowner change: fetched {watcher.fetched}; {stale:.0f} playlists from the edge's last copy")
+
+
+def test_a_reload_turns_it_on_and_off(nodes: Factory, clip: Path) -> None:
+    origin = nodes("origin", HLS.format(window=4))
+    fetching = edge_of(origin)
+    edge = nodes("edge", fetching.replace("hls_fetch on;", "hls_fetch off;"))
+
+    def reload(vhost: str) -> None:
+        text = edge.conf.read_text()
+        start = text.index("vhost __defaultVhost__ {")
+        edge.conf.write_text(text[:start] + f"vhost __defaultVhost__ {{\n{vhost}\n}}\n")
+        assert edge.api_json("/api/v1/raw?rpc=reload")["code"] == 0
+
+    with Publisher(clip, f"{origin.rtmp}/live/tv"):
+        wait_segments(origin, 2)
+        assert get(f"{edge.http}/live/tv.m3u8")[0] == 404  # off, and no local HLS on this edge
+        reload(fetching.replace("}", "hls_fetch_cache 2097152; }"))
+        assert playlist(edge)[1]
+        assert metrics(edge)['tidecast_hls_fetch_misses_total{kind="playlist"}'] >= 1
+        reload(fetching.replace("hls_fetch on;", "hls_fetch off;"))
+        assert wait_for(lambda: get(f"{edge.http}/live/tv.m3u8")[0] == 404, 5, what="hls_fetch off again")
