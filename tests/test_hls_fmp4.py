@@ -109,6 +109,20 @@ def test_republish_with_another_codec_gets_a_new_init_and_a_discontinuity(h264_t
     assert [s["codec"] for s in ff9.streams(str(joined))] == ["hevc", "aac"]
 
 
+def test_a_new_run_numbers_its_init_segments_after_the_old_runs(h264_tags: Tags, tmp_path: Path) -> None:
+    """A killed run (or the previous owner on a shared hls_path) left init-0: ours is init-1, and init-0 stays
+    as long as its segments do, so no init name comes back with other tracks."""
+    first = mux(h264_tags, tmp_path)
+    old_init = tmp_path / "live" / "s-init-0.mp4"
+    assert old_init.exists() and first.init_count == 1
+    second = mux(h264_tags, tmp_path)  # a new muxer: another process's view of the same directory
+    parsed = m3u8.loads(Path(second.m3u8_path).read_text())
+    assert {s.init_section.uri for s in parsed.segments} == {"s-init-1.mp4"}
+    assert parsed.media_sequence == 6 and parsed.segments[0].discontinuity
+    assert old_init.exists()  # 6 s of ours < 1 s + the old playlist's 6 s
+    assert decode_errors(Path(second.m3u8_path)) == ""
+
+
 @ff9.needs_ffmpeg9
 @pytest.mark.parametrize(
     ("video", "audio", "config_box"),

@@ -244,6 +244,52 @@ def test_leftovers_of_a_crashed_run_are_cleaned_on_first_publish(tags: Tags, tmp
     assert (live / "s.m3u8").read_text().startswith("#EXTM3U") and "s-77.ts" not in (live / "s.m3u8").read_text()
 
 
+def test_a_previous_owners_files_stay_until_no_playlist_can_name_them(tags: Tags, tmp_path: Path) -> None:
+    """On a shared hls_path the stream moved here from another node (or a killed run): its playlist stays
+    until ours replaces it, and its segments until our first segment and its playlist's duration have
+    passed, so players (and edges, and an nginx) holding its playlist fetch every segment it names."""
+    live = tmp_path / "live"
+    live.mkdir()
+    old = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n" + "".join(
+        f"#EXTINF:2.000,\ns-{n}.ts\n" for n in (40, 41, 42)
+    )
+    (live / "s.m3u8").write_text(old)
+    for n in (40, 41, 42):
+        (live / f"s-{n}.ts").write_bytes(b"old")
+    (live / "s-43.ts.tmp").write_bytes(b"half")
+    muxer = HlsMuxer(Hls(hls_path=str(tmp_path)), "__defaultVhost__", "live", "s")
+    muxer.on_publish()
+    assert (live / "s.m3u8").read_text() == old and not (live / "s-43.ts.tmp").exists()
+    rest = iter(tags)
+    for message in rest:
+        muxer.on_message(*message)
+        if muxer.playlist.segments:
+            break
+    playlist = m3u8.load(str(live / "s.m3u8"))
+    assert playlist.media_sequence == 43 and playlist.segments[0].discontinuity
+    assert all((live / f"s-{n}.ts").exists() for n in (40, 41, 42))
+    for message in rest:
+        muxer.on_message(*message)
+    muxer.on_unpublish()
+    muxer.on_publish()
+    for type_id, ts, payload in tags:
+        muxer.on_message(type_id, ts + CLIP_MS, payload)
+    muxer.on_unpublish()
+    assert not any((live / f"s-{n}.ts").exists() for n in (40, 41, 42))  # 12 s of ours > 2 s + 6 s
+
+
+def test_dispose_leaves_the_playlist_a_new_owner_writes(tags: Tags, tmp_path: Path) -> None:
+    """The stream moved to another node on the same hls_path: the old owner's dispose deletes its own
+    segments, never the playlist the new owner writes now."""
+    hls = Hls(hls_path=str(tmp_path), hls_dispose=5.0)
+    first = mux(tags, hls)
+    second = mux(tags, hls)
+    assert first.maybe_dispose(first.last_message + 6)
+    assert Path(second.m3u8_path).exists()
+    assert all(Path(seg.path).exists() for seg in second.playlist.segments)
+    assert second.maybe_dispose(second.last_message + 6) and not Path(second.m3u8_path).exists()
+
+
 def test_a_reader_never_sees_a_dangling_or_partial_file(tags: Tags, tmp_path: Path) -> None:
     hls = Hls(hls_path=str(tmp_path), hls_fragment=0.5, hls_window=1.5)
     playlist = tmp_path / "live" / "s.m3u8"

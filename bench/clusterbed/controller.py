@@ -43,11 +43,16 @@ class Cluster:
     timing: Timing
     endpoints: Endpoints
     origins: Callable[[], list[str]]
+    edge_hls: str = "fetch"  # fetch (hls_fetch on, origins share `nas`) | local (edges mux)
+    nas: Path | None = None  # the origins' shared hls_path
     all_pods: list[Pod] = field(default_factory=list)
     terminations: list[asyncio.Task[None]] = field(default_factory=list)
 
     def make(self, name: str, role: str, version: Version, host_index: int | None = None) -> Pod:
-        pod = Pod(name, role, version, self.net, self.workroot, self.origins(), self.timing, host_index)
+        pod = Pod(
+            name, role, version, self.net, self.workroot, self.origins(), self.timing, host_index,
+            edge_hls=self.edge_hls, nas=self.nas,
+        )  # fmt: skip
         pod.start()
         self.endpoints.watch(pod)
         self.all_pods.append(pod)

@@ -64,8 +64,20 @@ class Timing:
     paced_drain_after_s: float = 2.0
 
 
-def pod_config(role: str, version: Version, pod: PodNet, loopback: bool, origins: list[str], timing: Timing) -> str:
-    """srs.conf of one pod. In a namespace a pod listens on every address, as in Kubernetes."""
+def pod_config(
+    role: str,
+    version: Version,
+    pod: PodNet,
+    loopback: bool,
+    origins: list[str],
+    timing: Timing,
+    edge_hls: str = "fetch",
+    nas: Path | None = None,
+) -> str:
+    """srs.conf of one pod. In a namespace a pod listens on every address, as in Kubernetes.
+
+    `edge_hls` fetch: the origins write HLS into `nas`, one directory they all share (the wiki's NAS
+    volume), and edges serve it fetched from them (`hls_fetch on`); local: each edge muxes its own."""
     host = f"{pod.ip}:" if loopback else ""
     api_port = 1986 if version.bad == "readiness" else 1985
     max_conn = 6 if version.bad == "refuse" else 4000
@@ -84,12 +96,21 @@ def pod_config(role: str, version: Version, pod: PodNet, loopback: bool, origins
         f"exporter {{ enabled off; tag {version.name}; }}",
         "vhost __defaultVhost__ {",
     ]
+    hls = "hls_fragment 2; hls_window 12;"
     if role == "origin":
         coworkers = " ".join(f"{o}:1985" for o in origins if o != pod.ip)
         lines.append(f"    cluster {{ origin_cluster on; coworkers {coworkers}; }}" if coworkers else "")
+        if edge_hls == "fetch":
+            if nas is None:
+                raise ValueError("edge_hls fetch needs the origins' shared hls_path (nas)")
+            lines.append(f"    hls {{ enabled on; {hls} hls_path {nas}; }}")
     else:
-        lines.append(f"    cluster {{ mode remote; origin {' '.join(f'{o}:1935' for o in origins)}; }}")
-        lines.append("    hls { enabled on; hls_fragment 2; hls_window 12; hls_path ./html; }")
+        upstream = " ".join(f"{o}:1935" for o in origins)
+        if edge_hls == "fetch":
+            lines.append(f"    cluster {{ mode remote; origin {upstream}; hls_fetch on; hls_fetch_port 8080; }}")
+        else:
+            lines.append(f"    cluster {{ mode remote; origin {upstream}; }}")
+            lines.append(f"    hls {{ enabled on; {hls} hls_path ./html; }}")
     lines.append("    http_remux { enabled on; }")
     lines.append("}")
     return "\n".join(line for line in lines if line) + "\n"
@@ -125,6 +146,8 @@ class Pod:
         origins: list[str],
         timing: Timing,
         host_index: int | None = None,
+        edge_hls: str = "fetch",
+        nas: Path | None = None,
     ) -> None:
         self.name = name
         self.role = role
@@ -137,7 +160,9 @@ class Pod:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "html").mkdir(exist_ok=True)
         self.conf = self.workdir / "srs.conf"
-        self.conf.write_text(pod_config(role, version, self.net, net.mode != "netns", origins, timing))
+        if nas is not None:
+            nas.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(pod_config(role, version, self.net, net.mode != "netns", origins, timing, edge_hls, nas))
         self.proc: subprocess.Popen[bytes] | None = None
         self.created = time.monotonic()
         self.ready = False

@@ -133,7 +133,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"grace_drain_timeout {s['grace_drain_timeout_ms']} ms; paced drain "
         + (f"{s['drain_pace_per_s']:.0f} players/s" if s.get("drain_pace_per_s") else "off")
         + f"; HLS readiness gate {'on' if s.get('hls_readiness_gate') else 'off'}; "
-        f"{p['churn_per_s']} new plays/s throughout.",
+        + (
+            "edge HLS fetched from the origins' shared directory (hls_fetch), HTTP per request; "
+            if s.get("edge_hls", "local") == "fetch"
+            else "edge HLS cut by each edge, HLS players kept on one edge by a cookie; "
+        )
+        + f"{p['churn_per_s']} new plays/s throughout.",
         "",
         "| operation | wall s | new plays failed | players cut | reconnect gap p50 / p99 / max s | not back |"
         " media gaps > 1 s (players) / max s | HLS fetch errors | HLS stalls | publisher outage max s |"

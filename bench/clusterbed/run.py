@@ -177,12 +177,20 @@ class Bed:
         )
         frontends = [
             Frontend("rtmp", 1935, 1935, "tcp", "edge"),
-            Frontend("http", 8080, 8080, "http", "edge"),
+            Frontend("http", 8080, 8080, "http", "edge", sticky=args.edge_hls == "local"),
             Frontend("origin", 1936, 1935, "tcp", "origin"),
         ]
         self.haproxy = HAProxy(self.work, self.net.service_ip, frontends)
         self.endpoints = Endpoints(self.haproxy, args.endpoint_lag)
-        self.cluster = Cluster(self.net, self.work, self.timing, self.endpoints, lambda: self.origins.addresses())
+        self.cluster = Cluster(
+            self.net,
+            self.work,
+            self.timing,
+            self.endpoints,
+            lambda: self.origins.addresses(),
+            edge_hls=args.edge_hls,
+            nas=self.work / "nas",
+        )
         self.origins = StatefulSet(self.cluster, "origin", "origin", Version("v1"), args.origins)
         self.origins.reserve()
         strategy = Strategy(args.max_surge, args.max_unavailable, args.min_ready, args.progress_deadline)
@@ -431,6 +439,7 @@ class Bed:
                 "clip_kbps": a.kbps,
                 "bad_version": a.bad,
                 "drain_pace_per_s": a.drain_pace,
+                "edge_hls": a.edge_hls,
             },
             "machine": benchlib.machine_facts(),
             "load_process": loaded.get("load"),
@@ -490,6 +499,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="players/s an edge's preStop kicks once its endpoint is gone (0: leave them to grace_drain_timeout)",
+    )
+    p.add_argument(
+        "--edge-hls",
+        choices=("fetch", "local"),
+        default="fetch",
+        help="fetch: origins write HLS to one shared directory, edges fetch it (hls_fetch on), HTTP balanced per "
+        "request; local: each edge cuts its own segments, a cookie keeps an HLS player on one edge",
     )
     p.add_argument("--bad", choices=("readiness", "crash"), default="readiness", help="how the bad version fails")
     p.add_argument("--canary-pods", type=int, default=1)

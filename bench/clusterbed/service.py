@@ -11,10 +11,13 @@ every node's rules, so new connections keep arriving during grace_start_wait.
 
 There are no health checks and no retries in HAProxy (`retries 0`, no
 `option redispatch`): kube-proxy has neither, so what a pod does to a new
-connection is what the client gets. HTTP is balanced per request, with a
-cookie keeping one HLS player on one pod (each edge cuts its own segments, so a
-player must get its playlist and segments from the same pod: sessionAffinity,
-per player rather than per client IP since every bed player has one IP).
+connection is what the client gets. HTTP is balanced per request. With edges
+that fetch their HLS from the origins (`hls_fetch on`, the default) every edge
+serves the same names and bytes, so nothing keeps a player on one pod; with
+edges that cut their own segments (`--edge-hls local`) a cookie keeps one HLS
+player on one pod (its playlist and segments must come from the same pod:
+sessionAffinity, per player rather than per client IP since every bed player
+has one IP).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Frontend:
     target_port: int
     mode: str  # tcp | http
     selector: str  # pod role it selects
+    sticky: bool = False  # http: a cookie keeps a client on one pod
 
 
 @dataclass
@@ -90,10 +94,10 @@ class HAProxy:
                 f"    mode {fe.mode}",
                 "    balance roundrobin",
             ]
-            if fe.mode == "http":
+            if fe.sticky:
                 out.append("    cookie TCPOD insert indirect nocache")
             for slot in range(1, SLOTS + 1):
-                cookie = f" cookie s{slot}" if fe.mode == "http" else ""
+                cookie = f" cookie s{slot}" if fe.sticky else ""
                 out.append(f"    server s{slot} 127.0.0.1:{fe.target_port} disabled{cookie}")
         return "\n".join(out) + "\n"
 

@@ -31,6 +31,7 @@ from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.multi.node import WorkerNode, relay_config
 from tidecast.multi.role import WorkerRole
+from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http import start_http
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
@@ -179,13 +180,25 @@ class App:
         for listen in self.config.listen:
             await self._open_rtmp(listen)
         hls_live = LlHlsHandler(hls.store)
+        fetch = HlsFetcher(lambda: hub.config)  # edges with hls_fetch on: HLS from the origins
+        self.metric_sources.append(fetch.metrics)
+        self.services.append(_Tick(None, fetch.reload, fetch.close))
         if self.worker is not None:
             await self.worker.start()
             self.http_listeners, self.http_runners = await start_http(
-                self, origin, edge.keep_pulling, hls_live, self.worker.middlewares, reuse_port=True
+                self,
+                origin,
+                edge.keep_pulling,
+                hls_live,
+                self.worker.middlewares,
+                reuse_port=True,
+                hls_fetch=fetch,
+                hls_writing=hls.writing,
             )
         else:
-            self.http_listeners, self.http_runners = await start_http(self, origin, edge.keep_pulling, hls_live)
+            self.http_listeners, self.http_runners = await start_http(
+                self, origin, edge.keep_pulling, hls_live, hls_fetch=fetch, hls_writing=hls.writing
+            )
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()

@@ -67,6 +67,10 @@ class Cluster:
     coworkers: list[str] = field(default_factory=list)
     coworkers_dns: str | None = None  # tidecast: every address of one DNS name is a coworker
     debug_srs_upnode: bool = True
+    # tidecast: an edge serves HLS by fetching the origins' playlists and segments (shared, cached).
+    hls_fetch: bool = False
+    hls_fetch_port: int = 8080  # the origins' http_server port; hosts come from `origin`
+    hls_fetch_cache: int = 64 * 1024 * 1024  # bytes of segments kept in memory
 
 
 @dataclass

@@ -20,9 +20,11 @@ plain fMP4 playlist, for an nginx sharing the volume.
 
 from __future__ import annotations
 
+import bisect
 import glob
 import logging
 import os
+import re
 import time
 
 from tidecast.codec import video as v
@@ -442,14 +444,26 @@ class Fmp4Muxer(HlsMuxer):
         pl = self.playlist
         return render_fmp4(self._fmp4_segments(), self.settings.hls_fragment, pl.longest_ms, pl.discontinuity_sequence)
 
-    def _clean_leftovers(self) -> None:
-        super()._clean_leftovers()
+    def _retire_leftovers(self, listed_ms: int) -> None:
+        """Init segments too: an old run's go with its segments, and ours are numbered after them, so an
+        init name never comes back with other tracks for a player (or cache) holding the old playlist."""
+        super()._retire_leftovers(listed_ms)
         stem = os.path.splitext(self.m3u8_path)[0]
-        for path in glob.glob(glob.escape(stem) + "-init-*.mp4") + glob.glob(glob.escape(stem) + "-init-*.mp4" + TMP):
-            self._delete(path)
+        pattern = re.compile(re.escape(stem) + r"-init-([0-9]+)\.mp4(" + re.escape(TMP) + ")?")
+        deadline = self._leftover_deadline(listed_ms)
+        count = 0
+        for path in sorted(glob.glob(glob.escape(stem) + "-init-*.mp4*")):
+            found = pattern.fullmatch(path)
+            if found is None:
+                continue
+            if found.group(2):
+                self._delete(path)
+            else:
+                count = max(count, int(found.group(1)) + 1)
+                bisect.insort(self.doomed, (deadline, path))
         self.init_paths = []
         self.init_tracks = (None, None)
-        self.init_count = 0
+        self.init_count = count
         if self.store is not None:
             self.store.remove(self._store_key())
             if self.low_latency:

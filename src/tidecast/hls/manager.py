@@ -37,8 +37,19 @@ class HlsManager(StreamEvents):
         self.muxers: dict[Key, HlsMuxer] = {}
         self.store = HlsStore()  # low-latency playlists and parts, served by net/llhls.py
 
+    @staticmethod
+    def muxes(stream: LiveStream) -> bool:
+        """HLS on, and not an edge that fetches its HLS from the origins (`hls_fetch`)."""
+        settings = stream.settings
+        return settings.hls.enabled and not (settings.cluster.mode == "remote" and settings.cluster.hls_fetch)
+
+    def writing(self, path: str) -> bool:
+        """Whether a publishing stream of this process writes the playlist at `path`."""
+        real = os.path.realpath(path)
+        return any(m.publishing and os.path.realpath(m.m3u8_path) == real for m in self.muxers.values())
+
     def on_stream_created(self, stream: LiveStream) -> None:
-        if stream.settings.hls.enabled:
+        if self.muxes(stream):
             self._attach(stream)
 
     def on_stream_removed(self, stream: LiveStream) -> None:
@@ -90,7 +101,7 @@ class HlsManager(StreamEvents):
 
     def reload(self) -> None:
         for stream in self.hub.streams.values():
-            if stream.settings.hls.enabled:
+            if self.muxes(stream):
                 self._attach(stream)
             else:
                 self._detach(stream)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -84,3 +85,89 @@ def render(segments: list[Segment], fragment: float, longest_ms: int = 0, discon
         lines.append(f"#EXTINF:{seg.duration_ms / 1000:.3f},")
         lines.append(seg.uri)
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- reading playlists (serving, edge fetching)
+
+# A live media playlist whose file has not changed for this long, and at least this many target
+# durations, is the leftover of a writer that is gone (kill -9, a node that left): see `is_stale_live`.
+STALE_MIN_S = 30.0
+STALE_TARGETS = 6.0
+ENDLIST = "#EXT-X-ENDLIST"
+_ATTR_URI = re.compile(r'URI="([^"]*)"')
+
+
+def _tag_value(text: str, tag: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(tag):
+            return line[len(tag) :].strip()
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def target_of(text: str) -> float | None:
+    """EXT-X-TARGETDURATION in seconds; None for a master playlist (or a broken one)."""
+    return _number(_tag_value(text, "#EXT-X-TARGETDURATION:"))
+
+
+def part_target_of(text: str) -> float | None:
+    """PART-TARGET of EXT-X-PART-INF (low-latency HLS), in seconds."""
+    info = _tag_value(text, "#EXT-X-PART-INF:")
+    if info is None:
+        return None
+    for attr in info.split(","):
+        name, _, value = attr.partition("=")
+        if name.strip() == "PART-TARGET":
+            return _number(value)
+    return None
+
+
+def media_sequence_of(text: str) -> int | None:
+    value = _tag_value(text, "#EXT-X-MEDIA-SEQUENCE:")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def has_endlist(text: str) -> bool:
+    return any(line.strip() == ENDLIST for line in text.splitlines())
+
+
+def uris_of(text: str) -> list[str]:
+    """Every URI a media playlist names: segments, and the URI attributes of EXT-X-MAP, parts and hints."""
+    uris: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.startswith(("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+                uris += _ATTR_URI.findall(line)
+            continue
+        uris.append(line)
+    return uris
+
+
+def stale_after(target: float) -> float:
+    """Seconds without a change after which a live playlist of this target duration counts as abandoned."""
+    return max(STALE_MIN_S, STALE_TARGETS * target)
+
+
+def is_stale_live(text: str, age_s: float) -> bool:
+    """A live media playlist (no EXT-X-ENDLIST) unchanged for longer than `stale_after` its target duration.
+
+    A writer rewrites its playlist at least once a segment (at most a target duration apart, RFC 8216
+    4.3.3.1), so six target durations without a change, and never under 30 s, leave room for a slow disk
+    or a shared volume's attribute cache and still end a dead stream well before a player gives up on it.
+    Master playlists (no target duration) and finished ones never count."""
+    target = target_of(text)
+    if target is None or has_endlist(text):
+        return False
+    return age_s > stale_after(target)

@@ -22,6 +22,13 @@ No EXT-X-ENDLIST on unpublish: as in SRS, a live stream that stopped may be
 republished, and then continues the same playlist after an
 EXT-X-DISCONTINUITY.
 
+A muxer that finds another run's playlist (a killed run, or the stream's
+previous owner on an hls_path origins share) numbers on after it behind a
+discontinuity, and leaves its files until no playlist can name them: the old
+playlist until ours replaces it, its segments and init segments for our first
+segment plus the old playlist's duration. Its dispose deletes a playlist file
+only while it is still the one it wrote.
+
 `hls_entry_prefix`: empty, URIs are relative to the playlist's directory; set,
 it is the base URL of `hls_path` (SRS's documented behaviour), so the URI is
 the prefix, a slash and the segment's path under `hls_path`
@@ -30,6 +37,8 @@ the prefix, a slash and the segment's path under `hls_path`
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import glob
 import logging
 import os
@@ -196,6 +205,7 @@ class HlsMuxer:
         self.disposed = True  # no files of ours on disk
         self.last_message = time.time()
         self._m3u8 = self._m3u8_path()
+        self._written: tuple[int, int, int] | None = None  # (device, inode, mtime) of our last playlist
         self._error_logged = False
         self._codec_warned = False  # a video codec TS cannot carry was logged this publish
 
@@ -249,8 +259,7 @@ class HlsMuxer:
             self.doomed = []
             self.next_discontinuity = False
             try:
-                self._continue_after_crash()
-                self._clean_leftovers()
+                self._retire_leftovers(self._continue_after_crash())
             except Exception as exc:
                 self._failed(exc)
         self.started = True
@@ -295,8 +304,10 @@ class HlsMuxer:
         if dispose <= 0 or idle < dispose:
             return False
         self._abandon_segment()
-        self._delete(self._m3u8)
-        self._delete(self._m3u8 + TMP)
+        if self._playlist_is_ours():
+            # On a shared hls_path the stream may have moved to another node, which writes this playlist now.
+            self._delete(self._m3u8)
+            self._delete(self._m3u8 + TMP)
         for seg in self.playlist.segments:
             self._delete(seg.path)
         for _, path in self.doomed:
@@ -519,10 +530,23 @@ class HlsMuxer:
         try:
             with open(tmp, "wb") as f:
                 f.write(self._render().encode())
+                f.flush()
+                st = os.fstat(f.fileno())
             os.replace(tmp, self._m3u8)
+            self._written = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             self._delete(tmp)
             raise
+
+    def _playlist_is_ours(self) -> bool:
+        """The playlist file is still the one we wrote last (or we never wrote one: a leftover is ours to go)."""
+        if self._written is None:
+            return True
+        try:
+            st = os.stat(self._m3u8)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino, st.st_mtime_ns) == self._written
 
     def _listed_ms(self) -> int:
         return sum(seg.duration_ms for seg in self.playlist.segments)
@@ -540,32 +564,48 @@ class HlsMuxer:
                 pass  # already failed; the file goes anyway
             self._delete(self.file_path + TMP)
 
-    def _continue_after_crash(self) -> None:
-        """A playlist a killed run left: number on after its last segment, behind a discontinuity, so a
-        player or CDN that cached it never sees a segment name or MEDIA-SEQUENCE come back with other media."""
+    def _continue_after_crash(self) -> int:
+        """A playlist another run left (a killed one, or the previous owner on a shared hls_path): number on
+        after its last segment, behind a discontinuity, so a player or CDN that cached it never sees a
+        segment name or MEDIA-SEQUENCE come back with other media. Returns how long it lists, in ms."""
         try:
             with open(self._m3u8, encoding="utf-8", errors="replace") as f:
                 text = f.read(MAX_LEFTOVER_PLAYLIST)
         except OSError:
-            return
+            return 0
         first = 0
+        listed = 0.0
         for line in text.splitlines():
             if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
                 value = line.partition(":")[2].strip()
                 first = int(value) if value.isdigit() else 0
-                break
+            elif line.startswith("#EXTINF:"):
+                with contextlib.suppress(ValueError):
+                    listed += max(0.0, min(float(line[8:].partition(",")[0]), 3600.0))
         following = first + text.count("#EXTINF")
         if following > self.sequence:
             self.sequence = following
             self.next_discontinuity = True
+        return round(listed * 1000)
 
-    def _clean_leftovers(self) -> None:
-        """Files a crashed run left for this stream: its playlist and the segments its pattern names."""
+    def _retire_leftovers(self, listed_ms: int) -> None:
+        """Files another run left for this stream: its temporary files go now; its playlist stays until
+        our first one replaces it, and its segments until no player can hold a playlist naming them
+        (our first segment, then the old playlist's duration): on a shared hls_path the previous owner's
+        players, and the edges and nginx in front, keep every segment they were told of."""
         s = self.settings
-        for path in segment_files(s.hls_path, self._segment_template(), self.vhost, self.app, self.stream):
-            self._delete(path)
-        self._delete(self._m3u8)
         self._delete(self._m3u8 + TMP)
+        deadline = self._leftover_deadline(listed_ms)
+        for path in segment_files(s.hls_path, self._segment_template(), self.vhost, self.app, self.stream):
+            if path.endswith(TMP):
+                self._delete(path)
+            else:
+                bisect.insort(self.doomed, (deadline, path))
+
+    def _leftover_deadline(self, listed_ms: int) -> int:
+        """When (in `media_ms`) a leftover file may go: after our first segment and the old playlist's duration."""
+        s = self.settings
+        return self.media_ms + listed_ms + round(s.hls_fragment * s.hls_td_ratio * 1000)
 
     def _delete(self, path: str) -> None:
         error = _remove(path)

@@ -40,3 +40,25 @@ def sanitize(value: str, limit: int = 80) -> str:
     """A name as it may appear in a log line: no control characters, bounded."""
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
     return cleaned + ("…" if len(value) > limit else "")
+
+
+MAX_PATH = 1024
+
+
+def check_rel_path(value: str) -> str | None:
+    """Why a relative file path from a URL (an HLS file under hls_path) is refused, or None.
+
+    The names' alphabet in every `/`-separated part, and no empty, `.` or `..` part: a path that passes
+    stays inside whatever directory (or origin URL) it is joined to, whoever decodes it next."""
+    if not value:
+        return "empty path"
+    if len(value) > MAX_PATH:
+        return f"path longer than {MAX_PATH} characters"
+    if value.startswith("/"):
+        return f"absolute path {sanitize(value)!r}"
+    for part in value.split("/"):
+        if part in ("", ".", ".."):
+            return f"path {sanitize(value)!r} has an empty, . or .. segment"
+        if _STREAM.fullmatch(part) is None:
+            return f"path {sanitize(value)!r} has characters outside A-Z a-z 0-9 and -_.~@+="
+    return None

@@ -12,12 +12,16 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from tidecast.hls.fetchcache import kind_of
+from tidecast.hls.playlist import ENDLIST, STALE_MIN_S, is_stale_live
 from tidecast.live.hub import Hub
 from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
@@ -26,11 +30,12 @@ from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import HTTP_FLV
+from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
 from tidecast.net.mp4 import LIVE_MP4
-from tidecast.net.node import ClusterDirectory, HlsDemand, NodeStatus
+from tidecast.net.node import ClusterDirectory, HlsDemand, HlsWriting, NodeStatus
 
 if TYPE_CHECKING:
     from tidecast.config import Config, Listen
@@ -51,6 +56,7 @@ _CONTENT_TYPES = {
     ".json": "application/json",
 }
 _BUILTIN = {"index.html", "crossdomain.xml"}
+MAX_STALE_CHECK_BYTES = 1024 * 1024  # what is read of a playlist to decide whether it is stale
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -107,7 +113,66 @@ def _metrics(server: NodeStatus) -> Handler:
     return metrics
 
 
-def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | None = None) -> Handler:
+class HlsServed:
+    """HLS files this node's HTTP server answered from its disk, by kind: what an origin behind
+    fetching edges serves (each edge asks once per segment, whatever its player count)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.missing = 0
+        self.ended_stale = 0
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def metrics(self) -> Iterator[Metric]:
+        served = CounterMetricFamily("tidecast_hls_files_served", "HLS files served from disk", labels=["kind"])
+        for kind in ("playlist", "media"):
+            served.add_metric([kind], self.counts.get(kind, 0))
+        yield served
+        yield CounterMetricFamily("tidecast_hls_files_missing", "HLS file requests answered 404", value=self.missing)
+        yield CounterMetricFamily(
+            "tidecast_hls_stale_playlists_ended",
+            "abandoned live playlists served with EXT-X-ENDLIST appended",
+            value=self.ended_stale,
+        )
+
+
+def _ended_if_stale(full: str, hls_writing: HlsWriting | None) -> bytes | None:
+    """A live playlist its writer abandoned (kill -9, a node that left), with EXT-X-ENDLIST appended; else None.
+
+    Abandoned: no EXT-X-ENDLIST, unchanged for longer than max(30 s, 6 target durations)
+    (hls/playlist.py `is_stale_live`), and no publisher of this process writes it. Appending the end
+    rather than answering 404: the segments it lists are still there, so a player plays them out and
+    stops, the defined end of a live stream, instead of polling a dead playlist for ever (or retrying a
+    404 as a network error). A shared volume another process writes stays fresh (its mtime moves with
+    every segment), so origins sharing an hls_path are never affected. Only the response changes: the
+    file stays as it is, and a republish continues it as before.
+    """
+    try:
+        age = time.time() - os.stat(full).st_mtime
+        if age <= STALE_MIN_S:  # the cheap test first: a live playlist is rewritten every segment
+            return None
+        with open(full, "rb") as f:
+            body = f.read(MAX_STALE_CHECK_BYTES + 1)
+    except OSError:
+        return None
+    if len(body) > MAX_STALE_CHECK_BYTES:
+        return None
+    text = body.decode(errors="replace")
+    if not is_stale_live(text, age) or (hls_writing is not None and hls_writing(full)):
+        return None
+    return body + (b"" if body.endswith(b"\n") else b"\n") + ENDLIST.encode() + b"\n"
+
+
+def _static(
+    hub: Hub,
+    hls_demand: HlsDemand | None,
+    hls_live: LlHlsHandler | None = None,
+    hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
+    served: HlsServed | None = None,
+) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
@@ -116,6 +181,11 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
                 return await serve_http_play(hub, request, HTTP_FLV, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
+        if hls_fetch is not None:
+            # An edge with hls_fetch on: HLS comes from the origins, not from local files or a local mux.
+            fetched = await hls_fetch(request)
+            if fetched is not None:
+                return fetched
         if path.endswith(".mp4"):
             # A file of that name (a recording, an HLS init segment) wins; else the live stream as fragmented MP4.
             found = _safe_join(static_root_for(hub.config, path.lstrip("/")), path)
@@ -146,6 +216,15 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
             if live is not None:
                 return live
         if os.path.isfile(full):
+            if ext == ".m3u8":
+                ended = _ended_if_stale(full, hls_writing)
+                if ended is not None:
+                    if served is not None:
+                        served.ended_stale += 1
+                    return web.Response(body=ended, content_type=_CONTENT_TYPES[ext], headers=headers)
+            hls_kind = kind_of(rel) if served is not None else None
+            if served is not None and hls_kind is not None:
+                served.add(hls_kind)
             resp = web.FileResponse(full, headers=headers)
             if ext in _CONTENT_TYPES:
                 resp.content_type = _CONTENT_TYPES[ext]
@@ -153,6 +232,8 @@ def _static(hub: Hub, hls_demand: HlsDemand | None, hls_live: LlHlsHandler | Non
         if rel in _BUILTIN:
             # An empty shared volume (SRS #1603) still answers probes and players.
             return web.Response(body=_builtin(rel), content_type=_CONTENT_TYPES[ext], headers=headers)
+        if served is not None and kind_of(rel) is not None:
+            served.missing += 1
         raise web.HTTPNotFound(headers=CORS)
 
     return handler
@@ -213,9 +294,17 @@ def build_apps(
     hls_demand: HlsDemand | None = None,
     hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
+    hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
 ) -> list[tuple[Listen, web.Application, str]]:
-    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
+    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there.
+
+    `hls_fetch`: an edge's HLS from its origins; `hls_writing(path)`: whether a publisher of this
+    process writes that playlist (a stale one nobody writes is served ended)."""
     hub = server.hub
+    served = HlsServed()
+    server.metric_sources.append(served.metrics)
+    static = _static(hub, hls_demand, hls_live, hls_fetch, hls_writing, served)
     cfg = hub.config
     api = Api(server, cluster)
     server.api_service_id = api.service_id
@@ -228,7 +317,7 @@ def build_apps(
         )
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
-            app.add_routes([web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live))])
+            app.add_routes([web.route("*", "/{tail:.*}", static)])
         apps.append((cfg.http_api.listen, app, "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
@@ -242,7 +331,7 @@ def build_apps(
             [
                 web.get("/api/v1/versions", api.versions),
                 *health,
-                web.route("*", "/{tail:.*}", _static(hub, hls_demand, hls_live)),
+                web.route("*", "/{tail:.*}", static),
             ]
         )
         apps.append((cfg.http_server.listen, app, "http"))
@@ -262,6 +351,8 @@ async def start_http(
     hls_live: LlHlsHandler | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
+    hls_fetch: HlsFetcher | None = None,
+    hls_writing: HlsWriting | None = None,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
@@ -269,7 +360,9 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(server, cluster, hls_demand, hls_live, api_middlewares):
+    for listen, app, kind in build_apps(
+        server, cluster, hls_demand, hls_live, api_middlewares, hls_fetch, hls_writing
+    ):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)

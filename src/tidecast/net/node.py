@@ -59,3 +59,4 @@ class ClusterDirectory(Protocol):
 
 
 HlsDemand = Callable[[str, str, str], None]  # (vhost, app, stream): an HLS request keeps an edge pulling
+HlsWriting = Callable[[str], bool]  # (playlist file path): a publisher of this process writes it
