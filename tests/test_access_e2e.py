@@ -197,3 +197,47 @@ def test_a_reaped_dvr_file_calls_on_dvr_with_its_path(tidecast: Factory, clip: P
     assert body["app"] == "live" and body["stream"] == "taped" and body["param"] == "?token=good"
     assert body["file"].endswith("rec/live/taped.flv") and "cwd" in body
     assert (srv.workdir / "rec/live/taped.flv").stat().st_size > 10_000
+
+
+PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\ncam1-0.ts\n"
+
+
+def hls_vhost(root: Path, rest: str) -> str:
+    """A vhost with HLS on into `root`, and a playlist already there."""
+    (root / "live").mkdir(parents=True, exist_ok=True)
+    (root / "live" / "cam1.m3u8").write_text(PLAYLIST)
+    return f"hls {{ enabled on; hls_path {root}; }} {rest}"
+
+
+def test_hls_playlists_need_a_signed_url_when_plays_do(tidecast: Factory, tmp_path: Path) -> None:
+    key = tmp_path / "sign.key"
+    key.write_text("hls-secret\n")
+    srv = tidecast(vhost=hls_vhost(tmp_path / "hls", f"signed_url {{ enabled on; secret_file {key}; publish off; }}"))
+    out = subprocess.run(
+        [sys.executable, "-m", "tidecast", "sign", "--secret-file", str(key), "--play", "--app", "live",
+         "--stream", "cam1", "--suffix", ".m3u8", "--ttl", "600", "--base", srv.http],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    signed = out.stdout.strip()
+    status, body, _ = http_get(f"{srv.http}/live/cam1.m3u8")
+    assert status == 403 and b"sign" in body, body
+    status, body, _ = http_get(signed.replace("/cam1.m3u8", "/cam2.m3u8"))
+    assert status == 403, "a signature is for one stream"
+    for _ in range(3):
+        status, body, _ = http_get(signed)
+        assert status == 200 and body.decode() == PLAYLIST
+    assert http_get(f"{srv.http}/live/cam1-0.ts")[0] == 404, "segments are not checked (this one is absent)"
+
+
+def test_hls_playlist_reloads_call_on_play_once_per_player(
+    tidecast: Factory, hooks: HookServer, tmp_path: Path
+) -> None:
+    srv = tidecast(vhost=hls_vhost(tmp_path / "hls", hooked_vhost(hooks.url())))
+    for _ in range(5):
+        status, _, _ = http_get(f"{srv.http}/live/cam1.m3u8?token=good")
+        assert status == 200
+    status, body, _ = http_get(f"{srv.http}/live/cam1.m3u8?token=bad")
+    assert status == 403, body
+    plays = hooks.actions("on_play")
+    assert [p["param"] for p in plays] == ["?token=good", "?token=bad"], plays
+    assert plays[0]["stream"] == "cam1" and plays[0]["app"] == "live"

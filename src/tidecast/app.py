@@ -31,8 +31,9 @@ from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.multi.node import WorkerNode, relay_config
 from tidecast.multi.role import WorkerRole
+from tidecast.net.hls_admission import HlsAdmission
 from tidecast.net.hls_fetch import HlsFetcher
-from tidecast.net.http import start_http
+from tidecast.net.http import HlsServing, start_http
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
@@ -103,6 +104,7 @@ class App:
         self.relays: Relays | None = None
         self.dvr: DvrManager | None = None
         self.access: AccessSlot | None = None
+        self.hls_admission: HlsAdmission | None = None
         self.services: list[Service] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -183,22 +185,15 @@ class App:
         fetch = HlsFetcher(lambda: hub.config)  # edges with hls_fetch on: HLS from the origins
         self.metric_sources.append(fetch.metrics)
         self.services.append(_Tick(None, fetch.reload, fetch.close))
+        self.hls_admission = HlsAdmission(hub, access)  # HLS plays pass the same access checks
+        serving = HlsServing(edge.keep_pulling, hls_live, fetch, hls.writing, self.hls_admission)
         if self.worker is not None:
             await self.worker.start()
             self.http_listeners, self.http_runners = await start_http(
-                self,
-                origin,
-                edge.keep_pulling,
-                hls_live,
-                self.worker.middlewares,
-                reuse_port=True,
-                hls_fetch=fetch,
-                hls_writing=hls.writing,
+                self, origin, serving, self.worker.middlewares, reuse_port=True
             )
         else:
-            self.http_listeners, self.http_runners = await start_http(
-                self, origin, edge.keep_pulling, hls_live, hls_fetch=fetch, hls_writing=hls.writing
-            )
+            self.http_listeners, self.http_runners = await start_http(self, origin, serving)
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()
@@ -367,6 +362,8 @@ class App:
             return self._refuse(rid, state, f"{type(exc).__name__}: {exc}")
         if access is not None and self.access is not None:
             self.access.current = access
+        if self.hls_admission is not None:
+            self.hls_admission.forget_all()
         self._apply(new, rid)
         return True
 

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import HTTP_FLV
+from tidecast.net.hls_admission import HlsAdmission
 from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
@@ -165,14 +167,26 @@ def _ended_if_stale(full: str, hls_writing: HlsWriting | None) -> bytes | None:
     return body + (b"" if body.endswith(b"\n") else b"\n") + ENDLIST.encode() + b"\n"
 
 
-def _static(
-    hub: Hub,
-    hls_demand: HlsDemand | None,
-    hls_live: LlHlsHandler | None = None,
-    hls_fetch: HlsFetcher | None = None,
-    hls_writing: HlsWriting | None = None,
-    served: HlsServed | None = None,
-) -> Handler:
+@dataclass(frozen=True)
+class HlsServing:
+    """What serving HLS takes besides files: each part is optional.
+
+    `demand`: an edge's local-mux pull kept alive by playlist requests; `live`: LL-HLS from memory;
+    `fetch`: an edge's HLS from its origins; `writing(path)`: whether a publisher of this process writes
+    that playlist (a stale one nobody writes is served ended); `admission`: the access checks of a play.
+    """
+
+    demand: HlsDemand | None = None
+    live: LlHlsHandler | None = None
+    fetch: HlsFetcher | None = None
+    writing: HlsWriting | None = None
+    admission: HlsAdmission | None = None
+
+
+def _static(hub: Hub, hls: HlsServing, served: HlsServed | None = None) -> Handler:
+    hls_demand, hls_live, hls_fetch, hls_writing = hls.demand, hls.live, hls.fetch, hls.writing
+    admission = hls.admission
+
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path
         if path.endswith(".flv"):
@@ -181,6 +195,10 @@ def _static(
                 return await serve_http_play(hub, request, HTTP_FLV, *parts)
         if request.method == "OPTIONS":
             return web.Response(headers=CORS)
+        if admission is not None and path.endswith(".m3u8"):
+            refused = await admission(request)
+            if refused is not None:
+                return refused
         if hls_fetch is not None:
             # An edge with hls_fetch on: HLS comes from the origins, not from local files or a local mux.
             fetched = await hls_fetch(request)
@@ -291,20 +309,14 @@ def _server_header() -> Callable[[web.Request, web.StreamResponse], Awaitable[No
 def build_apps(
     server: NodeStatus,
     cluster: ClusterDirectory | None = None,
-    hls_demand: HlsDemand | None = None,
-    hls_live: LlHlsHandler | None = None,
+    hls: HlsServing | None = None,
     api_middlewares: Sequence[Any] = (),
-    hls_fetch: HlsFetcher | None = None,
-    hls_writing: HlsWriting | None = None,
 ) -> list[tuple[Listen, web.Application, str]]:
-    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there.
-
-    `hls_fetch`: an edge's HLS from its origins; `hls_writing(path)`: whether a publisher of this
-    process writes that playlist (a stale one nobody writes is served ended)."""
+    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
     hub = server.hub
     served = HlsServed()
     server.metric_sources.append(served.metrics)
-    static = _static(hub, hls_demand, hls_live, hls_fetch, hls_writing, served)
+    static = _static(hub, hls or HlsServing(), served)
     cfg = hub.config
     api = Api(server, cluster)
     server.api_service_id = api.service_id
@@ -347,12 +359,9 @@ def build_apps(
 async def start_http(
     server: NodeStatus,
     cluster: ClusterDirectory | None = None,
-    hls_demand: HlsDemand | None = None,
-    hls_live: LlHlsHandler | None = None,
+    hls: HlsServing | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
-    hls_fetch: HlsFetcher | None = None,
-    hls_writing: HlsWriting | None = None,
 ) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
@@ -360,9 +369,7 @@ async def start_http(
     loop = asyncio.get_running_loop()
     listeners: list[asyncio.AbstractServer] = []
     runners: list[web.AppRunner] = []
-    for listen, app, kind in build_apps(
-        server, cluster, hls_demand, hls_live, api_middlewares, hls_fetch, hls_writing
-    ):
+    for listen, app, kind in build_apps(server, cluster, hls, api_middlewares):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         runners.append(runner)
