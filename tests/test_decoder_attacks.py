@@ -33,6 +33,7 @@ from tidecast.rtmp.session import (
     PlayRequest,
     PublishRequest,
     RtmpSession,
+    StreamClosed,
     State,
     split_aggregate,
 )
@@ -462,6 +463,54 @@ def test_nested_aggregates_are_refused_at_any_depth() -> None:
     server.receive_data(_set_chunk_size(1 << 16))
     with pytest.raises(ProtocolError, match="inside an aggregate"):
         server.receive_data(encode_message(C.CSID_VIDEO, C.AGGREGATE, 0, 1, nested, 1 << 16))
+
+
+# ---------------------------------------------------------------- a turn at a time
+
+
+def _all_turns(server: RtmpSession, data: bytes, limit: int) -> list[list[Any]]:
+    """Events of `data` and of every later turn the session asks for, per call."""
+    turns = [server.receive_data(data)]
+    while server.backlogged:
+        turns.append(server.receive_data(b""))
+        assert len(turns) < 10_000
+    assert all(len(t) <= 2 * limit for t in turns)
+    return turns
+
+
+def test_a_read_of_two_byte_messages_is_handed_on_a_slice_at_a_time() -> None:
+    # 2 MB of 2-byte audio messages (a type-3 header and one byte each) froze the server for 8 s.
+    server = publishing()
+    server.max_events = C.MESSAGES_PER_TURN
+    flood = encode_message(4, C.AUDIO, 0, 1, b"\xaf", 128) + b"\xc4\xaf" * 100_000
+    tail = encode_message(C.CSID_VIDEO, C.VIDEO, 40, 1, b"\x17\x01end", 128)
+    turns = _all_turns(server, flood + tail, C.MESSAGES_PER_TURN)
+    assert len(turns[0]) == C.MESSAGES_PER_TURN and len(turns) > 90
+    events = [e for t in turns for e in t]
+    assert len(events) == 100_002 and events[-1].payload == b"\x17\x01end"
+    assert not server.backlogged
+
+
+def test_an_aggregate_of_tiny_tags_is_split_over_turns_in_order() -> None:
+    server = publishing()
+    server.max_events = 1000
+    agg = b"".join(_tag(C.AUDIO, i, b"\xaf\x01" + i.to_bytes(4, "big")) for i in range(5000))
+    wire = encode_message(C.CSID_VIDEO, C.AGGREGATE, 1000, 1, agg, 128)
+    wire += encode_message(C.CSID_VIDEO, C.VIDEO, 9000, 1, b"\x17\x01after", 128)
+    wire += command(amf0.encode("FCUnpublish", 6.0, None, "cam"))
+    turns = _all_turns(server, wire[:70_000], 1000)
+    turns += _all_turns(server, wire[70_000:], 1000)  # more input while a split is under way waits its turn
+    events = [e for t in turns for e in t]
+    audio = [e for e in events if getattr(e, "type_id", None) == C.AUDIO]
+    assert [int.from_bytes(e.payload[2:], "big") for e in audio] == list(range(5000))
+    assert audio[0].timestamp == 1000 and audio[-1].timestamp == 1000 + 4999
+    assert getattr(events[-2], "payload", b"") == b"\x17\x01after" and isinstance(events[-1], StreamClosed)
+
+
+def test_without_a_turn_limit_everything_comes_out_of_one_call() -> None:
+    server = publishing()  # max_events 0: the client role and sans-I/O callers
+    flood = encode_message(4, C.AUDIO, 0, 1, b"\xaf", 128) + b"\xc4\xaf" * 5000
+    assert len(server.receive_data(flood)) == 5001 and not server.backlogged
 
 
 # ---------------------------------------------------------------- command order
