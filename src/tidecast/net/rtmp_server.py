@@ -25,7 +25,7 @@ from tidecast.live.player import Player
 from tidecast.log import RateLimitedLogger, connection_id
 from tidecast.net.counted import Admission
 from tidecast.net.formats import RTMP
-from tidecast.net.sockets import media_transport
+from tidecast.net.sockets import close_transport, media_transport
 from tidecast.net.urls import advertised_ip, rtmp_target
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
@@ -180,7 +180,7 @@ class RtmpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
-            self.transport.close()
+            close_transport(self.transport)
 
     def _flush(self) -> None:
         out = self.session.data_to_send()
