@@ -242,8 +242,9 @@ class SyntheticPublisher:
                 ts = 0 if self.constant_ts else frame * 40
                 key = frame % self.gop == 0
                 header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
-                size = self.frame_bytes * (4 if key else 1)
-                sock.sendall(session.send_media(9, ts, header + self.blob[:size]))
+                # One NAL unit (IDR or not) of noise, length-prefixed: HLS muxes it like a real frame.
+                nal = (b"\x65" if key else b"\x41") + self.blob[: self.frame_bytes * (4 if key else 1)]
+                sock.sendall(session.send_media(9, ts, header + len(nal).to_bytes(4, "big") + nal))
                 sock.sendall(session.send_media(8, ts, b"\xaf\x01" + self.blob[:200]))
                 self.frames += 1
                 if self.frames == self.prefill:
