@@ -7,7 +7,7 @@
 Each class runs against a fresh tidecast (HLS and HTTP-FLV on, max_connections 1000) on loopback, while
 a healthy 1 Mbit/s publisher (ffmpeg -re) and RTMP player watch; counts are the test's times --scale
 (bounded: at most 400 MB of frames, 100 non-reading players, 1,000 idle sockets, 40 x 9 MiB held
-messages at --scale 10), sustained attacks last --seconds, and the server's own timeouts are waited
+messages), sustained attacks last --seconds, and the server's own timeouts are waited
 out and checked (a non-reading player is closed after 30 s, a header-less HTTP socket after 10 s, a
 reload stuck on a FIFO refused after 5 s). Per class: the healthy player's worst stall and longest gap,
 the server's peak RSS and its growth against the class's stated bound, and whether it survived. A table

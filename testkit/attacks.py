@@ -803,7 +803,7 @@ def attack_chunks(srv: TidecastProcess, scale: Scale) -> Outcome:
         taken = wait_frames(srv, name, tiny, 30.0)
         out.notes.update(tiny_messages=taken, tiny_seconds=round(time.monotonic() - t0, 1))
         # Connections that never connect, each holding an unfinished maximal message.
-        holders = 4 * scale.n
+        holders = _holders(scale)
         held = 0
         for _ in range(holders):
             client = _client(srv, connect=False)
@@ -815,6 +815,10 @@ def attack_chunks(srv: TidecastProcess, scale: Scale) -> Outcome:
         time.sleep(scale.seconds / 3)
         out.notes.update(holders=holders, holders_accepted=held)
     return out
+
+
+def _holders(scale: Scale) -> int:
+    return min(40, 4 * scale.n)  # 9 MiB each: at most 360 MiB
 
 
 # ---- nested and flat Aggregate messages
@@ -1274,7 +1278,7 @@ CLASSES: dict[str, AttackClass] = {
             "chunks",
             "20 MB in 2-byte chunks of unfinished messages cost 400 MB; chunk size 1 accepted",
             attack_chunks,
-            lambda s, srv: (4 * s.n + 2) * C.MAX_UNFINISHED_BYTES + SMALL,
+            lambda s, srv: (_holders(s) + 2) * C.MAX_UNFINISHED_BYTES + SMALL,
             "(holders + 2) x MAX_UNFINISHED_BYTES",
         ),
         AttackClass(
