@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tidecast.codec import amf0, amf3, avc
@@ -32,6 +33,9 @@ from tidecast.errors import ProtocolError
 from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message, encode_message
 from tidecast.rtmp.session import RtmpSession, split_aggregate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testkit: the mutator and seeds tests use
+from testkit.attacks import amf0_bomb, mutate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,17 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- seeds
 
 
-def _ref_chain(depth: int) -> bytes:
-    def obj(*members: tuple[str, bytes]) -> bytes:
-        return b"\x03" + b"".join(struct.pack(">H", len(k)) + k.encode() + v for k, v in members) + b"\x00\x00\x09"
-
-    levels = [obj(("s", amf0.encode("x")))]
-    for k in range(1, depth + 1):
-        ref = b"\x07" + struct.pack(">H", k)
-        levels.append(obj(("a", ref), ("b", ref)))
-    return b"\x0a" + struct.pack(">I", len(levels)) + b"".join(levels)
-
-
 AMF3_OBJECT = b"\x11\x0a\x0b\x01\x0bwidth\x04\x82\x40\x09blob\x0c\x07abc\x01"
 AMF3_ARRAY = b"\x11\x09\x07\x03k\x06\x03v\x01\x04\x01\x04\x02\x06\x00"
 
@@ -67,7 +60,7 @@ AMF_SEEDS = [
     amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray({"width": 320.0, "height": 240.0, "duration": 0.0})),
     amf0.encode("onStatus", 0.0, None, {"level": "status", "code": "NetStream.Play.Start", "x": [1.0, "a", None]}),
     amf0.encode("x" * 300, amf0.Date(1.0), [True, False, {"k": {"k": {"k": "v"}}}]),
-    amf0.encode("connect", 1.0) + _ref_chain(6),
+    amf0.encode("connect", 1.0) + amf0_bomb(6, first_ref=0),
     amf0.encode("connect", 1.0) + AMF3_OBJECT + AMF3_ARRAY,
 ]
 AMF3_SEEDS = [AMF3_OBJECT[1:], AMF3_ARRAY[1:], b"\x09\x0d\x01" + b"\x0a\x0b\x01\x03a\x04\x01\x01" + b"\x0a\x02" * 5]
@@ -106,35 +99,6 @@ def _session_seeds() -> list[bytes]:
     seeds += [encode_message(C.CSID_VIDEO, C.AGGREGATE, 0, 1, AGG_SEEDS[0], 128)]
     seeds += _chunk_seeds()
     return seeds
-
-
-# ---------------------------------------------------------------- mutation
-
-
-def mutate(rng: random.Random, seed: bytes) -> bytes:
-    if rng.random() < 0.05:
-        return rng.randbytes(rng.randint(0, 300))
-    data = bytearray(seed)
-    for _ in range(rng.randint(1, 6)):
-        op = rng.random()
-        if not data:
-            data += rng.randbytes(rng.randint(1, 8))
-        elif op < 0.45:  # flip a byte to a random or boundary value
-            data[rng.randrange(len(data))] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
-        elif op < 0.6:  # insert a run
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = rng.randbytes(rng.randint(1, 16))
-        elif op < 0.75:  # delete a run
-            i = rng.randrange(len(data))
-            del data[i : i + rng.randint(1, 16)]
-        elif op < 0.9:  # duplicate a slice elsewhere
-            i = rng.randrange(len(data))
-            part = data[i : i + rng.randint(1, 64)]
-            j = rng.randrange(len(data) + 1)
-            data[j:j] = part
-        else:  # truncate
-            del data[rng.randrange(len(data)) :]
-    return bytes(data)
 
 
 # ---------------------------------------------------------------- targets
@@ -189,8 +153,12 @@ def _publishing() -> RtmpSession:
 
 def t_session(data: bytes) -> None:
     session = _publishing()
+    session.max_events = 3  # as the server hands them on, a slice a turn: the backlog paths too
+    events = session.receive_data(data)
+    while session.backlogged:
+        events += session.receive_data(b"")
     # Whatever comes out must be usable downstream: metadata re-encodes in AMF0.
-    for event in session.receive_data(data):
+    for event in events:
         values = getattr(event, "values", None)
         if values is not None:
             amf0.encode("onMetaData", values)

@@ -30,16 +30,35 @@ class Received:
 
 
 class RtmpTestClient:
-    def __init__(self, host: str, port: int, app: str = "live", timeout: float = 10.0) -> None:
+    """`connect=False` stops after the handshake; `rcvbuf` shrinks the receive buffer once connected
+    (a player that will stop reading); `tc_url` overrides the one made of host, port and app."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: str = "live",
+        timeout: float = 10.0,
+        connect: bool = True,
+        rcvbuf: int = 0,
+        tc_url: str | None = None,
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # C2 and connect leave in separate writes: with Nagle the second waits out the server's delayed ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.session = S.RtmpSession(client=True)
         self.received = Received()
         self.video_payloads: list[bytes] = []
         self._flush()
         self._pump_until(lambda: self.session.handshake_done, timeout)
-        self.session.connect(app, f"rtmp://{host}:{port}/{app}")
-        self._flush()
-        self.connect_result = self._wait_result("connect", timeout)
+        self.connect_result: S.CommandResult | None = None
+        if connect:
+            self.session.connect(app, tc_url if tc_url is not None else f"rtmp://{host}:{port}/{app}")
+            self._flush()
+            self.connect_result = self._wait_result("connect", timeout)
+        if rcvbuf:
+            # After the set-up: a tiny window from the SYN on makes every round trip wait for a delayed ACK.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
 
     def _flush(self) -> None:
         for data in self.session.data_to_send():
@@ -120,16 +139,47 @@ class RtmpTestClient:
             self._pump(min(0.5, max(0.01, deadline - time.monotonic())))
         return self.received
 
+    def send(self, data: bytes) -> None:
+        """Raw bytes after what the session said (hostile input the session would never encode)."""
+        self._flush()
+        self.sock.sendall(data)
+
+    def closed_within(self, seconds: float) -> bool:
+        """True when the server closes (or resets) the connection within `seconds`; what it sends is dropped."""
+        return closed_within(self.sock, seconds)
+
     def close(self) -> None:
         self.sock.close()
 
 
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sock.settimeout(min(remaining, 0.5))
+        try:
+            if not sock.recv(256 * 1024):
+                return True
+        except TimeoutError:
+            continue
+        except OSError:  # reset
+            return True
+
+
 def stalled_player(host: str, port: int, stream: str, app: str = "live", rcvbuf: int = 4096) -> socket.socket:
     """A player that plays, then never reads again: its socket fills up at once."""
-    client = RtmpTestClient(host, port, app)
-    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    client = RtmpTestClient(host, port, app, rcvbuf=rcvbuf)
     client.play(stream)
     return client.sock
+
+
+# An AVCDecoderConfigurationRecord (High profile 1280x720: one SPS, one PPS), and AAC-LC 44.1 kHz stereo.
+AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00" + bytes.fromhex(
+    "0164001fffe1001a" "6764001facd9405005bb011000000300100000030320f1831960" "01000568ebecb22c"
+)
+AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
 
 
 class SyntheticPublisher:
@@ -137,9 +187,23 @@ class SyntheticPublisher:
 
     The server never decodes media, so random payloads behind valid FLV tag
     headers are enough to load it at bitrates a test clip cannot reach cheaply.
+    A keyframe (4x a frame's size) every `gop` frames; `prefill` frames are sent
+    at once before real time starts (a big GOP cached at once); `constant_ts`
+    stamps every frame 0; `chunk_size` is announced before the media.
     """
 
-    def __init__(self, host: str, port: int, stream: str, kbps: int, app: str = "live") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        stream: str,
+        kbps: int,
+        app: str = "live",
+        gop: int = 25,
+        prefill: int = 0,
+        constant_ts: bool = False,
+        chunk_size: int = 0,
+    ) -> None:
         import os
         import threading
 
@@ -151,9 +215,17 @@ class SyntheticPublisher:
         session.publish(stream)
         self.client._flush()
         self.client.wait_status("NetStream.Publish.Start")
+        if chunk_size:
+            session.set_chunk_size(chunk_size)
+            self.client._flush()
         frame_bytes = max(64, kbps * 1000 // 8 // 25)
         self.blob = os.urandom(frame_bytes * 4)
         self.frame_bytes = frame_bytes
+        self.gop = gop
+        self.prefill = prefill
+        self.constant_ts = constant_ts
+        self.frames = 0
+        self.error: Exception | None = None
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -161,22 +233,28 @@ class SyntheticPublisher:
     def _run(self) -> None:
         session = self.client.session
         sock = self.client.sock
-        avcc = bytes.fromhex("0164001fffe100176764001facd9405005bb011000000300100000030320f1831960")
-        sock.sendall(session.send_media(9, 0, b"\x17\x00\x00\x00\x00" + avcc + bytes.fromhex("010568ebecb22c")))
-        sock.sendall(session.send_media(8, 0, b"\xaf\x00\x12\x10"))
-        start = time.monotonic()
-        frame = 0
-        while not self.stop_flag.is_set():
-            ts = frame * 40
-            key = frame % 25 == 0
-            header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
-            size = self.frame_bytes * (4 if key else 1)
-            sock.sendall(session.send_media(9, ts, header + self.blob[:size]))
-            sock.sendall(session.send_media(8, ts, b"\xaf\x01" + self.blob[:200]))
-            frame += 1
-            delay = start + frame * 0.04 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        try:
+            sock.sendall(session.send_media(9, 0, AVC_SEQUENCE_HEADER))
+            sock.sendall(session.send_media(8, 0, AAC_SEQUENCE_HEADER))
+            start = time.monotonic()
+            while not self.stop_flag.is_set():
+                frame = self.frames
+                ts = 0 if self.constant_ts else frame * 40
+                key = frame % self.gop == 0
+                header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
+                # One NAL unit (IDR or not) of noise, length-prefixed: HLS muxes it like a real frame.
+                nal = (b"\x65" if key else b"\x41") + self.blob[: self.frame_bytes * (4 if key else 1)]
+                sock.sendall(session.send_media(9, ts, header + len(nal).to_bytes(4, "big") + nal))
+                sock.sendall(session.send_media(8, ts, b"\xaf\x01" + self.blob[:200]))
+                self.frames += 1
+                if self.frames == self.prefill:
+                    start = time.monotonic()
+                if self.frames > self.prefill:
+                    delay = start + (self.frames - self.prefill) * 0.04 - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+        except OSError as exc:
+            self.error = exc
 
     def close(self) -> None:
         self.stop_flag.set()

@@ -21,6 +21,20 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit.attacks import (
+    amf0_bomb,
+    amf3_bomb,
+    amf_key,
+    amf_obj,
+    amf_ref,
+    bits_to_bytes,
+    command,
+    connect_payload,
+    crafted_sps,
+    data_message,
+    flv_tag,
+    set_chunk_size,
+)
 from testkit.helpers import TidecastProcess, http_json
 
 from tidecast.codec import amf0, amf3, avc
@@ -34,58 +48,13 @@ from tidecast.rtmp.session import (
     PublishRequest,
     RtmpSession,
     State,
+    StreamClosed,
     split_aggregate,
 )
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tidecast"
 
 # ---------------------------------------------------------------- building hostile bytes
-
-
-def _key(name: str) -> bytes:
-    return struct.pack(">H", len(name)) + name.encode()
-
-
-def _obj(*members: tuple[str, bytes]) -> bytes:
-    return b"\x03" + b"".join(_key(k) + v for k, v in members) + b"\x00\x00\x09"
-
-
-def _ref(index: int) -> bytes:
-    return b"\x07" + struct.pack(">H", index)
-
-
-def amf0_bomb(depth: int, first_ref: int) -> bytes:
-    """A strict array of `depth + 1` objects, each made of two references to the one before.
-
-    `first_ref` is the reference index the array itself gets (objects decoded
-    earlier in the message count). About 16 bytes a level; 2**depth values once expanded.
-    """
-    levels = [_obj(("s", amf0.encode("x")))]
-    for k in range(1, depth + 1):
-        prev = first_ref + k  # the array is first_ref, level j is first_ref + 1 + j
-        levels.append(_obj(("a", _ref(prev)), ("b", _ref(prev))))
-    return b"\x0a" + struct.pack(">I", len(levels)) + b"".join(levels)
-
-
-def amf3_bomb(depth: int) -> bytes:
-    """The same shape in AMF3 (behind AMF0's AVM+ marker): a dense array of objects by reference."""
-    out = bytearray(b"\x11\x09")
-    out += bytes((((depth + 1) << 1) | 1,))  # dense count (depth < 63: one-byte u29)
-    out += b"\x01"  # no associative part
-    out += b"\x0a\x0b\x01" + b"\x03s" + b"\x06\x03x" + b"\x01"  # {s: "x"}, dynamic, anonymous
-    for k in range(1, depth + 1):
-        # The array is object 0, level j is object 1 + j: level k refers to object k.
-        out += b"\x0a\x0b\x01" + b"\x03a" + bytes((0x0A, k << 1)) + b"\x03b" + bytes((0x0A, k << 1)) + b"\x01"
-    return bytes(out)
-
-
-def command(payload: bytes, stream_id: int = 0, type_id: int = C.COMMAND_AMF0) -> bytes:
-    return encode_message(C.CSID_COMMAND, type_id, 0, stream_id, payload, C.DEFAULT_CHUNK_SIZE)
-
-
-def connect_payload(tc_url: bytes, tid: float = 1.0, extra: bytes = b"") -> bytes:
-    """connect(tid, {app: "live", tcUrl: <raw AMF0 value>}) with the command object as reference 0."""
-    return amf0.encode("connect", tid) + _obj(("app", amf0.encode("live")), ("tcUrl", tc_url)) + extra
 
 
 def handshaken() -> tuple[RtmpSession, RtmpSession]:
@@ -122,10 +91,6 @@ def publishing() -> RtmpSession:
     server.accept_publish("cam")
     assert server.state is State.PUBLISHING
     return server
-
-
-def data_message(payload: bytes, type_id: int = C.DATA_AMF0) -> bytes:
-    return encode_message(C.CSID_DATA, type_id, 0, 1, payload, C.DEFAULT_CHUNK_SIZE)
 
 
 def quick(fn: Callable[[], Any], limit: float = 1.0) -> Any:
@@ -175,7 +140,7 @@ def test_amf3_reference_bomb_is_refused_at_once() -> None:
 def test_metadata_reference_bomb_is_refused_at_once(amf3_: bool) -> None:
     server = publishing()
     bomb = amf3_bomb(22) if amf3_ else amf0_bomb(22, first_ref=1)
-    meta = amf0.encode("@setDataFrame", "onMetaData") + b"\x08\x00\x00\x00\x01" + _key("k") + bomb + b"\x00\x00\x09"
+    meta = amf0.encode("@setDataFrame", "onMetaData") + b"\x08\x00\x00\x00\x01" + amf_key("k") + bomb + b"\x00\x00\x09"
     with pytest.raises(ProtocolError, match="too large"):
         quick(lambda: server.receive_data(data_message(meta)), 0.5)
 
@@ -199,14 +164,14 @@ def test_budget_counts_a_reference_as_what_it_refers_to() -> None:
 def test_reference_strings_repeat_against_the_text_budget() -> None:
     # Few values, but each reference repeats a 60 kB string: 2**10 x 60 kB once printed.
     big = "y" * 60_000
-    levels = [_obj(("s", amf0.encode(big)))] + [_obj(("a", _ref(k)), ("b", _ref(k))) for k in range(1, 11)]
+    levels = [amf_obj(("s", amf0.encode(big)))] + [amf_obj(("a", amf_ref(k)), ("b", amf_ref(k))) for k in range(1, 11)]
     with pytest.raises(ProtocolError, match="string data"):
         amf0.decode(b"\x0a" + struct.pack(">I", len(levels)) + b"".join(levels))
 
 
 def test_cyclic_references_are_refused() -> None:
     with pytest.raises(ProtocolError, match="cycle"):
-        amf0.decode(_obj(("self", _ref(0))))
+        amf0.decode(amf_obj(("self", amf_ref(0))))
     with pytest.raises(ProtocolError, match="cycle"):
         amf3.Decoder(b"\x0a\x0b\x01\x03a\x0a\x00\x01").value()  # {a: object 0}, itself
 
@@ -290,16 +255,10 @@ def test_amf3_fuzz_only_protocol_errors(data: bytes) -> None:
 # ---------------------------------------------------------------- SPS
 
 
-def _bits_to_bytes(bits: str) -> bytes:
-    bits += "1" * (-len(bits) % 8)
-    return int(bits, 2).to_bytes(len(bits) // 8, "big")
-
-
 def test_crafted_65kb_sps_is_refused_in_milliseconds() -> None:
     # Baseline profile, poc type 1 with a cycle of 2**32 - 2 entries, then all ones:
     # every entry reads one bit, and each read used to shift a 65 kB integer.
-    head = "01000010" + "0" * 16 + "1" + "1" + "010" + "1" + "1" + "1" + "0" * 31 + "1" + "1" * 31
-    sps = b"\x67" + _bits_to_bytes(head) + b"\xff" * 65_000
+    sps = crafted_sps(65_000)
     with pytest.raises(ProtocolError):
         quick(lambda: avc.parse_sps(sps), 0.05)
 
@@ -307,7 +266,7 @@ def test_crafted_65kb_sps_is_refused_in_milliseconds() -> None:
 def test_long_sps_tail_is_not_read() -> None:
     # A valid SPS padded with a huge VUI-like tail still parses, in bounded time.
     head = "01000010" + "0" * 16 + "1" * 5 + "0" + "000010100" + "0001111" + "1" + "1" + "0"
-    sps = b"\x67" + _bits_to_bytes(head) + b"\xaa" * 65_000
+    sps = b"\x67" + bits_to_bytes(head) + b"\xaa" * 65_000
     assert quick(lambda: avc.parse_sps(sps), 0.05) == (320, 240)
 
 
@@ -333,20 +292,16 @@ def test_sps_fuzz_only_protocol_errors(data: bytes) -> None:
 # ---------------------------------------------------------------- chunks
 
 
-def _set_chunk_size(size: int) -> bytes:
-    return encode_message(C.CSID_PROTOCOL, C.SET_CHUNK_SIZE, 0, 0, struct.pack(">I", size), 128)
-
-
 @pytest.mark.parametrize("size", [1, 2, 127])
 def test_chunk_sizes_below_128_are_refused_as_srs_does(size: int) -> None:
     with pytest.raises(ProtocolError, match="below the minimum of 128"):
-        ChunkDecoder().feed(_set_chunk_size(size))
+        ChunkDecoder().feed(set_chunk_size(size))
 
 
 @pytest.mark.parametrize("size", [128, 65536, 1 << 20])
 def test_chunk_sizes_from_128_up_are_accepted(size: int) -> None:
     dec = ChunkDecoder()
-    dec.feed(_set_chunk_size(size))
+    dec.feed(set_chunk_size(size))
     assert dec.chunk_size == size
 
 
@@ -357,7 +312,7 @@ def _first_chunk(csid: int, length: int, chunk: int) -> bytes:
 
 def test_unfinished_messages_across_chunk_streams_have_one_budget() -> None:
     dec = ChunkDecoder()
-    dec.feed(_set_chunk_size(65536))
+    dec.feed(set_chunk_size(65536))
     with pytest.raises(ProtocolError, match="unfinished messages exceed"):
         for csid in range(3, 3 + 150):  # 150 x 64 kB of 1 MB messages, none finished
             dec.feed(_first_chunk(csid, 1 << 20, 65536))
@@ -366,7 +321,7 @@ def test_unfinished_messages_across_chunk_streams_have_one_budget() -> None:
 
 def test_a_huge_single_chunk_counts_against_the_budget_while_it_arrives() -> None:
     dec = ChunkDecoder(max_message_size=1 << 20, max_unfinished_bytes=1 << 20)
-    dec.feed(_set_chunk_size(1 << 24))
+    dec.feed(set_chunk_size(1 << 24))
     wire = encode_message(3, C.VIDEO, 0, 1, bytes(1 << 20), 1 << 24)
     dec.feed(wire[:-1])
     assert dec.unfinished_bytes == len(wire) - 1
@@ -436,32 +391,75 @@ def test_interleaved_chunk_streams_still_reassemble() -> None:
 # ---------------------------------------------------------------- aggregates
 
 
-def _tag(type_id: int, ts: int, body: bytes) -> bytes:
-    head = bytes((type_id,)) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big") + bytes((ts >> 24,))
-    return head + b"\x00\x00\x00" + body + struct.pack(">I", 11 + len(body))
-
-
 def test_aggregate_splits_into_media_with_rebased_timestamps() -> None:
     server = publishing()
-    agg = _tag(C.VIDEO, 1000, b"\x17v") + _tag(C.AUDIO, 1020, b"\xafa") + _tag(C.COMMAND_AMF0, 1030, b"x")
+    agg = flv_tag(C.VIDEO, 1000, b"\x17v") + flv_tag(C.AUDIO, 1020, b"\xafa") + flv_tag(C.COMMAND_AMF0, 1030, b"x")
     events = server.receive_data(encode_message(C.CSID_VIDEO, C.AGGREGATE, 500, 1, agg, 128))
     media = [(e.type_id, e.timestamp, e.payload) for e in events if getattr(e, "type_id", None) in (8, 9)]
     assert media == [(C.VIDEO, 500, b"\x17v"), (C.AUDIO, 520, b"\xafa")]  # the command inside is dropped
 
 
 def test_nested_aggregates_are_refused_at_any_depth() -> None:
-    body = _tag(C.VIDEO, 0, b"\x17" + bytes(2000))
+    body = flv_tag(C.VIDEO, 0, b"\x17" + bytes(2000))
     for _ in range(2000):
-        body = _tag(C.AGGREGATE, 0, body)  # depth 2,000 once raised RecursionError
+        body = flv_tag(C.AGGREGATE, 0, body)  # depth 2,000 once raised RecursionError
     from tidecast.rtmp.chunk import Message
 
     with pytest.raises(ProtocolError, match="inside an aggregate"):
         quick(lambda: split_aggregate(Message(C.AGGREGATE, 0, 1, body)), 0.5)
     server = publishing()
-    nested = _tag(C.AGGREGATE, 0, _tag(C.VIDEO, 0, b"\x17" + bytes(2 << 20)))
-    server.receive_data(_set_chunk_size(1 << 16))
+    nested = flv_tag(C.AGGREGATE, 0, flv_tag(C.VIDEO, 0, b"\x17" + bytes(2 << 20)))
+    server.receive_data(set_chunk_size(1 << 16))
     with pytest.raises(ProtocolError, match="inside an aggregate"):
         server.receive_data(encode_message(C.CSID_VIDEO, C.AGGREGATE, 0, 1, nested, 1 << 16))
+
+
+# ---------------------------------------------------------------- a turn at a time
+
+
+def _all_turns(server: RtmpSession, data: bytes, limit: int) -> list[list[Any]]:
+    """Events of `data` and of every later turn the session asks for, per call."""
+    turns = [server.receive_data(data)]
+    while server.backlogged:
+        turns.append(server.receive_data(b""))
+        assert len(turns) < 10_000
+    assert all(len(t) <= 2 * limit for t in turns)
+    return turns
+
+
+def test_a_read_of_two_byte_messages_is_handed_on_a_slice_at_a_time() -> None:
+    # 2 MB of 2-byte audio messages (a type-3 header and one byte each) froze the server for 8 s.
+    server = publishing()
+    server.max_events = C.MESSAGES_PER_TURN
+    flood = encode_message(4, C.AUDIO, 0, 1, b"\xaf", 128) + b"\xc4\xaf" * 100_000
+    tail = encode_message(C.CSID_VIDEO, C.VIDEO, 40, 1, b"\x17\x01end", 128)
+    turns = _all_turns(server, flood + tail, C.MESSAGES_PER_TURN)
+    assert len(turns[0]) == C.MESSAGES_PER_TURN and len(turns) > 90
+    events = [e for t in turns for e in t]
+    assert len(events) == 100_002 and events[-1].payload == b"\x17\x01end"
+    assert not server.backlogged
+
+
+def test_an_aggregate_of_tiny_tags_is_split_over_turns_in_order() -> None:
+    server = publishing()
+    server.max_events = 1000
+    agg = b"".join(flv_tag(C.AUDIO, i, b"\xaf\x01" + i.to_bytes(4, "big")) for i in range(5000))
+    wire = encode_message(C.CSID_VIDEO, C.AGGREGATE, 1000, 1, agg, 128)
+    wire += encode_message(C.CSID_VIDEO, C.VIDEO, 9000, 1, b"\x17\x01after", 128)
+    wire += command(amf0.encode("FCUnpublish", 6.0, None, "cam"))
+    turns = _all_turns(server, wire[:70_000], 1000)
+    turns += _all_turns(server, wire[70_000:], 1000)  # more input while a split is under way waits its turn
+    events = [e for t in turns for e in t]
+    audio = [e for e in events if getattr(e, "type_id", None) == C.AUDIO]
+    assert [int.from_bytes(e.payload[2:], "big") for e in audio] == list(range(5000))
+    assert audio[0].timestamp == 1000 and audio[-1].timestamp == 1000 + 4999
+    assert getattr(events[-2], "payload", b"") == b"\x17\x01after" and isinstance(events[-1], StreamClosed)
+
+
+def test_without_a_turn_limit_everything_comes_out_of_one_call() -> None:
+    server = publishing()  # max_events 0: the client role and sans-I/O callers
+    flood = encode_message(4, C.AUDIO, 0, 1, b"\xaf", 128) + b"\xc4\xaf" * 5000
+    assert len(server.receive_data(flood)) == 5001 and not server.backlogged
 
 
 # ---------------------------------------------------------------- command order
@@ -642,7 +640,7 @@ def test_metadata_with_a_large_keyframe_index_is_accepted() -> None:
     meta = amf0.EcmaArray({"duration": 86_400.0, "keyframes": {"times": times, "filepositions": times}})
     payload = amf0.encode("@setDataFrame", "onMetaData", meta)
     server = publishing()
-    server.receive_data(_set_chunk_size(1 << 20))
+    server.receive_data(set_chunk_size(1 << 20))
     events = server.receive_data(encode_message(C.CSID_DATA, C.DATA_AMF0, 0, 1, payload, 1 << 20))
     values = next(e for e in events if isinstance(e, Metadata)).values
     assert len(values["keyframes"]["times"]) == 86_400
@@ -656,11 +654,11 @@ def test_commands_have_a_smaller_value_budget_than_metadata() -> None:
 
     payload = amf0.encode("connect", 1.0, {"app": "live"}, [None] * (MAX_COMMAND_VALUES + 1))
     server, _ = handshaken()
-    server.receive_data(_set_chunk_size(1 << 16))
+    server.receive_data(set_chunk_size(1 << 16))
     with pytest.raises(ProtocolError, match=f"more than {MAX_COMMAND_VALUES} values"):
         server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, payload, 1 << 16))
     ok = amf0.encode("connect", 1.0, {"app": "live"}, [None] * 1000)
     server, _ = handshaken()
-    server.receive_data(_set_chunk_size(1 << 16))
+    server.receive_data(set_chunk_size(1 << 16))
     events = server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, ok, 1 << 16))
     assert [len(e.args[0]) for e in events if isinstance(e, ConnectRequest)] == [1000]

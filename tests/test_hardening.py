@@ -163,3 +163,50 @@ def test_rtmp_play_of_name_dot_flv_plays_name_as_an_srs_edge_asks(tidecast: Fact
     assert any(m[0] == 9 for m in got.media)
     query = srv.api_json("/api/v1/clusters?vhost=__defaultVhost__&app=live&stream=show.flv&ip=127.0.0.1")
     assert query["code"] == 0
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_a_connection_closed_on_a_peer_that_reads_nothing_is_reset_after_the_grace(use_uvloop: bool) -> None:
+    # A player kicked for reading nothing was closed with close(), which waits for its buffer to drain:
+    # its socket, its buffered bytes and its client entry stayed for as long as the peer did.
+    import asyncio
+
+    import uvloop
+
+    from tidecast.net.sockets import close_transport
+
+    async def scenario() -> tuple[int, int, str]:
+        loop = asyncio.get_running_loop()
+        made: list[asyncio.Transport] = []
+        lost = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.append(transport)  # type: ignore[arg-type]
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(None)
+
+        server = await loop.create_server(Server, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname()[:2])
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await asyncio.sleep(0.05)
+        made[0].write(bytes(8 << 20))  # far more than the kernel takes for a peer that never reads
+        close_transport(made[0], grace=0.2)
+        buffered = made[0].get_write_buffer_size()
+        await asyncio.wait_for(lost, 2.0)
+        peer.settimeout(2.0)
+        got, how = 0, "open"
+        try:
+            while data := peer.recv(65536):
+                got += len(data)
+            how = "eof"
+        except OSError as exc:
+            how = type(exc).__name__
+        peer.close()
+        server.close()
+        return buffered, got, how
+
+    buffered, got, how = uvloop.run(scenario()) if use_uvloop else asyncio.run(scenario())
+    assert buffered > 1 << 20
+    assert how == "ConnectionResetError" and got < 1 << 20, (how, got)

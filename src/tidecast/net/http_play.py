@@ -28,6 +28,7 @@ from tidecast.live.names import sanitize
 from tidecast.live.player import OutputFormat, Player
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
+from tidecast.net.sockets import close_transport
 
 log = logging.getLogger("tidecast.http")
 
@@ -111,7 +112,7 @@ async def serve_http_play(
     token = connection_id.set(cid)
     try:
         # The output format is the stream's own, set just before joining; admission never reads it.
-        player = Player(cid, request.remote or "", fmt.kind, transport, transport.close, _UNSET)
+        player = Player(cid, request.remote or "", fmt.kind, transport, lambda: close_transport(transport), _UNSET)
         player.tc_url = str(request.url)
         player.query = request.query_string
         player.page_url = request.headers.get("Referer", "")

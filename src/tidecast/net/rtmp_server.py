@@ -25,10 +25,11 @@ from tidecast.live.player import Player
 from tidecast.log import RateLimitedLogger, connection_id
 from tidecast.net.counted import Admission
 from tidecast.net.formats import RTMP
-from tidecast.net.sockets import media_transport
+from tidecast.net.sockets import close_transport, media_transport
 from tidecast.net.urls import advertised_ip, rtmp_target
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
+from tidecast.rtmp.constants import MESSAGES_PER_TURN
 
 log = logging.getLogger("tidecast.rtmp")
 _error_log = RateLimitedLogger(log)
@@ -50,6 +51,9 @@ class RtmpConnection(asyncio.Protocol):
         self.admission = admission
         self.cid = new_client_id()
         self.session = S.RtmpSession()
+        self.session.max_events = MESSAGES_PER_TURN
+        self._turn: asyncio.Handle | None = None  # the next slice of a read that held too many messages
+        self._paused_for_backlog = False
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.started = time.monotonic()
@@ -105,9 +109,38 @@ class RtmpConnection(asyncio.Protocol):
         except ProtocolError as exc:
             log.warning("client %s: closing RTMP connection, malformed input: %s", sanitize(self.ip), exc)
             self.close()
+            return
         except Exception:
             _error_log.exception("client %s: closing RTMP connection after an internal error", self.ip)
             self.close()
+            return
+        self._keep_up()
+
+    def _keep_up(self) -> None:
+        """A read held more messages than one turn hands on: the rest next turn, reading paused till then,
+        so other connections and timers (merged writes) get the loop in between."""
+        transport = self.transport
+        if self.gating or transport is None or transport.is_closing():
+            return  # a gate resumes reading, and calls this, when its verdict is in
+        if self.session.backlogged:
+            if not self._paused_for_backlog:
+                self._paused_for_backlog = True
+                transport.pause_reading()
+            if self._turn is None:
+                self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+        elif self._paused_for_backlog:
+            self._paused_for_backlog = False
+            transport.resume_reading()
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.closed or self.gating:
+            return
+        token = connection_id.set(self.cid)
+        try:
+            self._receive(b"")
+        finally:
+            connection_id.reset(token)
 
     def _dispatch(self, events: list[Any]) -> None:
         """Media to the stream, commands to their handlers; stops at a command that awaits a verdict."""
@@ -130,6 +163,9 @@ class RtmpConnection(asyncio.Protocol):
         token = connection_id.set(self.cid)
         try:
             self.closed = True
+            if self._turn is not None:
+                self._turn.cancel()
+                self._turn = None
             self._leave()
             if self.connected is not None:
                 self.hub.closed(self.connected)
@@ -144,7 +180,7 @@ class RtmpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
-            self.transport.close()
+            close_transport(self.transport)
 
     def _flush(self) -> None:
         out = self.session.data_to_send()
@@ -181,7 +217,9 @@ class RtmpConnection(asyncio.Protocol):
                 return
             self._flush()
             if self.transport is not None and not self.transport.is_closing():
+                self._paused_for_backlog = False
                 self.transport.resume_reading()
+                self._keep_up()
         except ProtocolError as exc:
             log.warning("client %s: closing RTMP connection, malformed input: %s", self.ip, exc)
             self.close()

@@ -83,16 +83,31 @@ class ChunkDecoder:
         self._streams: dict[int, _ChunkStream] = {}
         self._unfinished = 0  # bytes held in _ChunkStream.buf, all streams together
         self._want = 0  # bytes the receive buffer needs before its first chunk is whole (0: unknown)
+        # The last feed stopped at its `max_messages`: the receive buffer may hold more whole messages.
+        self.held_back = False
 
     @property
     def unfinished_bytes(self) -> int:
         """Bytes held for messages not yet complete, the receive buffer included."""
         return self._unfinished + len(self._buf)
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes, max_messages: int | None = None) -> list[Message]:
+        """The messages `data` completes, in order; at most `max_messages` (0: none, only buffer `data`).
+
+        What is left once `max_messages` are out stays in the receive buffer (`held_back` says so) and
+        comes out of later calls, `feed(b"")` included: a read of a hundred thousand tiny messages is
+        handed on a slice at a time.
+        """
         self.bytes_received += len(data)
         out: list[Message] = []
         buf = self._buf
+        self.held_back = False
+        if max_messages is not None and max_messages <= 0:
+            buf += data
+            self.held_back = bool(buf)
+            if self._unfinished + len(buf) > self.max_unfinished_bytes:
+                self._over_budget()
+            return out
         if buf:
             buf += data
             if len(buf) < self._want:
@@ -106,7 +121,7 @@ class ChunkDecoder:
             # Nothing left over: parse the caller's bytes in place, so a read
             # holding whole messages is never copied into the buffer first.
             src = data
-        pos = self._parse(src, out)
+        pos = self._parse(src, out, max_messages or 0)
         if src is buf:
             if pos:
                 del buf[:pos]
@@ -123,13 +138,16 @@ class ChunkDecoder:
             f"{self.max_unfinished_bytes}-byte limit for one connection"
         )
 
-    def _parse(self, buf: bytes | bytearray, out: list[Message]) -> int:
-        """Consume every whole chunk in `buf`; returns how many bytes that was."""
+    def _parse(self, buf: bytes | bytearray, out: list[Message], limit: int = 0) -> int:
+        """Consume every whole chunk in `buf` (until `limit` messages are out, if set); returns how many bytes."""
         self._want = 0
         pos = 0
         end = len(buf)
         streams = self._streams
         while pos < end:
+            if limit and len(out) >= limit:
+                self.held_back = True
+                break
             b0 = buf[pos]
             fmt = b0 >> 6
             csid = b0 & 0x3F

@@ -59,3 +59,7 @@ MAX_UNFINISHED_BYTES = MAX_MESSAGE_SIZE + 1024 * 1024
 # Distinct chunk stream ids one connection may use; encoders use a handful, but
 # each id costs state for as long as the connection lives.
 MAX_CHUNK_STREAMS = 256
+# Messages one connection hands on per turn of the event loop (the server role); the rest of a read
+# waits in its receive buffer, reading paused, until the next turn. Without it a read of 2-byte
+# messages (256 KiB is 131,072 of them) or a large Aggregate of tiny tags held the loop for seconds.
+MESSAGES_PER_TURN = 1024

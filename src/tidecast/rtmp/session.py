@@ -205,6 +205,11 @@ class RtmpSession:
         self.fcpublish = False
         self.connect_request: ConnectRequest | None = None
         self.object_encoding = 0.0
+        # At most this many events per receive_data call (0: all); `backlogged` then says more are
+        # waiting, for `receive_data(b"")` on a later turn. The rest of an Aggregate being split and the
+        # messages decoded after it wait here; undecoded bytes wait in the chunk decoder.
+        self.max_events = 0
+        self._waiting: tuple[_Aggregate | None, list[Message]] | None = None
         if client:
             assert isinstance(self._handshake, ClientHandshake)
             self._out.append(self._handshake.start())
@@ -248,28 +253,61 @@ class RtmpSession:
         out, self._out = self._out, []
         return out
 
+    @property
+    def backlogged(self) -> bool:
+        """Input is waiting that `max_events` held back: call `receive_data(b"")` again (next turn)."""
+        return self._waiting is not None or self._decoder.held_back
+
     def receive_data(self, data: bytes) -> list[Event]:
         state = self._state
         if state is State.HANDSHAKE or state is State.CLOSED:
             return self._receive_early(data)
         events: list[Event] = []
+        limit = self.max_events
         try:
-            messages = self._decoder.feed(data)
-            # Media is nearly every message: let it through without a call.
-            media = self.client or state is State.PUBLISHING
-            for msg in messages:
-                t = msg.type_id
-                if (t == 9 or t == 8) and media:
-                    events.append(msg)
-                else:
-                    self._dispatch(msg, events)
-                    media = self.client or self._state is State.PUBLISHING
+            if self._waiting is not None:
+                self._resume(events, limit)
+                room = 0 if self._waiting is not None else max(1, limit - len(events))
+                messages = self._decoder.feed(data, room)
+            else:
+                messages = self._decoder.feed(data, limit or None)
+            if messages:
+                self._handle(messages, events, limit)
         except ProtocolError:
             self._state = State.CLOSED
             raise
         if self._decoder.bytes_received >= self._ack_at:
             self._acknowledge()
         return events
+
+    def _handle(self, messages: list[Message], events: list[Event], limit: int) -> None:
+        # Media is nearly every message: let it through without a call.
+        media = self.client or self._state is State.PUBLISHING
+        for i, msg in enumerate(messages):
+            t = msg.type_id
+            if (t == 9 or t == 8) and media:
+                events.append(msg)
+            elif t == C.AGGREGATE:
+                if media:
+                    aggregate = _Aggregate(msg)
+                    aggregate.split(self, events, limit)
+                    if not aggregate.done:
+                        self._waiting = (aggregate, messages[i + 1 :])
+                        return
+            else:
+                self._dispatch(msg, events)
+                media = self.client or self._state is State.PUBLISHING
+
+    def _resume(self, events: list[Event], limit: int) -> None:
+        assert self._waiting is not None
+        aggregate, rest = self._waiting
+        self._waiting = None
+        if aggregate is not None:
+            aggregate.split(self, events, limit)
+            if not aggregate.done:
+                self._waiting = (aggregate, rest)
+                return
+        self._handle(rest, events, limit)
 
     def _receive_early(self, data: bytes) -> list[Event]:
         """The handshake (and what follows it in the same read), or input after the session closed."""
@@ -317,11 +355,8 @@ class RtmpSession:
                 payload = msg.payload[1:] if t == C.DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
                 self._on_data(msg, payload, events)
         elif t == C.AGGREGATE:
-            for sub in split_aggregate(msg):
-                # Media and data only, as SRS: a command or control message
-                # has no business inside an aggregate.
-                if sub.type_id in (C.AUDIO, C.VIDEO, C.DATA_AMF0, C.DATA_AMF3):
-                    self._dispatch(sub, events)
+            if self.client or self._state is State.PUBLISHING:
+                _Aggregate(msg).split(self, events, 0)
         elif t == C.USER_CONTROL:
             self._on_user_control(msg.payload)
         elif t == C.WINDOW_ACK_SIZE:
@@ -633,6 +668,48 @@ def _num_arg(args: list[Any], i: int, default: float) -> float:
 _AGG_HEADER = struct.Struct(">BBHBBHB")  # type, size(3), ts(3), ts_ext, stream id(3)
 
 
+class _Aggregate:
+    """An Aggregate message split a slice at a time: its media and data sub-messages are dispatched
+    in order, at most up to the caller's event limit per call, so a message of tiny tags (8 MiB is
+    half a million of them) is handed on over several turns and never held as a list."""
+
+    __slots__ = ("base", "msg", "pos")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self.pos = 0
+        self.base: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pos + 11 > len(self.msg.payload)
+
+    def next(self) -> Message:
+        """The next sub-message (any type); the caller checks `done` first."""
+        msg = self.msg
+        data = msg.payload
+        pos = self.pos
+        tag_type = data[pos]
+        size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        ts = (data[pos + 7] << 24) | (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6]
+        stop = pos + 11 + size
+        if stop + 4 > len(data):
+            raise SessionError(f"aggregate message: sub-tag of {size} bytes overruns the message")
+        if tag_type == C.AGGREGATE:
+            raise SessionError("aggregate message inside an aggregate message; nesting is not accepted")
+        if self.base is None:
+            self.base = ts
+        self.pos = stop + 4
+        return Message(tag_type, (msg.timestamp + ts - self.base) & 0xFFFFFFFF, msg.stream_id, data[pos + 11 : stop])
+
+    def split(self, session: RtmpSession, events: list[Event], limit: int) -> None:
+        # Media and data only, as SRS: a command or control message has no business inside an aggregate.
+        while not self.done and (not limit or len(events) < limit):
+            sub = self.next()
+            if sub.type_id in (C.AUDIO, C.VIDEO, C.DATA_AMF0, C.DATA_AMF3):
+                session._dispatch(sub, events)
+
+
 def split_aggregate(msg: Message) -> list[Message]:
     """Unpack an Aggregate message (FLV tags back to back) into its sub-messages.
 
@@ -641,22 +718,8 @@ def split_aggregate(msg: Message) -> list[Message]:
     once; an aggregate inside an aggregate is refused (no encoder makes one,
     and unpacking them level by level copied the message once per level).
     """
-    data = msg.payload
+    aggregate = _Aggregate(msg)
     out: list[Message] = []
-    pos = 0
-    end = len(data)
-    base: int | None = None
-    while pos + 11 <= end:
-        tag_type = data[pos]
-        size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-        ts = (data[pos + 7] << 24) | (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6]
-        stop = pos + 11 + size
-        if stop + 4 > end:
-            raise SessionError(f"aggregate message: sub-tag of {size} bytes overruns the message")
-        if tag_type == C.AGGREGATE:
-            raise SessionError("aggregate message inside an aggregate message; nesting is not accepted")
-        if base is None:
-            base = ts
-        out.append(Message(tag_type, (msg.timestamp + ts - base) & 0xFFFFFFFF, msg.stream_id, data[pos + 11 : stop]))
-        pos = stop + 4
+    while not aggregate.done:
+        out.append(aggregate.next())
     return out
