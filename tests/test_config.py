@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -678,3 +679,16 @@ def test_load_config_fuzz_any_bytes(data: bytes) -> None:
             load_config(str(path), env={})
         except ConfigError:
             pass
+
+
+def test_an_include_naming_a_fifo_is_refused_at_once_instead_of_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    main = tmp_path / "srs.conf"
+    main.write_text(f"listen 1935;\ninclude {fifo};\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"srs\.conf:2: include .*fifo\.conf.*not a regular file"):
+        load_config(str(main))
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(tmp_path))

@@ -8,6 +8,7 @@ quoted with " or '; a directive must end on the line it starts on, as in SRS;
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 
@@ -93,6 +94,29 @@ def _include_path(name: str, including: str) -> str:
     return name
 
 
+MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+
+
+class _NotAFile(Exception):
+    pass
+
+
+def _read_regular_file(path: str) -> bytes:
+    """A config file's bytes. Opened without blocking and checked before reading: a FIFO or a device
+    named by an include would otherwise hang the parse (and a reload) for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotAFile("not a regular file (a FIFO, a device or a directory?); name a config file")
+        if info.st_size > MAX_CONFIG_FILE_BYTES:
+            raise _NotAFile(f"{info.st_size} bytes is over the {MAX_CONFIG_FILE_BYTES}-byte limit of a config file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_CONFIG_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
 def parse_file(path: str, _seen: tuple[str, ...] = (), _include: str = "") -> list[Directive]:
     """The directives of `path`, includes spliced in; `_include` is the "file:line" that included it."""
     where = f'{_include}: include "{path}"' if _include else path
@@ -100,8 +124,9 @@ def parse_file(path: str, _seen: tuple[str, ...] = (), _include: str = "") -> li
     if real in _seen:
         raise ConfigError(f"{where}: the file includes itself (through {' -> '.join(_seen)}); remove the loop")
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = _read_regular_file(path).decode("utf-8")
+    except _NotAFile as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
