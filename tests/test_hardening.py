@@ -68,6 +68,26 @@ def test_idle_http_sockets_cannot_lock_out_rtmp_or_probes(tidecast: Factory) -> 
             s.close()
 
 
+def test_a_full_http_port_still_answers_its_own_probe_at_once(tidecast: Factory) -> None:
+    srv = tidecast(globals_="max_connections 20;")
+    idle = [socket.create_connection((srv.host, srv.http_port)) for _ in range(30)]
+    try:
+        time.sleep(0.3)
+        start = time.monotonic()
+        for _ in range(3):
+            assert http_get(f"{srv.http}/healthz", timeout=3)[0] == 200
+        assert time.monotonic() - start < 3, "no waiting for the header timeout to free room"
+        # The probes took the places of the oldest silent sockets: those are closed.
+        idle[0].settimeout(3)
+        try:
+            assert idle[0].recv(1) == b""
+        except ConnectionResetError:
+            pass  # closed with a reset: as good
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_reload_to_a_port_in_use_keeps_rtmp_listening_and_fails(tidecast: Factory) -> None:
     srv = tidecast()
     busy = socket.socket()
