@@ -338,7 +338,9 @@ def test_chunk_streams_per_connection_are_capped() -> None:
 
 def test_max_message_size_is_stated_once() -> None:
     assert ChunkDecoder().max_message_size == C.MAX_MESSAGE_SIZE
-    assert RtmpSession()._decoder.max_message_size == C.MAX_MESSAGE_SIZE
+    assert RtmpSession(client=True)._decoder.max_message_size == C.MAX_MESSAGE_SIZE
+    assert RtmpSession()._decoder.max_message_size == C.PRE_CONNECT_MAX_MESSAGE_SIZE, "until connect"
+    assert publishing()._decoder.max_message_size == C.MAX_MESSAGE_SIZE
     over = encode_message(3, C.VIDEO, 0, 1, b"", 128)[:4] + (C.MAX_MESSAGE_SIZE + 1).to_bytes(3, "big")
     with pytest.raises(ProtocolError, match="exceeds"):
         ChunkDecoder().feed(over + b"\x09" + bytes(4))
@@ -662,3 +664,18 @@ def test_commands_have_a_smaller_value_budget_than_metadata() -> None:
     server.receive_data(set_chunk_size(1 << 16))
     events = server.receive_data(encode_message(C.CSID_COMMAND, C.COMMAND_AMF0, 0, 0, ok, 1 << 16))
     assert [len(e.args[0]) for e in events if isinstance(e, ConnectRequest)] == [1000]
+
+
+def test_before_connect_a_connection_may_not_hold_a_big_unfinished_message() -> None:
+    server, _ = handshaken()
+    # The start of a 1 MB message on an anonymous connection: refused on its header, nothing buffered.
+    wire = ChunkEncoder().encode(4, C.VIDEO, 0, 1, b"x" * (1024 * 1024))[:4096]
+    with pytest.raises(ProtocolError, match="65536-byte limit"):
+        server.receive_data(wire)
+
+
+def test_after_connect_the_full_message_budget_applies() -> None:
+    server = publishing()
+    big = b"\x17\x01" + b"x" * (2 * 1024 * 1024)
+    events = server.receive_data(ChunkEncoder().encode(6, C.VIDEO, 40, 1, big))
+    assert any(getattr(e, "payload", None) == big for e in events)

@@ -56,6 +56,11 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 # streams, the receive buffer included: one maximal message plus the audio and
 # commands interleaved with it.
 MAX_UNFINISHED_BYTES = MAX_MESSAGE_SIZE + 1024 * 1024
+# Until its `connect` arrives a server-side connection has sent nothing but a
+# handshake: its messages (the connect command itself, a window size, a chunk
+# size) are small, so an anonymous socket may not hold a maximal message's worth.
+PRE_CONNECT_MAX_MESSAGE_SIZE = 64 * 1024
+PRE_CONNECT_MAX_UNFINISHED_BYTES = 2 * PRE_CONNECT_MAX_MESSAGE_SIZE
 # Distinct chunk stream ids one connection may use; encoders use a handful, but
 # each id costs state for as long as the connection lives.
 MAX_CHUNK_STREAMS = 256

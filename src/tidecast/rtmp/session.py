@@ -192,7 +192,14 @@ class RtmpSession:
         self.client = client
         self._handshake: ServerHandshake | ClientHandshake
         self._handshake = ClientHandshake() if client else ServerHandshake()
-        self._decoder = ChunkDecoder(max_message_size=max_message_size)
+        self._max_message_size = max_message_size
+        if client:
+            self._decoder = ChunkDecoder(max_message_size=max_message_size)
+        else:
+            self._decoder = ChunkDecoder(
+                max_message_size=min(max_message_size, C.PRE_CONNECT_MAX_MESSAGE_SIZE),
+                max_unfinished_bytes=C.PRE_CONNECT_MAX_UNFINISHED_BYTES,
+            )
         self._encoder = ChunkEncoder()
         self._out: list[bytes] = []
         self._peer = _Peer()
@@ -465,6 +472,9 @@ class RtmpSession:
         self.object_encoding = float(enc) if isinstance(enc, (int, float)) and math.isfinite(enc) else 0.0
         self.connect_request = ConnectRequest(tid, cmd, args)
         self._state = State.CONNECTED
+        # Connected: media may follow, so the full per-message and per-connection budgets apply.
+        self._decoder.max_message_size = self._max_message_size
+        self._decoder.max_unfinished_bytes = max(C.MAX_UNFINISHED_BYTES, self._max_message_size + 64)
         self._awaiting.add("connect")
         self._requested.add("connect")
         events.append(self.connect_request)
