@@ -27,7 +27,7 @@ from tidecast.live.hub import Hub, PlayTicket, Publication, StreamEvents, Subscr
 from tidecast.live.limits import CONGESTED_BYTES, PLAYER_QUEUE_BYTES, SEND_TIMEOUT_S
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
 from tidecast.live.player import Player
-from tidecast.live.stream import MAX_TIMELINES, LiveStream, TimeJitter
+from tidecast.live.stream import MAX_TIMELINES, TIMELINE_SHARE_MS, LiveStream, TimeJitter
 
 AVC_HEADER = b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff"
 AAC_HEADER = b"\xaf\x00\x12\x10"
@@ -335,14 +335,32 @@ def test_timelines_per_stream_are_capped() -> None:
     stream.on_publish(Client("pub", "", "test-publish", lambda: None))
     transports = []
     for i in range(MAX_TIMELINES + 5):
-        publish_gop(stream, start=i * 1000, frames=25)
+        publish_gop(stream, start=i * 6000, frames=150)  # 6 s GOPs: each joiner is past the sharing window
         stream.flush()
         t = FakeTransport()
         stream.add_player(player(t, f"p{i}"))
         transports.append(t)
     assert len(stream.timelines) == MAX_TIMELINES
     last = [x[1] for x in tags(transports[-1].received()) if x[0] == TAG_VIDEO]
-    assert last[0] == 5 * 1000, "past the cap a joiner shares the newest timeline, a little after its 0"
+    assert last[0] == 5 * 6000, "past the cap a joiner shares the newest timeline, after its 0"
+
+
+def test_a_joiner_shortly_after_another_shares_its_timeline() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock)
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    for gop in range(20):
+        publish_gop(stream, start=gop * 1000, frames=25)
+    stream.flush()
+    first = FakeTransport()
+    stream.add_player(player(first, "first"))
+    for gop in range(20, 22):
+        publish_gop(stream, start=gop * 1000, frames=25)
+    stream.flush()
+    second = FakeTransport()
+    stream.add_player(player(second, "second"))
+    assert len(stream.timelines) == 1, f"2 s later: within {TIMELINE_SHARE_MS} ms, one batch per flush for both"
+    assert next(x[1] for x in tags(second.received()) if x[0] == TAG_VIDEO) == 2000
 
 
 def test_join_without_cached_keyframe_waits_for_one() -> None:

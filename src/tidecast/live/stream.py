@@ -29,6 +29,9 @@ DEFAULT_FRAME_MS = 10
 # Distinct player timelines per stream: each costs a few header bytes per packet and a batch per flush.
 # Past this, a joiner shares the newest timeline and starts a little after 0.
 MAX_TIMELINES = 32
+# A joiner whose first packet is at most this far into the newest timeline shares it (starting there, not
+# at 0): a crowd joining over a few seconds costs one batch per flush, not one per keyframe it joined on.
+TIMELINE_SHARE_MS = 5000
 _stream_ids = itertools.count(1)
 
 
@@ -359,13 +362,15 @@ class LiveStream:
         key = (id(source), base)
         entry = self.timelines.get(key)
         if entry is None:
-            if len(self.timelines) >= MAX_TIMELINES:
-                # The newest timeline that starts no later than `base` keeps timestamps from going negative.
-                own = [k for k in self.timelines if k[0] == key[0]]
-                if own:
-                    earlier = [k for k in own if k[1] <= base]
-                    key = max(earlier, key=lambda k: k[1]) if earlier else min(own, key=lambda k: k[1])
-                    entry = self.timelines[key]
+            # The newest timeline that starts no later than `base` keeps timestamps from going negative.
+            own = [k for k in self.timelines if k[0] == key[0]]
+            earlier = [k for k in own if k[1] <= base]
+            newest = max(earlier, key=lambda k: k[1]) if earlier else None
+            if newest is not None and base - newest[1] <= TIMELINE_SHARE_MS:
+                key = newest
+            elif own and len(self.timelines) >= MAX_TIMELINES:
+                key = newest if newest is not None else min(own, key=lambda k: k[1])
+            entry = self.timelines.get(key)
             if entry is None:
                 entry = self.timelines[key] = [source.at(base), 0]
         entry[1] += 1

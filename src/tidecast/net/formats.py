@@ -46,24 +46,21 @@ class RtmpFormat:
     def at(self, base: int) -> RtmpFormat:
         return self if base == self.base else RtmpFormat(base)
 
-    def _timestamp(self, packet: Packet) -> int:
-        ts = packet.timestamp - self.base
-        return ts & 0xFFFFFFFF if ts > 0 else 0
-
     def encode(self, packet: Packet) -> bytes:
         """The timeline's part of a message: its first chunk header, or all of it past the 24-bit timestamps."""
-        ts = self._timestamp(packet)
+        ts = packet.timestamp - self.base
         csid = _CSID.get(packet.type_id, C.CSID_DATA)
         if ts >= _EXTENDED:  # the extended field repeats in every chunk: nothing to share
             return encode_message(csid, packet.type_id, ts, STREAM_ID, packet.payload, packet.chunk_size)
-        return media_head(csid, packet.type_id, ts, len(packet.payload), STREAM_ID)
+        return media_head(csid, packet.type_id, ts if ts > 0 else 0, len(packet.payload), STREAM_ID)
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
+        base = self.base
         parts: list[bytes] = []
         append = parts.append
         for p in packets:
             append(p.encoded(self))
-            if self._timestamp(p) < _EXTENDED:
+            if p.timestamp - base < _EXTENDED:  # else encode() gave the whole message
                 payload = p.payload
                 append(payload if len(payload) <= p.chunk_size else p.encoded(_RTMP_BODY))
         return b"".join(parts)
