@@ -291,8 +291,8 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def main_async(args: argparse.Namespace) -> int:
     counts = sorted({int(x) for x in args.players.split(",") if x.strip()})
-    if not counts or counts[-1] > 12000:
-        raise SystemExit("--players: counts between 1 and 12000")
+    if not counts or counts[-1] > 18000:
+        raise SystemExit("--players: counts between 1 and 18000 (one load process, fd limit 20000)")
     if args.window <= 0 or args.window > 120:
         raise SystemExit("--window: 1..120 seconds")
     clip = B.Clip(B.make_clip(args.clip))
