@@ -135,9 +135,16 @@ def test_stream_plays_from_every_worker(server: TidecastProcess, clip: Path) -> 
         players = players_on_both(server, "multi", pids)
         flv: list[FlvPlayer] = []
         try:
-            # HTTP-FLV too: enough players that both workers get some (HTTP connections are spread alike).
-            for _ in range(8):
+            # HTTP-FLV too, until both workers have some (the kernel spreads HTTP connections alike).
+            def flv_workers() -> set[int]:
+                clients = server.api_json("/api/v1/clients?count=1000")["clients"]
+                on = [c["worker"] for c in clients if c["type"] == "flv-play"]
+                return set(on) if len(on) == len(flv) else set()
+
+            for _ in range(24):
                 flv.append(FlvPlayer(f"{server.http}/live/multi.flv"))
+                if wait_for(flv_workers, 10, what="the FLV player listed") == {0, 1}:
+                    break
             start = time.monotonic()
             wait_for(lambda: all(media_count(p) > 50 for p in [*players, *flv]), 20, what="media at every player")
             assert all(p.status == 200 for p in flv)
