@@ -74,6 +74,7 @@ class Network:
         self.mode = mode
         self.next_host = 10
         self.namespaces: list[str] = []
+        self.veths: dict[str, str] = {}  # namespace -> the host end of its veth pair
         self.used_hosts: set[int] = set()
         self.links: list[str] = []
         self.closed = False
@@ -118,6 +119,7 @@ class Network:
         _ip("netns", "add", ns)
         self.namespaces.append(ns)
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        self.veths[ns] = outside
         _ip("link", "set", inside, "netns", ns)
         _ip("link", "set", outside, "master", self.bridge)
         _ip("link", "set", outside, "up")
@@ -139,13 +141,22 @@ class Network:
         """A deleted pod's namespace goes with it (its veth pair too)."""
         if pod.netns and pod.netns in self.namespaces:
             self.namespaces.remove(pod.netns)
+            self._drop_veth(pod.netns)
             _ip("netns", "del", pod.netns, check=False)
+
+    def _drop_veth(self, ns: str) -> None:
+        # Deleting one end removes the pair at once; a deleted namespace frees its end only when the
+        # kernel gets round to destroying it, so the host side would linger for a moment.
+        outside = self.veths.pop(ns, None)
+        if outside is not None:
+            _ip("link", "del", outside, check=False)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         for ns in list(self.namespaces):
+            self._drop_veth(ns)
             _ip("netns", "del", ns, check=False)
         self.namespaces.clear()
         for link in self.links:
