@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -134,6 +135,16 @@ def part_target_of(text: str) -> float | None:
 def media_sequence_of(text: str) -> int | None:
     value = _tag_value(text, "#EXT-X-MEDIA-SEQUENCE:")
     return int(value) if value is not None and value.isdigit() else None
+
+
+def listed_seconds(text: str) -> float:
+    """The EXTINF durations a playlist lists, added up (each clamped to 0..3600 s, unreadable ones left out)."""
+    listed = 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXTINF:"):
+            with contextlib.suppress(ValueError):
+                listed += max(0.0, min(float(line[8:].partition(",")[0]), 3600.0))
+    return listed
 
 
 def has_endlist(text: str) -> bool:

@@ -38,7 +38,6 @@ the prefix, a slash and the segment's path under `hls_path`
 from __future__ import annotations
 
 import bisect
-import contextlib
 import glob
 import logging
 import os
@@ -60,7 +59,7 @@ from tidecast.codec.mpegts import (
     TsMuxer,
 )
 from tidecast.errors import ProtocolError
-from tidecast.hls.playlist import Playlist, Segment
+from tidecast.hls.playlist import Playlist, Segment, listed_seconds, media_sequence_of
 from tidecast.pathvars import stream_path
 
 log = logging.getLogger("tidecast.hls")
@@ -573,20 +572,11 @@ class HlsMuxer:
                 text = f.read(MAX_LEFTOVER_PLAYLIST)
         except OSError:
             return 0
-        first = 0
-        listed = 0.0
-        for line in text.splitlines():
-            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
-                value = line.partition(":")[2].strip()
-                first = int(value) if value.isdigit() else 0
-            elif line.startswith("#EXTINF:"):
-                with contextlib.suppress(ValueError):
-                    listed += max(0.0, min(float(line[8:].partition(",")[0]), 3600.0))
-        following = first + text.count("#EXTINF")
+        following = (media_sequence_of(text) or 0) + text.count("#EXTINF")
         if following > self.sequence:
             self.sequence = following
             self.next_discontinuity = True
-        return round(listed * 1000)
+        return round(listed_seconds(text) * 1000)
 
     def _retire_leftovers(self, listed_ms: int) -> None:
         """Files another run left for this stream: its temporary files go now; its playlist stays until
