@@ -163,15 +163,21 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    total = 0
+def cpu_split(pids: Iterable[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes."""
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def rss_bytes(pids: Iterable[int]) -> int:
@@ -194,17 +200,23 @@ class CpuMeter:
         self.root = root
         self.tree = tree
         self.pids = process_tree(root) if tree else [root]
-        self.t0 = time.monotonic()
-        self.c0 = cpu_seconds(self.pids)
+        self.reset(same_pids=True)
 
-    def reset(self) -> None:
-        self.pids = process_tree(self.root) if self.tree else [self.root]
+    def reset(self, same_pids: bool = False) -> None:
+        if not same_pids:
+            self.pids = process_tree(self.root) if self.tree else [self.root]
         self.t0 = time.monotonic()
-        self.c0 = cpu_seconds(self.pids)
+        self.u0, self.s0 = cpu_split(self.pids)
 
     def percent(self) -> float:
-        t, c = time.monotonic(), cpu_seconds(self.pids)
-        return 100.0 * (c - self.c0) / max(1e-6, t - self.t0)
+        user, system = self.split()
+        return user + system
+
+    def split(self) -> tuple[float, float]:
+        """User and system CPU% since the start (or reset)."""
+        span = max(1e-6, time.monotonic() - self.t0)
+        u, s = cpu_split(self.pids)
+        return 100.0 * (u - self.u0) / span, 100.0 * (s - self.s0) / span
 
 
 def core_times() -> dict[int, tuple[float, float]]:

@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--publishers", default="50,100,300", help="publisher counts, ramped in turn (50,100,300)")
     p.add_argument("--hls", choices=("off", "on", "both"), default="both", help="HLS muxing off, on, or both runs")
     p.add_argument(
+        "--mr", choices=("off", "on", "both"), default="off", help="merged read (mr on): off, on, both"
+    )
+    p.add_argument("--mr-latency", type=int, default=350, help="mr_latency in ms when --mr is on (350, SRS's default)")
+    p.add_argument(
         "--servers", default="auto", help="auto (tidecast, plus nginx-rtmp when installed), tidecast, or nginx,tidecast"
     )
     p.add_argument("--rate", type=float, default=50.0, help="new publishers per second during a ramp (50)")
@@ -76,18 +80,31 @@ def hls_files(path: Path) -> tuple[int, int]:
     return playlists, segments
 
 
+def mode_label(hls: bool, mr: bool) -> str:
+    return ("hls on" if hls else "hls off") + (", mr" if mr else "")
+
+
 async def run_mode(
-    hls: bool, args: argparse.Namespace, clip: B.Clip, counts: list[int], tmp: Path, nginx: bool = False
+    hls: bool,
+    args: argparse.Namespace,
+    clip: B.Clip,
+    counts: list[int],
+    tmp: Path,
+    nginx: bool = False,
+    mr: bool = False,
 ) -> dict[str, Any]:
-    label = "nginx-rtmp" if nginx else "hls on" if hls else "hls off"
+    label = "nginx-rtmp" if nginx else mode_label(hls, mr)
     rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
-    hls_dir = tmp / f"hls-{'on' if hls else 'off'}"
+    hls_dir = tmp / label.replace(" ", "-").replace(",", "")
     body = f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment 2; hls_window 10; }}\n" if hls else ""
+    if mr:
+        body += f"publish {{ mr on; mr_latency {args.mr_latency}; }}\n"
     if nginx:
         server = B.start_nginx(tmp / "nginx", rtmp)
         api = ""
     else:
-        server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), tmp / label.replace(" ", "-"), rtmp)
+        workdir = tmp / label.replace(" ", "-").replace(",", "")
+        server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), workdir, rtmp)
         api = f"http://127.0.0.1:{api_port}"
     assert server.pid is not None
     name = "nginx-rtmp" if nginx else f"tidecast, {label}"
@@ -140,7 +157,8 @@ async def run_mode(
             t1 = time.monotonic()
             sent1 = [p.sent_media for p in pubs]
             recv1 = await api_streams(api) if api else {}
-            server_cpu = cpu.percent()
+            server_user, server_sys = cpu.split()
+            server_cpu = server_user + server_sys
             load_cpu = load.percent()
             busy = cores.percent()
             state = states.take()
@@ -164,6 +182,8 @@ async def run_mode(
                 "lost": sum(1 for p in pubs if p.lost),
                 "failed_to_start": failures,
                 "server_cpu_pct": round(server_cpu, 1),
+                "server_user_pct": round(server_user, 1),
+                "server_sys_pct": round(server_sys, 1),
                 "cpu_per_stream_pct": round(server_cpu / max(1, len(pubs)), 3),
                 "realtime_pct": round(100.0 * kept / m, 2),
                 "server_took_min_pct": round(100.0 * min(ratios), 1) if ratios else None,
@@ -185,7 +205,8 @@ async def run_mode(
             rows.append(row)
             warn = "  << LOAD SATURATED: figures void" if row["load_saturated"] else ""
             print(
-                f"{label:8} M={m:4}  cpu {row['server_cpu_pct']:5}% ({row['cpu_per_stream_pct']}%/stream)  "
+                f"{label:8} M={m:4}  cpu {row['server_cpu_pct']:5}% ({row['cpu_per_stream_pct']}%/stream, "
+                f"user {row['server_user_pct']}% sys {row['server_sys_pct']}%)  "
                 f"real time {row['realtime_pct']}%  took>={row['server_took_min_pct']}%  "
                 f"pace>={row['publisher_pace_min_pct']}%  {row['ingest_mbps']} Mbps in  "
                 f"backlog<={row['publisher_max_backlog_kb']} KB  lag<={row['ticker_max_lag_ms']} ms  "
@@ -194,7 +215,7 @@ async def run_mode(
                 flush=True,
             )
             if m in profile_at and not nginx:
-                where = args.out / f"profile-ingest-{'hls' if hls else 'nohls'}-{m}"
+                where = args.out / f"profile-ingest-{'hls' if hls else 'nohls'}{'-mr' if mr else ''}-{m}"
                 prof = await B.profile(server.pid, args.profile_seconds, where)
                 if prof is not None:
                     profiles.append({"publishers": m, **prof})
@@ -210,17 +231,19 @@ async def run_mode(
                 p.transport.close()
         await asyncio.sleep(0.5)
         server.stop()
-    return {"server": name, "hls": hls, "rows": rows, "profiles": profiles}
+    return {"server": name, "hls": hls, "mr": mr, "rows": rows, "profiles": profiles}
 
 
 def cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """tidecast HLS off over nginx-rtmp, and HLS on over HLS off, at each M both ran."""
+    """Each tidecast HLS-off run over nginx-rtmp, and HLS on over HLS off (same mr), at each M both ran."""
     by = {r["server"]: {row["publishers"]: row["server_cpu_pct"] for row in r["rows"]} for r in results}
+    pairs = []
+    for mr in (False, True):
+        off, on = f"tidecast, {mode_label(False, mr)}", f"tidecast, {mode_label(True, mr)}"
+        pairs.append((f"{off} CPU / nginx-rtmp CPU", off, "nginx-rtmp"))
+        pairs.append((f"{on} CPU / {off} CPU", on, off))
     out = []
-    for what, top, bottom in (
-        ("tidecast (HLS off) CPU / nginx-rtmp CPU", "tidecast, hls off", "nginx-rtmp"),
-        ("tidecast HLS on CPU / HLS off CPU", "tidecast, hls on", "tidecast, hls off"),
-    ):
+    for what, top, bottom in pairs:
         for m, cpu in sorted(by.get(top, {}).items()):
             base = by.get(bottom, {}).get(m)
             if base:
@@ -234,7 +257,8 @@ async def main_async(args: argparse.Namespace) -> int:
         raise SystemExit("--publishers: counts between 1 and 2000")
     clip = B.Clip(B.make_clip(args.clip))
     print(f"clip {clip.path}: {clip.kbps:.0f} kbps of media, {clip.period_ms / 1000:.1f} s loop")
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.hls]
+    hls_modes = {"off": [False], "on": [True], "both": [False, True]}[args.hls]
+    mr_modes = {"off": [False], "on": [True], "both": [False, True]}[args.mr]
     if args.servers == "auto":
         with_nginx = B.nginx_binary() is not None
         if not with_nginx:
@@ -245,8 +269,9 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tidecast-ingest-") as tmp:
         if with_nginx:
             results.append(await run_mode(False, args, clip, counts, Path(tmp), nginx=True))
-        for hls in modes:
-            results.append(await run_mode(hls, args, clip, counts, Path(tmp)))
+        for mr in mr_modes:
+            for hls in hls_modes:
+                results.append(await run_mode(hls, args, clip, counts, Path(tmp), mr=mr))
     ratios = cpu_ratios(results)
     for r in ratios:
         print(f"M={r['publishers']}: {r['what']} = {r['ratio']}")

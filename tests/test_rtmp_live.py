@@ -180,3 +180,40 @@ def test_late_joiners_start_near_zero_over_rtmp_and_http_flv_as_srs_players_do(t
             info = ffprobe_json(url, "-show_entries", "stream=start_time:format=start_time")
             starts = [float(s["start_time"]) for s in info["streams"] if "start_time" in s]
             assert starts and max(starts) < 1.0, (url, info)
+
+
+def _arrival_gaps(srv: TidecastProcess, stream: str) -> list[float]:
+    """Seconds between consecutive media arrivals at a player, while a 25 fps publisher sends a frame every 40 ms."""
+    pub = SyntheticPublisher(srv.host, srv.rtmp_port, stream, kbps=300)
+    try:
+        wait_stream_live(srv, stream)
+        player = RtmpTestClient(srv.host, srv.rtmp_port)
+        player.play(stream)
+        player.wait_status("NetStream.Play.Start")
+        player.read_for(4.0)
+        player.close()
+    finally:
+        pub.close()
+    arrivals = [t for _, _, _, t in player.received.media]
+    assert len(arrivals) > 50, f"only {len(arrivals)} media messages in 4 s"
+    return [b - a for a, b in itertools.pairwise(arrivals[10:])]
+
+
+def test_merged_read_takes_the_publishers_bytes_a_window_at_a_time(tidecast: Factory) -> None:
+    # Writes leave at once (mw_latency 0), so what the player sees is how the server read.
+    play = "play { mw_latency 0; mw_msgs 0; }"
+    merged = tidecast("merged", vhost=f"{play}\npublish {{ mr on; mr_latency 600; }}")
+    gaps = _arrival_gaps(merged, "mr")
+    bursts = [g for g in gaps if g > 0.4]
+    # 4 s in windows of 600 ms: a handful of pauses, each close to the window, frames in between at once.
+    assert 3 <= len(bursts) <= 8, gaps
+    assert max(gaps) < 0.9, gaps
+    assert sum(1 for g in gaps if g < 0.02) > 0.7 * len(gaps), gaps
+
+    plain = tidecast("plain", vhost=play)
+    gaps = _arrival_gaps(plain, "plain")
+    assert max(gaps) < 0.3, gaps  # mr off (SRS's default): each frame as it comes
+
+    # min_latency turns merged reads off, as it does in SRS.
+    low = tidecast("low", vhost=f"min_latency on;\n{play}\npublish {{ mr on; mr_latency 600; }}")
+    assert max(_arrival_gaps(low, "low")) < 0.3

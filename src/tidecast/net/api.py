@@ -160,9 +160,9 @@ class Api:
             "build": "python",
             "build2": "",
             "features": {
-                "ssl": True, "hls": True, "hds": False, "callback": True, "api": True, "httpd": True, "dvr": False,
-                "transcode": False, "ingest": False, "stat": True, "caster": False, "complex_send": True,
-                "tcp_nodelay": True, "so_sendbuf": False, "mr": False,
+                "ssl": True, "hls": True, "hds": False, "callback": True, "api": True, "httpd": True, "dvr": True,
+                "transcode": True, "ingest": True, "stat": True, "caster": False, "complex_send": True,
+                "tcp_nodelay": True, "so_sendbuf": False, "mr": True,
             },
         }
         return self.reply(request, data=data)

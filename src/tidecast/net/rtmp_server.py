@@ -54,6 +54,7 @@ class RtmpConnection(asyncio.Protocol):
         self.session.max_events = MESSAGES_PER_TURN
         self._turn: asyncio.Handle | None = None  # the next slice of a read that held too many messages
         self._paused_for_backlog = False
+        self._merging: asyncio.TimerHandle | None = None  # merged read: reading paused until this fires
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.started = time.monotonic()
@@ -128,9 +129,35 @@ class RtmpConnection(asyncio.Protocol):
                 transport.pause_reading()
             if self._turn is None:
                 self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
-        elif self._paused_for_backlog:
+            return
+        if self._paused_for_backlog:
             self._paused_for_backlog = False
-            transport.resume_reading()
+            if self._merging is None:
+                transport.resume_reading()
+        if self.publication is not None and self._merging is None:
+            self._merge_reads(transport)
+
+    def _merge_reads(self, transport: asyncio.Transport) -> None:
+        """`mr on`: after a read, let the kernel gather the publisher's next mr_latency ms before the next one.
+
+        One read then carries dozens of messages instead of one, so the per-read cost (the wake-up, the
+        system call, the adapter's bookkeeping) is paid a few times a second instead of once per frame.
+        The stream is mr_latency later; min_latency turns it off, as in SRS.
+        """
+        assert self.publication is not None
+        settings = self.publication.stream.settings
+        publish = settings.publish
+        if not publish.mr or publish.mr_latency <= 0 or settings.min_latency:
+            return
+        transport.pause_reading()
+        self._merging = asyncio.get_running_loop().call_later(publish.mr_latency / 1000.0, self._end_merge)
+
+    def _end_merge(self) -> None:
+        self._merging = None
+        transport = self.transport
+        if self.closed or self.gating or self._paused_for_backlog or transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
 
     def _next_turn(self) -> None:
         self._turn = None
@@ -145,19 +172,25 @@ class RtmpConnection(asyncio.Protocol):
     def _dispatch(self, events: list[Any]) -> None:
         """Media to the stream, commands to their handlers; stops at a command that awaits a verdict."""
         publication = self.publication
+        on_media = publication.stream.on_media if publication is not None else None
+        media = False
         for i, event in enumerate(events):
             if type(event) is Message:
-                if publication is not None:
-                    if event.type_id == 8 or event.type_id == 9:
-                        publication.stream.on_media(event.type_id, event.timestamp, event.payload)
-                    self.last_media = time.monotonic()
+                if on_media is not None:
+                    t = event.type_id
+                    if t == 8 or t == 9:
+                        on_media(t, event.timestamp, event.payload)
+                    media = True
                 continue
             self._on_event(event)
             publication = self.publication
+            on_media = publication.stream.on_media if publication is not None else None
             if self.gating:
                 # The rest waits for the verdict; bytes cannot be fed twice, so the decoded events are kept.
                 self._pending_events = events[i + 1 :]
-                return
+                break
+        if media:
+            self.last_media = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         token = connection_id.set(self.cid)
@@ -166,6 +199,9 @@ class RtmpConnection(asyncio.Protocol):
             if self._turn is not None:
                 self._turn.cancel()
                 self._turn = None
+            if self._merging is not None:
+                self._merging.cancel()
+                self._merging = None
             self._leave()
             if self.connected is not None:
                 self.hub.closed(self.connected)
