@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tidecast.config import parse_text
+from tidecast.live.stream import LiveStream
 from tidecast.rtmp import constants as C
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import ChunkEncoder
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=4096, help="publisher's chunk size, as ffmpeg and OBS set (4096)")
     p.add_argument("--reads", default="1448,65536", help="read sizes to feed, comma list (1448,65536)")
     p.add_argument("--repeat", type=int, default=3, help="runs per read size; the best is kept (3)")
+    p.add_argument(
+        "--stream", action="store_true", help="also hand the media to a live stream with no players, as the server does"
+    )
     p.add_argument("--opcodes", action="store_true", help="also count Python opcodes per message (slow, exact)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p.parse_args(argv)
@@ -94,19 +99,49 @@ def publishing_session() -> S.RtmpSession:
     return server
 
 
-def run(wire: bytes, read: int) -> tuple[float, int]:
+class _Timer:
+    def cancel(self) -> None:
+        pass
+
+
+class _Clock:
+    """The stream's scheduler; timers never fire (the messages' own timestamps flush the merge window)."""
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Any) -> _Timer:
+        return _Timer()
+
+
+def live_stream() -> LiveStream:
+    config = parse_text("listen 1935;\nvhost __defaultVhost__ { }\n")
+    stream = LiveStream("__defaultVhost__", "live", "bench", config.vhost("__defaultVhost__"), 60000, _Clock())
+    return stream
+
+
+def run(wire: bytes, read: int, to_stream: bool = False) -> tuple[float, int]:
     session = publishing_session()
     reads = [wire[i : i + read] for i in range(0, len(wire), read)]
     received = 0
+    if not to_stream:
+        t0 = time.perf_counter()
+        for data in reads:
+            received += len(session.receive_data(data))
+        return time.perf_counter() - t0, received
+    on_media = live_stream().on_media
     t0 = time.perf_counter()
     for data in reads:
-        received += len(session.receive_data(data))
+        for msg in session.receive_data(data):
+            on_media(msg.type_id, msg.timestamp, msg.payload)  # type: ignore[attr-defined]
+            received += 1
     return time.perf_counter() - t0, received
 
 
-def count_opcodes(wire: bytes, read: int, messages: int) -> float:
+def count_opcodes(wire: bytes, read: int, messages: int, to_stream: bool = False) -> float:
     """Python opcodes executed per message while feeding `wire` in reads of `read` bytes."""
     session = publishing_session()
+    on_media = live_stream().on_media
     reads = [wire[i : i + read] for i in range(0, len(wire), read)]
     count = 0
 
@@ -120,7 +155,9 @@ def count_opcodes(wire: bytes, read: int, messages: int) -> float:
     sys.settrace(tracer)
     try:
         for data in reads:
-            session.receive_data(data)
+            for msg in session.receive_data(data):
+                if to_stream:
+                    on_media(msg.type_id, msg.timestamp, msg.payload)  # type: ignore[attr-defined]
     finally:
         sys.settrace(None)
     return count / messages
@@ -135,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stream: {args.seconds:.0f} s, {len(wire) / 1e6:.1f} MB, {messages} media messages, chunk {args.chunk}")
     results: list[dict[str, Any]] = []
     for read in (int(r) for r in args.reads.split(",")):
-        best = min(run(wire, read)[0] for _ in range(args.repeat))
-        _, got = run(wire, read)
+        best = min(run(wire, read, args.stream)[0] for _ in range(args.repeat))
+        _, got = run(wire, read, args.stream)
         assert got == messages, f"{got} events for {messages} messages"
         row = {
             "read": read,
@@ -152,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.opcodes:
             short, short_messages = build_stream(min(args.seconds, 4.0), args.kbps, args.chunk)
-            row["opcodes_per_message"] = count_opcodes(short, read, short_messages)
+            row["opcodes_per_message"] = count_opcodes(short, read, short_messages, args.stream)
             line += f"  {row['opcodes_per_message']:.0f} opcodes/msg"
         results.append(row)
         print(line)

@@ -318,3 +318,87 @@ def test_chunk_reassembly_does_not_depend_on_read_boundaries(
         got += [(m.csid, m.type_id, m.timestamp, m.payload) for m in dec.feed(wire[a:b]) if m.type_id != 1]
     assert got == expect
     assert dec.unfinished_bytes == 0
+
+
+def _basic(fmt: int, csid: int) -> bytes:
+    if csid < 64:
+        return bytes((fmt << 6 | csid,))
+    if csid < 320:
+        return bytes((fmt << 6, csid - 64))
+    return bytes((fmt << 6 | 1, (csid - 64) & 0xFF, (csid - 64) >> 8))
+
+
+def _compressing_encode(
+    messages: list[tuple[int, int, int, int, bytes]], chunk_sizes: list[int]
+) -> tuple[bytes, list[tuple[int, int, int, int, bytes]]]:
+    """Chunk `messages` the way encoders compress headers (type 1 for a new length, 2 for a new delta,
+    3 for a repeated delta), changing the chunk size before each message from `chunk_sizes`; returns the
+    wire and the messages as a decoder must report them (absolute timestamps)."""
+    wire = bytearray()
+    expect = []
+    prev: dict[int, tuple[int, int, int, int, int]] = {}  # csid -> stream_id, type, length, timestamp, delta
+    chunk = 128
+    for i, (csid, type_id, stream_id, delta, payload) in enumerate(messages):
+        size = chunk_sizes[i % len(chunk_sizes)]
+        if size != chunk:
+            wire += encode_message(2, C.SET_CHUNK_SIZE, 0, 0, struct.pack(">I", size), chunk)
+            chunk = size
+        last = prev.get(csid)
+        if last is None or last[0] != stream_id:
+            fmt, field, ts = 0, delta, delta
+        elif last[1] == type_id and last[2] == len(payload):
+            fmt, field, ts = (3 if last[4] == delta else 2), delta, last[3] + delta
+        else:
+            fmt, field, ts = 1, delta, last[3] + delta
+        prev[csid] = (stream_id, type_id, len(payload), ts, delta)
+        extended = field >= 0xFFFFFF
+        head = _basic(fmt, csid)
+        short = 0xFFFFFF if extended else field
+        if fmt == 0:
+            head += short.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes((type_id,))
+            head += struct.pack("<I", stream_id)
+        elif fmt == 1:
+            head += short.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes((type_id,))
+        elif fmt == 2:
+            head += short.to_bytes(3, "big")
+        ext = struct.pack(">I", field) if extended else b""
+        wire += head + ext + payload[:chunk]
+        for pos in range(chunk, len(payload), chunk):
+            wire += _basic(3, csid) + ext + payload[pos : pos + chunk]
+        expect.append((csid, type_id, stream_id, ts & 0xFFFFFFFF, payload))
+    return bytes(wire), expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([3, 4, 6, 63, 64, 400]),
+            st.sampled_from([C.AUDIO, C.VIDEO]),
+            st.sampled_from([1, 1, 1, 2]),
+            st.one_of(st.sampled_from([0, 23, 40]), st.integers(0, 0xFFFFFE), st.integers(0xFFFFFF, 0x7FFFFFFF)),
+            st.sampled_from([0, 1, 5, 200, 4000]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(st.sampled_from([128, 129, 4096, 60000]), min_size=1, max_size=4),
+    st.lists(st.integers(1, 20000), max_size=12),
+)
+def test_every_header_type_decodes_the_same_in_any_reads(
+    spec: list[tuple[int, int, int, int, int]], chunk_sizes: list[int], cuts: list[int]
+) -> None:
+    """Header compression (types 1-3), extended timestamps and chunk size changes, cut anywhere: the
+    decoder's one-chunk fast path and its general path must agree with what was sent."""
+    messages = [(c, t, s, d, bytes([i % 251]) * n) for i, (c, t, s, d, n) in enumerate(spec)]
+    wire, expect = _compressing_encode(messages, chunk_sizes)
+    points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+    dec = ChunkDecoder()
+    got = []
+    for a, b in itertools.pairwise(points):
+        got += [(m.csid, m.type_id, m.stream_id, m.timestamp, m.payload) for m in dec.feed(wire[a:b]) if m.type_id > 6]
+    assert got == expect
+    assert dec.unfinished_bytes == 0
+    # All at once (the fast path's case) gives the same.
+    whole = [(m.csid, m.type_id, m.stream_id, m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)]
+    assert [m for m in whole if m[1] > 6] == expect

@@ -120,6 +120,7 @@ class LiveStream:
         self.app = app
         self.name = name
         self.settings = settings
+        self._read_settings()
         self.chunk_size = chunk_size
         self.created = time.monotonic()
         self.publisher: Client | None = None
@@ -157,9 +158,22 @@ class LiveStream:
 
     def apply_settings(self, settings: Vhost) -> None:
         self.settings = settings
+        self._read_settings()
         self.jitter.mode = settings.play.time_jitter
         if not settings.play.gop_cache:
             self._drop_gop()
+
+    def _read_settings(self) -> None:
+        """What every media message consults, read once per (re)load instead of through three attributes."""
+        play = self.settings.play
+        self._gop_cache = play.gop_cache
+        self._gop_max_frames = play.gop_cache_max_frames
+        if self.settings.min_latency:
+            self._mw_latency, self._mw_msgs = 0, 0
+        else:
+            self._mw_latency, self._mw_msgs = play.mw_latency, play.mw_msgs
+        # A sparse stream (audio only, a stalled encoder) still leaves within about one merge window of wall time.
+        self._mw_wait = max(self._mw_latency, 20) / 1000.0
 
     def _drop_gop(self) -> None:
         self.gop = []
@@ -220,52 +234,66 @@ class LiveStream:
         self._queue(pkt)
 
     def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        # Every published message passes here: the common cases are tested inline, without calls.
         ts = self.jitter.correct(timestamp)
         self.last_timestamp = ts
         self.frames += 1
-        self.recv_bytes += len(payload)
+        size = len(payload)
+        self.recv_bytes += size
         keyframe = False
         seq = False
         if type_id == TAG_VIDEO:
-            tag = classify(payload)  # legacy FLV and enhanced RTMP (HEVC, AV1, VP9) alike
-            seq, keyframe = tag.is_sequence_header, tag.is_keyframe
+            b0 = payload[0] if size else 0
+            if (b0 == 0x27 or b0 == 0x17) and size >= 5:
+                # Legacy H.264, an inter or key frame: nearly all video there is.
+                packet_type = payload[1]
+                keyframe = b0 == 0x17 and packet_type == 1
+                seq = packet_type == 0
+            else:
+                tag = classify(payload)  # enhanced RTMP (HEVC, AV1, VP9), the rest of legacy FLV
+                seq, keyframe = tag.is_sequence_header, tag.is_keyframe
         elif type_id == TAG_AUDIO:
-            seq = classify_audio(payload).is_sequence_header
+            if size >= 2 and payload[0] >> 4 == 10:
+                seq = payload[1] == 0  # AAC
+            else:
+                seq = classify_audio(payload).is_sequence_header
         pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe, seq)
         if seq:
             if type_id == TAG_VIDEO:
                 self.video_sh = pkt
             else:
                 self.audio_sh = pkt
-        elif self.settings.play.gop_cache:
+        elif self._gop_cache:
             gop = self.gop
             if keyframe:
                 gop.clear()
                 gop.append(pkt)
-                self.gop_bytes = len(payload)
+                self.gop_bytes = size
             elif gop:
                 gop.append(pkt)
-                self.gop_bytes += len(payload)
-                if len(gop) > self.settings.play.gop_cache_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
+                self.gop_bytes += size
+                if len(gop) > self._gop_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
                     self._drop_gop()
-        for sink in self.sinks:
-            sink.on_message(type_id, ts, payload)
-        self._queue(pkt)
+        if self.sinks:
+            for sink in self.sinks:
+                sink.on_message(type_id, ts, payload)
+        pending = self.pending
+        pending.append(pkt)
+        if len(pending) > self._mw_msgs and ts - pending[0].timestamp >= self._mw_latency:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.scheduler.call_later(self._mw_wait, self.flush)
 
     # ------------------------------------------------------------ merged writes
 
     def _queue(self, pkt: Packet) -> None:
+        """Into the merge window (media is queued inline in on_media, the same way)."""
         pending = self.pending
         pending.append(pkt)
-        play = self.settings.play
-        latency = 0 if self.settings.min_latency else play.mw_latency
-        msgs = 0 if self.settings.min_latency else play.mw_msgs
-        if len(pending) > msgs and pkt.timestamp - pending[0].timestamp >= latency:
+        if len(pending) > self._mw_msgs and pkt.timestamp - pending[0].timestamp >= self._mw_latency:
             self.flush()
         elif self._timer is None:
-            # A sparse stream (audio only, a stalled encoder) still leaves within
-            # about one merge window of wall time.
-            self._timer = self.scheduler.call_later(max(latency, 20) / 1000.0, self.flush)
+            self._timer = self.scheduler.call_later(self._mw_wait, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:

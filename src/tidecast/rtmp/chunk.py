@@ -144,6 +144,9 @@ class ChunkDecoder:
         pos = 0
         end = len(buf)
         streams = self._streams
+        whole = type(buf) is bytes  # slicing bytes copies once; a bytearray slice needs bytes() on top
+        chunk_size = self.chunk_size
+        max_size = self.max_message_size
         while pos < end:
             if limit and len(out) >= limit:
                 self.held_back = True
@@ -151,6 +154,49 @@ class ChunkDecoder:
             b0 = buf[pos]
             fmt = b0 >> 6
             csid = b0 & 0x3F
+            if fmt != 3 and csid > 1:
+                # The common case, in as few steps as it takes: a new message in a single chunk, with a
+                # type 0-2 header on a chunk stream already known, no extended timestamp, all of it here.
+                # Anything else (the checks fail before any state changes) takes the general path below.
+                cs = streams.get(csid)
+                if cs is not None and not cs.received:
+                    p = pos + (12 if fmt == 0 else 8 if fmt == 1 else 4)
+                    if p > end:
+                        break
+                    if fmt == 2:
+                        ts_field = _U32.unpack_from(buf, pos)[0] & 0xFFFFFF
+                        length = cs.length
+                        type_id = cs.type_id
+                    else:
+                        ts_field, length = _HEAD.unpack_from(buf, pos)
+                        ts_field &= 0xFFFFFF
+                        type_id = length & 0xFF
+                        length >>= 8
+                    if (
+                        ts_field != _TS_EXTENDED
+                        and 0 <= length <= chunk_size
+                        and length <= max_size
+                        and p + length <= end
+                    ):
+                        if fmt == 0:
+                            cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
+                            cs.timestamp = ts_field
+                        else:
+                            cs.timestamp += ts_field
+                        cs.delta = ts_field
+                        cs.length = length
+                        cs.type_id = type_id
+                        cs.extended = False
+                        stream_id = cs.stream_id
+                        q = p + length
+                        payload: bytes = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
+                        msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid)
+                        pos = q
+                        if type_id <= C.ABORT and stream_id == 0:
+                            self._control(msg)
+                            chunk_size = self.chunk_size
+                        out.append(msg)
+                        continue
             p = pos + 1
             if csid == 0:
                 if p + 1 > end:
@@ -222,7 +268,6 @@ class ChunkDecoder:
                 raise ChunkError(
                     f"chunk stream {csid}: message of {length} bytes exceeds the {self.max_message_size}-byte limit"
                 )
-            chunk_size = self.chunk_size
             take = length - cs.received
             if take > chunk_size:
                 take = chunk_size
@@ -247,9 +292,10 @@ class ChunkDecoder:
                 if take == length:
                     # The common case: a message in one chunk, copied once.
                     # Slicing bytes copies once; a bytearray slice needs bytes() on top.
-                    payload = buf[p : p + take] if isinstance(buf, bytes) else bytes(buf[p : p + take])
+                    payload = buf[p : p + take] if whole else bytes(buf[p : p + take])  # type: ignore[assignment]
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+                    chunk_size = self.chunk_size
                     continue
                 # All of it here? (Counting one header byte per continuation
                 # chunk: a bound, checked before any call.)
@@ -257,6 +303,7 @@ class ChunkDecoder:
                     done = self._gather(buf, p, take, csid, cs, chunk_size, out)
                     if done:
                         pos = done
+                        chunk_size = self.chunk_size
                         continue
             part = cs.buf
             part += buf[p : p + take]
@@ -283,6 +330,7 @@ class ChunkDecoder:
                 cs.buf = bytearray()
                 cs.received = 0
                 self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+                chunk_size = self.chunk_size
             else:
                 cs.received = received
         return pos
