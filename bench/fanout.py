@@ -123,7 +123,7 @@ async def measure_server(
     else:
         raise SystemExit(f"unknown server {name}: tidecast, nginx")
     label = {"tidecast": "tidecast", "nginx": "nginx-rtmp"}.get(name, name)
-    if args.several_protocols:
+    if getattr(args, "several_protocols", False):  # multicore.py drives one protocol
         label = f"{label}-{args.protocol}"
     print(f"\n== {label}: {args.protocol} players of {target.rtmp_url()} (server pid {server.pid})")
     publisher = B.PublisherProcess(clip.path, target, workdir)

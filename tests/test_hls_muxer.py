@@ -452,7 +452,7 @@ def test_timestamps_that_stop_advancing_never_grow_one_segment_for_ever(tmp_path
         muxer.on_message(*video[fed])
         fed += 1
     stuck_ts = video[fed - 1][1]
-    muxer.segment_opened -= 11.0  # as if it had been open 11 s of wall time
+    muxer._wall_deadline -= 11.0  # as if it had been open 11 s of wall time
     muxer.on_message(TAG_VIDEO, stuck_ts, video[fed][2])
     assert muxer.file is None, "cut on wall time"
     assert not list((tmp_path / "live").glob("*.tmp")), "a segment whose timestamps never moved is dropped"

@@ -354,6 +354,7 @@ class Fmp4Muxer(HlsMuxer):
         self.file_path = path
         self.segment_start = self.part_start = ts
         self.segment_opened = self.last_message
+        self._wall_deadline = self.segment_opened + self._wall_limit()
         self.segment_video = self.init_tracks[0] is not None
         self.segment_audio = self.init_tracks[1] is not None
         self.segment_pdt = self.anchor + ts / 1000

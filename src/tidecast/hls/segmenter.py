@@ -184,6 +184,7 @@ class HlsMuxer:
         self.file: IO[bytes] | None = None
         self.file_path = ""
         self.segment_opened = 0.0  # wall time the open segment was opened
+        self._wall_deadline = 0.0  # and when it is cut whatever its timestamps say
         self.segment_start = 0
         self.segment_video = False  # what its PMT announced
         self.segment_video_type = STREAM_TYPE_H264
@@ -282,7 +283,7 @@ class HlsMuxer:
                 self._video(timestamp_ms, payload)
             elif type_id == TAG_AUDIO:
                 self._audio(timestamp_ms, payload)
-            if self.file is not None and now - self.segment_opened > self._wall_limit():
+            if self.file is not None and now > self._wall_deadline:
                 # Timestamps that stop advancing (or crawl) would grow one segment for ever: cut on wall
                 # time too. A segment whose timestamps never moved is dropped; the next keyframe opens one.
                 self._close_segment(self._end_ts())
@@ -464,6 +465,7 @@ class HlsMuxer:
         self.file_path = path
         self.segment_start = ts
         self.segment_opened = self.last_message
+        self._wall_deadline = self.segment_opened + self._wall_limit()  # per message, so worked out once here
         video_type = self._video_type()
         if self.avc is not None and self.segment_video and video_type != self.segment_video_type:
             # H.264 → HEVC (or back) within a publish: players must reset their decoders here.
