@@ -235,7 +235,15 @@ class LiveStream:
 
     def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         # Every published message passes here: the common cases are tested inline, without calls.
-        ts = self.jitter.correct(timestamp)
+        jitter = self.jitter
+        last = jitter.last_time
+        if last is not None and 0 <= timestamp - last <= MAX_JITTER_MS and jitter.mode == "full":
+            # A frame a little after the last one: what TimeJitter.correct would do, without the call.
+            ts = jitter.last_correct + timestamp - last
+            jitter.last_correct = ts
+            jitter.last_time = timestamp
+        else:
+            ts = jitter.correct(timestamp)
         self.last_timestamp = ts
         self.frames += 1
         size = len(payload)

@@ -19,6 +19,7 @@ _U32LE = struct.Struct("<I")
 _HEAD = struct.Struct(">II")
 _TS_EXTENDED = C.EXTENDED_TIMESTAMP
 _HEADER_SIZES = (11, 7, 3, 0)
+_FAST_HEADER = (12, 8, 4)  # basic header byte + message header, by type
 
 
 class ChunkError(ProtocolError):
@@ -146,7 +147,7 @@ class ChunkDecoder:
         streams = self._streams
         whole = type(buf) is bytes  # slicing bytes copies once; a bytearray slice needs bytes() on top
         chunk_size = self.chunk_size
-        max_size = self.max_message_size
+        fast_max = min(chunk_size, self.max_message_size)  # the largest message the fast path takes
         while pos < end:
             if limit and len(out) >= limit:
                 self.held_back = True
@@ -160,7 +161,7 @@ class ChunkDecoder:
                 # Anything else (the checks fail before any state changes) takes the general path below.
                 cs = streams.get(csid)
                 if cs is not None and not cs.received:
-                    p = pos + (12 if fmt == 0 else 8 if fmt == 1 else 4)
+                    p = pos + _FAST_HEADER[fmt]
                     if p > end:
                         break
                     if fmt == 2:
@@ -172,12 +173,7 @@ class ChunkDecoder:
                         ts_field &= 0xFFFFFF
                         type_id = length & 0xFF
                         length >>= 8
-                    if (
-                        ts_field != _TS_EXTENDED
-                        and 0 <= length <= chunk_size
-                        and length <= max_size
-                        and p + length <= end
-                    ):
+                    if ts_field != _TS_EXTENDED and 0 <= length <= fast_max and p + length <= end:
                         if fmt == 0:
                             cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
                             cs.timestamp = ts_field
@@ -195,6 +191,7 @@ class ChunkDecoder:
                         if type_id <= C.ABORT and stream_id == 0:
                             self._control(msg)
                             chunk_size = self.chunk_size
+                            fast_max = min(chunk_size, self.max_message_size)
                         out.append(msg)
                         continue
             p = pos + 1
@@ -296,6 +293,7 @@ class ChunkDecoder:
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
                     chunk_size = self.chunk_size
+                    fast_max = min(chunk_size, self.max_message_size)
                     continue
                 # All of it here? (Counting one header byte per continuation
                 # chunk: a bound, checked before any call.)
@@ -304,6 +302,7 @@ class ChunkDecoder:
                     if done:
                         pos = done
                         chunk_size = self.chunk_size
+                        fast_max = min(chunk_size, self.max_message_size)
                         continue
             part = cs.buf
             part += buf[p : p + take]
@@ -331,6 +330,7 @@ class ChunkDecoder:
                 cs.received = 0
                 self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
                 chunk_size = self.chunk_size
+                fast_max = min(chunk_size, self.max_message_size)
             else:
                 cs.received = received
         return pos
