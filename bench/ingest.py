@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--publishers", default="50,100,300", help="publisher counts, ramped in turn (50,100,300)")
     p.add_argument("--hls", choices=("off", "on", "both"), default="both", help="HLS muxing off, on, or both runs")
-    p.add_argument(
-        "--mr", choices=("off", "on", "both"), default="off", help="merged read (mr on): off, on, both"
-    )
+    p.add_argument("--mr", choices=("off", "on", "both"), default="off", help="merged read (mr on): off, on, both")
     p.add_argument("--mr-latency", type=int, default=350, help="mr_latency in ms when --mr is on (350, SRS's default)")
     p.add_argument(
         "--servers", default="auto", help="auto (tidecast, plus nginx-rtmp when installed), tidecast, or nginx,tidecast"

@@ -26,6 +26,7 @@ command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
 
 echo "== ruff"
 python3 -m ruff check src tests testkit $( [ -d bench ] && echo bench )
+python3 -m ruff format --check src tests testkit $( [ -d bench ] && echo bench )
 echo "== mypy"
 python3 -m mypy
 echo "== pytest"

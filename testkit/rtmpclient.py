@@ -177,7 +177,7 @@ def stalled_player(host: str, port: int, stream: str, app: str = "live", rcvbuf:
 
 # An AVCDecoderConfigurationRecord (High profile 1280x720: one SPS, one PPS), and AAC-LC 44.1 kHz stereo.
 AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00" + bytes.fromhex(
-    "0164001fffe1001a" "6764001facd9405005bb011000000300100000030320f1831960" "01000568ebecb22c"
+    "0164001fffe1001a6764001facd9405005bb011000000300100000030320f183196001000568ebecb22c"
 )
 AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
 

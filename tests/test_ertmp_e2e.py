@@ -88,7 +88,6 @@ def published(
         assert pub.proc.returncode in (0, -15, 255), pub.log.read_text()
 
 
-
 def _join_burst(srv: TidecastProcess, name: str, seconds: float = 1.0) -> list[tuple[int, int, bytes]]:
     """The first tags a late HTTP-FLV player gets (the join burst and a little more)."""
     reader = FlvReader()

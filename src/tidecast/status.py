@@ -461,9 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     statuses = collect(endpoints, args.interval, args.timeout)
     tracks = {name: track_summary([s for s in statuses if s.track == name]) for name in names}
     problems = [
-        f"{s.url} (track {s.track}) is {s.state}" + (f": {s.error}" if s.error else "")
-        for s in statuses
-        if not s.ready
+        f"{s.url} (track {s.track}) is {s.state}" + (f": {s.error}" if s.error else "") for s in statuses if not s.ready
     ]
     verdict: dict[str, Any] | None = None
     if args.compare:

@@ -229,7 +229,9 @@ class OriginCluster:
                 return None  # nobody has it: wait here like a plain origin
             http = origin.get("http")
             return Redirect(
-                str(origin["ip"]), int(origin["port"]), str(origin.get("vhost") or settings.name),
+                str(origin["ip"]),
+                int(origin["port"]),
+                str(origin.get("vhost") or settings.name),
                 http if isinstance(http, str) else "",
             )
         origin = await self.find(settings, request.app, request.stream, "", fresh=True)

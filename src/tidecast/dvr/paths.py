@@ -41,6 +41,7 @@ def expand(template: str, vhost: str, app: str, stream: str, now: float | None =
     """[vhost] [app] [stream] [timestamp] and the date parts [2006] [01] [02] [15] [04] [05] [999] (local time)."""
     return stream_path(template, vhost, app, stream, None, now)
 
+
 def file_path(dvr_path: str, vhost: str, app: str, stream: str, now: float | None = None) -> str:
     """The absolute, normalised path of the file to record now; DvrPathError if it escapes the root."""
     root = root_of(dvr_path)

@@ -129,6 +129,7 @@ def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = N
     """SRS's path variables: [vhost] [app] [stream] [seq] [timestamp] and [2006] [01] [02] [15] [04] [05] [999]."""
     return stream_path(template, vhost, app, stream, seq, now)
 
+
 _VARIABLES = {
     "[seq]": r"\d+",
     "[timestamp]": r"\d+",

@@ -111,9 +111,7 @@ class TimeJitter:
 
 
 class LiveStream:
-    def __init__(
-        self, vhost: str, app: str, name: str, settings: Vhost, chunk_size: int, scheduler: Scheduler
-    ) -> None:
+    def __init__(self, vhost: str, app: str, name: str, settings: Vhost, chunk_size: int, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.id = f"vid-{next(_stream_ids)}"
         self.vhost = vhost

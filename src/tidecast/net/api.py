@@ -104,8 +104,20 @@ class Api:
         for name in ("ru_utime", "ru_stime"):
             data[name] = getattr(usage, name)
         for name in (
-            "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt", "ru_majflt", "ru_nswap", "ru_inblock",
-            "ru_oublock", "ru_msgsnd", "ru_msgrcv", "ru_nsignals", "ru_nvcsw", "ru_nivcsw",
+            "ru_maxrss",
+            "ru_ixrss",
+            "ru_idrss",
+            "ru_isrss",
+            "ru_minflt",
+            "ru_majflt",
+            "ru_nswap",
+            "ru_inblock",
+            "ru_oublock",
+            "ru_msgsnd",
+            "ru_msgrcv",
+            "ru_nsignals",
+            "ru_nvcsw",
+            "ru_nivcsw",
         ):
             data[name] = int(getattr(usage, name))
         return self.reply(request, data=data)
@@ -160,9 +172,21 @@ class Api:
             "build": "python",
             "build2": "",
             "features": {
-                "ssl": True, "hls": True, "hds": False, "callback": True, "api": True, "httpd": True, "dvr": True,
-                "transcode": True, "ingest": True, "stat": True, "caster": False, "complex_send": True,
-                "tcp_nodelay": True, "so_sendbuf": False, "mr": True,
+                "ssl": True,
+                "hls": True,
+                "hds": False,
+                "callback": True,
+                "api": True,
+                "httpd": True,
+                "dvr": True,
+                "transcode": True,
+                "ingest": True,
+                "stat": True,
+                "caster": False,
+                "complex_send": True,
+                "tcp_nodelay": True,
+                "so_sendbuf": False,
+                "mr": True,
             },
         }
         return self.reply(request, data=data)

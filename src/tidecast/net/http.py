@@ -270,8 +270,10 @@ def _auth_middleware(hub: Hub) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         cfg = hub.config.http_api.auth
-        guarded = request.path.startswith("/api/") or request.path in ("/metrics", "/console") or (
-            request.path.startswith("/console/")
+        guarded = (
+            request.path.startswith("/api/")
+            or request.path in ("/metrics", "/console")
+            or (request.path.startswith("/console/"))
         )
         if cfg.enabled and guarded and request.path.rstrip("/") != "/api/v1/versions":
             expected = "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()

@@ -288,9 +288,7 @@ class RtmpConnection(asyncio.Protocol):
             publish = stream.settings.publish
             limit = publish.firstpkt_timeout if stream.frames == 0 else publish.normal_timeout
             if now - self.last_media > limit / 1000.0:
-                log.warning(
-                    "client %s: publisher of %s sent no media for %d ms, closing", self.ip, stream.url, limit
-                )
+                log.warning("client %s: publisher of %s sent no media for %d ms, closing", self.ip, stream.url, limit)
                 self.close()
 
     # ------------------------------------------------------------ commands
@@ -456,4 +454,3 @@ def _strip_flv(name: str) -> str:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
-
