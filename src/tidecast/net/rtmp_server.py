@@ -287,6 +287,8 @@ class RtmpConnection(asyncio.Protocol):
             stream = publication.stream
             publish = stream.settings.publish
             limit = publish.firstpkt_timeout if stream.frames == 0 else publish.normal_timeout
+            if publish.mr and not stream.settings.min_latency:
+                limit += publish.mr_latency  # a merged read leaves the socket unread that long on purpose
             if now - self.last_media > limit / 1000.0:
                 log.warning("client %s: publisher of %s sent no media for %d ms, closing", self.ip, stream.url, limit)
                 self.close()
