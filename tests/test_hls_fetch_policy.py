@@ -24,7 +24,16 @@ from tidecast.hls.fetchcache import (
     stale_window,
     stream_key,
 )
-from tidecast.hls.playlist import is_stale_live, media_sequence_of, part_target_of, target_of, uris_of
+from tidecast.hls.playlist import (
+    Entry,
+    discontinuity_sequence_of,
+    entries_of,
+    is_stale_live,
+    media_sequence_of,
+    part_target_of,
+    target_of,
+    uris_of,
+)
 from tidecast.live.names import check_rel_path
 from tidecast.net.hls_fetch import cache_limits
 
@@ -225,3 +234,16 @@ def test_origin_order_starts_with_the_last_that_answered() -> None:
     assert origin_order(["a", "b", "c"], None) == ["a", "b", "c"]
     assert origin_order(["a", "b", "c"], "b") == ["b", "a", "c"]
     assert origin_order(["a", "b"], "gone") == ["a", "b"]  # removed by a reload
+
+
+def test_entries_of_reads_a_plain_ts_playlist_and_refuses_what_cannot_be_continued() -> None:
+    text = (
+        "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n#EXT-X-TARGETDURATION:2\n"
+        "#EXTINF:2.000,\na-7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.500,\na-8.ts\n"
+    )
+    assert entries_of(text) == [Entry(2000, "a-7.ts", False), Entry(1500, "a-8.ts", True)]
+    assert discontinuity_sequence_of(text) == 2
+    assert entries_of(text + "#EXT-X-ENDLIST\n") is None
+    assert entries_of(text.replace("#EXTINF:1.500", "#EXTINF:x")) is None
+    assert entries_of('#EXT-X-MAP:URI="init.mp4"\n' + text) is None
+    assert entries_of("#EXTM3U\n#EXTINF:2.0,\n#EXTINF:2.0,\na.ts\n") == [Entry(2000, "a.ts", False)]

@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import subprocess
 import threading
 import time
@@ -244,38 +245,71 @@ def test_leftovers_of_a_crashed_run_are_cleaned_on_first_publish(tags: Tags, tmp
     assert (live / "s.m3u8").read_text().startswith("#EXTM3U") and "s-77.ts" not in (live / "s.m3u8").read_text()
 
 
-def test_a_previous_owners_files_stay_until_no_playlist_can_name_them(tags: Tags, tmp_path: Path) -> None:
-    """On a shared hls_path the stream moved here from another node (or a killed run): its playlist stays
-    until ours replaces it, and its segments until our first segment and its playlist's duration have
-    passed, so players (and edges, and an nginx) holding its playlist fetch every segment it names."""
-    live = tmp_path / "live"
+_PREVIOUS_OWNER = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n" + "".join(
+    f"#EXTINF:2.000,\ns-{n}.ts\n" for n in (40, 41, 42)
+)
+
+
+def _previous_owner(live: Path, age_s: float = 0.0) -> None:
     live.mkdir()
-    old = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n" + "".join(
-        f"#EXTINF:2.000,\ns-{n}.ts\n" for n in (40, 41, 42)
-    )
-    (live / "s.m3u8").write_text(old)
+    (live / "s.m3u8").write_text(_PREVIOUS_OWNER)
+    if age_s:
+        then = time.time() - age_s
+        os.utime(live / "s.m3u8", (then, then))
     for n in (40, 41, 42):
         (live / f"s-{n}.ts").write_bytes(b"old")
     (live / "s-43.ts.tmp").write_bytes(b"half")
-    muxer = HlsMuxer(Hls(hls_path=str(tmp_path)), "__defaultVhost__", "live", "s")
-    muxer.on_publish()
-    assert (live / "s.m3u8").read_text() == old and not (live / "s-43.ts.tmp").exists()
+
+
+def _first_playlist(muxer: HlsMuxer, tags: Tags) -> tuple[m3u8.M3U8, Any]:
     rest = iter(tags)
     for message in rest:
         muxer.on_message(*message)
-        if muxer.playlist.segments:
+        segments = muxer.playlist.segments
+        if segments and segments[-1].sequence >= 43:  # our first segment is listed
             break
-    playlist = m3u8.load(str(live / "s.m3u8"))
-    assert playlist.media_sequence == 43 and playlist.segments[0].discontinuity
+    return m3u8.load(muxer.m3u8_path), rest
+
+
+def test_a_previous_owners_files_stay_until_no_playlist_can_name_them(tags: Tags, tmp_path: Path) -> None:
+    """On a shared hls_path the stream moved here from another node: its playlist stays until ours
+    replaces it, and ours goes on from it (its segments, then ours behind a discontinuity), so players
+    (and edges, and an nginx) holding its playlist read on without a jump; its segments leave with our
+    window."""
+    live = tmp_path / "live"
+    _previous_owner(live)
+    muxer = HlsMuxer(Hls(hls_path=str(tmp_path), hls_window=10), "__defaultVhost__", "live", "s")
+    muxer.on_publish()
+    assert (live / "s.m3u8").read_text() == _PREVIOUS_OWNER and not (live / "s-43.ts.tmp").exists()
+    playlist, rest = _first_playlist(muxer, tags)
+    assert playlist.media_sequence == 40
+    assert [seg.uri for seg in playlist.segments] == ["s-40.ts", "s-41.ts", "s-42.ts", "s-43.ts"]
+    assert [seg.discontinuity for seg in playlist.segments] == [False, False, False, True]
     assert all((live / f"s-{n}.ts").exists() for n in (40, 41, 42))
     for message in rest:
         muxer.on_message(*message)
     muxer.on_unpublish()
+    for round_ in (1, 2, 3):
+        muxer.on_publish()
+        for type_id, ts, payload in tags:
+            muxer.on_message(type_id, ts + round_ * CLIP_MS, payload)
+        muxer.on_unpublish()
+    # Out of our 10 s window, then gone once no player can hold a playlist naming them.
+    assert not any((live / f"s-{n}.ts").exists() for n in (40, 41, 42))
+    final = m3u8.load(muxer.m3u8_path)
+    assert final.media_sequence > 43 and final.discontinuity_sequence >= 1  # the tag at 43 slid out too
+
+
+def test_a_stale_leftover_playlist_is_not_continued(tags: Tags, tmp_path: Path) -> None:
+    """A playlist unchanged for an hour is a dead run's: numbered on (caches never see a name come back
+    with other media), but not listed, and its segments go once no player can hold it."""
+    live = tmp_path / "live"
+    _previous_owner(live, age_s=3600)
+    muxer = HlsMuxer(Hls(hls_path=str(tmp_path)), "__defaultVhost__", "live", "s")
     muxer.on_publish()
-    for type_id, ts, payload in tags:
-        muxer.on_message(type_id, ts + CLIP_MS, payload)
-    muxer.on_unpublish()
-    assert not any((live / f"s-{n}.ts").exists() for n in (40, 41, 42))  # 12 s of ours > 2 s + 6 s
+    playlist, _ = _first_playlist(muxer, tags)
+    assert playlist.media_sequence == 43 and playlist.segments[0].discontinuity
+    assert [seg.uri for seg in playlist.segments] == ["s-43.ts"]
 
 
 def test_dispose_leaves_the_playlist_a_new_owner_writes(tags: Tags, tmp_path: Path) -> None:

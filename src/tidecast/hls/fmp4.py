@@ -61,6 +61,9 @@ class Fmp4Muxer(HlsMuxer):
     """The fMP4 HLS sink of one stream (see the module docstring). `store` is where low-latency
     playlists and parts go; None keeps them to the disk playlist only."""
 
+    # Its segments need the init segment of their own publish (EXT-X-MAP): a leftover is not continued.
+    CONTINUES_LEFTOVERS = False
+
     def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str, store: HlsStore | None = None) -> None:
         super().__init__(settings, vhost, app, stream)
         self.store = store

@@ -147,6 +147,52 @@ def listed_seconds(text: str) -> float:
     return listed
 
 
+def discontinuity_sequence_of(text: str) -> int:
+    value = _tag_value(text, "#EXT-X-DISCONTINUITY-SEQUENCE:")
+    return int(value) if value is not None and value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A segment as a playlist lists it."""
+
+    duration_ms: int
+    uri: str
+    discontinuity: bool
+
+
+def entries_of(text: str) -> list[Entry] | None:
+    """The segments of a plain MPEG-TS live playlist, in order; None for anything else (fMP4's EXT-X-MAP,
+    LL-HLS parts, a finished playlist, unreadable durations), which a new writer must not continue."""
+    if has_endlist(text):
+        return None
+    entries: list[Entry] = []
+    duration: float | None = None
+    discontinuity = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.startswith(("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+                return None
+            if line == "#EXT-X-DISCONTINUITY":
+                discontinuity = True
+            elif line.startswith("#EXTINF:"):
+                try:
+                    duration = float(line[8:].partition(",")[0])
+                except ValueError:
+                    return None
+                if not 0.0 < duration <= 3600.0:
+                    return None
+            continue
+        if duration is None:
+            return None
+        entries.append(Entry(round(duration * 1000), line, discontinuity))
+        duration, discontinuity = None, False
+    return entries
+
+
 def has_endlist(text: str) -> bool:
     return any(line.strip() == ENDLIST for line in text.splitlines())
 

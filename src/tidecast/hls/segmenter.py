@@ -59,7 +59,17 @@ from tidecast.codec.mpegts import (
     TsMuxer,
 )
 from tidecast.errors import ProtocolError
-from tidecast.hls.playlist import Playlist, Segment, listed_seconds, media_sequence_of
+from tidecast.hls.playlist import (
+    Entry,
+    Playlist,
+    Segment,
+    discontinuity_sequence_of,
+    entries_of,
+    is_stale_live,
+    listed_seconds,
+    media_sequence_of,
+    target_of,
+)
 from tidecast.pathvars import stream_path
 
 log = logging.getLogger("tidecast.hls")
@@ -166,6 +176,10 @@ def segment_files(hls_path: str, template: str, vhost: str, app: str, stream: st
 class HlsMuxer:
     """The HLS sink of one stream; see the module docstring. Not thread-safe (the event loop calls it)."""
 
+    # A fresh playlist another writer left on a shared hls_path (the stream moved here) is continued:
+    # its segments stay listed ahead of ours, so its players read on instead of jumping ahead.
+    CONTINUES_LEFTOVERS = True
+
     def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str) -> None:
         self.settings = settings  # reassigned by the server on reload: read at each decision
         self.vhost = vhost
@@ -209,6 +223,8 @@ class HlsMuxer:
         self._written: tuple[int, int, int] | None = None  # (device, inode, mtime) of our last playlist
         self._error_logged = False
         self._codec_warned = False  # a video codec TS cannot carry was logged this publish
+        # A leftover playlist to continue: its first sequence number, discontinuity sequence, entries.
+        self._leftover: tuple[int, int, list[Entry]] | None = None
 
     # ------------------------------------------------------------ paths
 
@@ -306,11 +322,13 @@ class HlsMuxer:
             return False
         self._abandon_segment()
         if self._playlist_is_ours():
-            # On a shared hls_path the stream may have moved to another node, which writes this playlist now.
             self._delete(self._m3u8)
             self._delete(self._m3u8 + TMP)
-        for seg in self.playlist.segments:
-            self._delete(seg.path)
+            for seg in self.playlist.segments:
+                self._delete(seg.path)
+        # Otherwise the stream moved to another node on this shared hls_path, which writes the playlist now
+        # and has taken over the segments ours listed: it lists them on, or deletes them when no player
+        # can hold a playlist naming them.
         for _, path in self.doomed:
             self._delete(path)
         self.playlist = Playlist()
@@ -570,16 +588,43 @@ class HlsMuxer:
         """A playlist another run left (a killed one, or the previous owner on a shared hls_path): number on
         after its last segment, behind a discontinuity, so a player or CDN that cached it never sees a
         segment name or MEDIA-SEQUENCE come back with other media. Returns how long it lists, in ms."""
+        self._leftover = None
         try:
             with open(self._m3u8, encoding="utf-8", errors="replace") as f:
                 text = f.read(MAX_LEFTOVER_PLAYLIST)
+                age = time.time() - os.fstat(f.fileno()).st_mtime
         except OSError:
             return 0
-        following = (media_sequence_of(text) or 0) + text.count("#EXTINF")
+        first = media_sequence_of(text) or 0
+        following = first + text.count("#EXTINF")
         if following > self.sequence:
             self.sequence = following
             self.next_discontinuity = True
+            if self.CONTINUES_LEFTOVERS and target_of(text) is not None and not is_stale_live(text, age):
+                entries = entries_of(text)
+                if entries:
+                    self._leftover = (first, discontinuity_sequence_of(text), entries)
         return round(listed_seconds(text) * 1000)
+
+    def _continue_leftover(self, files: list[str]) -> set[str]:
+        """List the leftover playlist's segments ahead of ours, when every one of them is still on disk
+        under the name we would give it; returns their paths (they leave with our window, not before)."""
+        if self._leftover is None:
+            return set()
+        first, discontinuities, entries = self._leftover
+        self._leftover = None
+        by_uri = {self._uri(path): path for path in files if not path.endswith(TMP)}
+        paths = [by_uri.get(entry.uri) for entry in entries]
+        if any(path is None for path in paths):
+            return set()
+        self.playlist.segments = [
+            Segment(first + i, path, entry.uri, entry.duration_ms, entry.discontinuity)
+            for i, (entry, path) in enumerate(zip(entries, paths, strict=True))
+            if path is not None
+        ]
+        self.playlist.longest_ms = max(entry.duration_ms for entry in entries)
+        self.playlist.discontinuity_sequence = discontinuities
+        return {path for path in paths if path is not None}
 
     def _retire_leftovers(self, listed_ms: int) -> None:
         """Files another run left for this stream: its temporary files go now; its playlist stays until
@@ -589,10 +634,12 @@ class HlsMuxer:
         s = self.settings
         self._delete(self._m3u8 + TMP)
         deadline = self._leftover_deadline(listed_ms)
-        for path in segment_files(s.hls_path, self._segment_template(), self.vhost, self.app, self.stream):
+        files = segment_files(s.hls_path, self._segment_template(), self.vhost, self.app, self.stream)
+        continued = self._continue_leftover(files)
+        for path in files:
             if path.endswith(TMP):
                 self._delete(path)
-            else:
+            elif path not in continued:
                 bisect.insort(self.doomed, (deadline, path))
 
     def _leftover_deadline(self, listed_ms: int) -> int:
