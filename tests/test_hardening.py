@@ -107,6 +107,14 @@ def test_reload_to_a_port_in_use_keeps_rtmp_listening_and_fails(tidecast: Factor
         busy.close()
 
 
+def test_reload_that_changes_workers_says_it_needs_a_restart(tidecast: Factory) -> None:
+    srv = tidecast()
+    srv.conf.write_text("workers 2;\n" + srv.conf.read_text())
+    assert srv.api_json("/api/v1/raw?rpc=reload")["code"] == 0
+    wait_for(lambda: "workers 1 -> 2 needs a restart" in srv.log(), 10)
+    assert srv.api_json("/api/v1/raw?rpc=reload-fetch")["data"]["err"] == 0
+
+
 def test_api_trailing_slashes_new_endpoints_and_safe_jsonp(tidecast: Factory) -> None:
     srv = tidecast()
     for path in ("/api/v1/", "/api/v1/summaries/", "/api/v1/versions/", "/api/v1/streams/", "/api/v1/vhosts/"):

@@ -401,6 +401,13 @@ class App:
         old = self.config
         if new.http_api != old.http_api or new.http_server != old.http_server:
             log.warning("reload: http_api and http_server changes need a restart (as in SRS 5); kept the running ones")
+        if new.workers != old.workers:
+            log.warning(
+                "reload: %s: workers %s -> %s needs a restart; the running processes keep serving",
+                new.path,
+                old.workers,
+                new.workers,
+            )
         self.hub.apply_config(new)
         for service in self.services:
             service.reload()
