@@ -491,3 +491,23 @@ def test_timestamps_that_stop_advancing_never_grow_one_segment_for_ever(tmp_path
     assert muxer.file is None, "cut on wall time"
     assert not list((tmp_path / "live").glob("*.tmp")), "a segment whose timestamps never moved is dropped"
     muxer.on_unpublish()
+
+
+def test_a_directory_removed_under_a_live_stream_is_made_again(tags: Tags, tmp_path: Path) -> None:
+    """Directories are made once, not before every file; one that an operator (or a cleanup job) removes
+    while the stream runs is made again at the next file, and the stream's HLS goes on."""
+    import shutil
+
+    muxer = HlsMuxer(Hls(hls_path=str(tmp_path)), "__defaultVhost__", "live", "s")
+    muxer.on_publish()
+    half = len(tags) // 2
+    for message in tags[:half]:
+        muxer.on_message(*message)
+    assert muxer.playlist.segments
+    muxer._abandon_segment()  # the open file goes with its directory
+    shutil.rmtree(tmp_path / "live")
+    for message in tags[half:]:
+        muxer.on_message(*message)
+    muxer.on_unpublish()
+    playlist = m3u8.load(str(tmp_path / "live" / "s.m3u8"))
+    assert playlist.segments and all((tmp_path / "live" / seg.uri).exists() for seg in playlist.segments[-1:])

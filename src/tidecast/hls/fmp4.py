@@ -352,8 +352,7 @@ class Fmp4Muxer(HlsMuxer):
         if tracks != self.init_tracks:
             self._write_init(tracks)
         path = self._segment_path(self.sequence)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.file = open(path + TMP, "wb", buffering=64 * 1024)  # noqa: SIM115 -- open for the segment's life
+        self.file = self._create(path + TMP, 64 * 1024)
         self.file_path = path
         self.segment_start = self.part_start = ts
         self.segment_opened = self.last_message
@@ -377,9 +376,8 @@ class Fmp4Muxer(HlsMuxer):
             self.next_discontinuity = bool(self.playlist.segments) or self.next_discontinuity
         path = f"{os.path.splitext(self.m3u8_path)[0]}-init-{self.init_count}.mp4"
         self.init_count += 1
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
-            with open(path + TMP, "wb") as f:
+            with self._create(path + TMP) as f:
                 f.write(data)
             os.replace(path + TMP, path)
         except OSError:
