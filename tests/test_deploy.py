@@ -471,6 +471,19 @@ def test_edge_cluster_edges_pull_from_the_origin_service() -> None:
     assert get("edge-cluster", "Deployment", "srs-edge-deploy")["spec"]["replicas"] == 3
 
 
+def test_edge_hls_edges_fetch_hls_from_the_origins_http_port() -> None:
+    edge_conf = parse_conf(get("edge-hls", "ConfigMap", "srs-edge-config")["data"]["srs.conf"])
+    assert arg(edge_conf, "vhost", "cluster", "hls_fetch") == "on"
+    port = int(arg(edge_conf, "vhost", "cluster", "hls_fetch_port") or 0)
+    origin_conf = parse_conf(get("edge-hls", "ConfigMap", "srs-origin-config")["data"]["srs.conf"])
+    assert arg(origin_conf, "http_server", "listen") == str(port)
+    assert arg(origin_conf, "vhost", "hls", "enabled") == "on"
+    ports = {p["port"] for p in get("edge-hls", "Service", "srs-origin-service")["spec"]["ports"]}
+    assert ports == {1935, port}
+    edge_ports = {p["port"] for p in get("edge-hls", "Service", "srs-edge-service")["spec"]["ports"]}
+    assert 8080 in edge_ports  # players fetch HLS from the edges
+
+
 def test_origin_statefulset_uses_dns_discovery_and_shared_storage() -> None:
     ov = "origin-cluster-statefulset"
     sts = get(ov, "StatefulSet", "srs-origin")
