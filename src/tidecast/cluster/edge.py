@@ -68,9 +68,14 @@ class _RoundRobin:
     def __init__(self) -> None:
         self.count = 0
 
-    def pick(self, origins: list[str]) -> str:
+    def pick(self, origins: list[str], avoid: tuple[str, int] | None = None, default_port: int = 1935) -> str:
+        """The next origin; not `avoid` (the one that just failed, perhaps reached by a redirect) when another
+        is listed: a draining origin picked again costs a refused connection and a backoff."""
         origin = origins[self.count % len(origins)]
         self.count += 1
+        if avoid is not None and len(origins) > 1 and split_origin(origin, default_port) == avoid:
+            origin = origins[self.count % len(origins)]
+            self.count += 1
         return origin
 
 
@@ -150,6 +155,7 @@ class EdgeIngester:
         connection_id.set(self.client.id)  # the task's own context: its logs carry the ingest id
         picker = _RoundRobin()
         failures = 0
+        failed: tuple[str, int] | None = None  # the upstream the last attempt lost
         warned_empty = False
         while True:
             settings = self.manager.hub.config.vhost(self.stream.vhost)
@@ -177,7 +183,7 @@ class EdgeIngester:
             else:
                 protocol = settings.cluster.protocol if settings is not None else "rtmp"
                 default_port = {"flv": 80, "flvs": 443}.get(protocol, 1935)
-                host, port = split_origin(picker.pick(origins), default_port)
+                host, port = split_origin(picker.pick(origins, failed, default_port), default_port)
                 app, name = self.stream.app, self.stream.name
             vhost = upstream_vhost(settings, self.stream.vhost) if settings else self.stream.vhost
             self.state = STATE_CONNECTING
@@ -211,6 +217,7 @@ class EdgeIngester:
                     self.origin,
                     exc or type(exc).__name__,
                 )
+            failed = (host, port)
             # It worked until now: retry at once, on the next origin; else back off.
             failures = 0 if self._got_media else failures + 1
             self.redirects_in_row = 0
