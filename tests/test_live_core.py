@@ -363,6 +363,21 @@ def test_a_joiner_shortly_after_another_shares_its_timeline() -> None:
     assert next(x[1] for x in tags(second.received()) if x[0] == TAG_VIDEO) == 2000
 
 
+def test_a_stream_without_players_keeps_no_merge_window_and_a_joiner_gets_each_packet_once() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock)
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    stream.on_media(TAG_VIDEO, 0, AVC_HEADER)
+    publish_gop(stream, start=0, frames=5)
+    assert not stream.pending and not clock.timers  # nobody to write to: nothing queued, no timer
+    t = FakeTransport()
+    stream.add_player(player(t))
+    publish_gop(stream, start=200, frames=12)  # long enough for the merge window to flush
+    stream.flush()
+    video = [x[1] for x in tags(t.received()) if x[0] == TAG_VIDEO]
+    assert video == [0, *range(0, 5 * 40, 40), *range(200, 200 + 12 * 40, 40)]
+
+
 def test_join_without_cached_keyframe_waits_for_one() -> None:
     clock = FakeClock()
     stream = make_stream(clock, "play { gop_cache off; }")

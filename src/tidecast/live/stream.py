@@ -283,6 +283,10 @@ class LiveStream:
         if self.sinks:
             for sink in self.sinks:
                 sink.on_message(type_id, ts, payload)
+        if not self.players:
+            # Nobody to write to (an origin whose viewers read HLS files, a stream only recorded): no merge
+            # window, no timer. A player joining now starts from the GOP cache, which holds this packet.
+            return
         pending = self.pending
         pending.append(pkt)
         if len(pending) > self._mw_msgs and ts - pending[0].timestamp >= self._mw_latency:
