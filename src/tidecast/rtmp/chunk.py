@@ -20,6 +20,7 @@ _HEAD = struct.Struct(">II")
 _TS_EXTENDED = C.EXTENDED_TIMESTAMP
 _HEADER_SIZES = (11, 7, 3, 0)
 _FAST_HEADER = (12, 8, 4)  # basic header byte + message header, by type
+_JOIN_MIN = 16 * 1024  # a read at least this large is joined to a leftover rather than appended to it
 
 
 class ChunkError(ProtocolError):
@@ -109,25 +110,31 @@ class ChunkDecoder:
             if self._unfinished + len(buf) > self.max_unfinished_bytes:
                 self._over_budget()
             return out
+        src: bytes | bytearray = data
         if buf:
-            buf += data
-            if len(buf) < self._want:
+            if len(buf) + len(data) < self._want:
                 # A large chunk arriving in small reads: nothing to parse until
                 # it is whole, so its header is not parsed again on every read.
+                buf += data
                 if self._unfinished + len(buf) > self.max_unfinished_bytes:
                     self._over_budget()
                 return out
-            src: bytes | bytearray = buf
-        else:
-            # Nothing left over: parse the caller's bytes in place, so a read
-            # holding whole messages is never copied into the buffer first.
-            src = data
+            if len(data) >= _JOIN_MIN:
+                # A large read after a leftover (merged reads, `mr`, end wherever the kernel's buffer
+                # did): the two as one bytes, so each of its many messages is sliced out with one copy
+                # (a bytearray slice costs two). Small reads are appended to the buffer and parsed there.
+                src = b"".join((buf, data))
+                buf.clear()
+            else:
+                buf += data
+                src = buf
+        # Otherwise nothing is left over: the caller's bytes are parsed in place, never copied first.
         pos = self._parse(src, out, max_messages or 0)
         if src is buf:
             if pos:
                 del buf[:pos]
-        elif pos < len(data):
-            with memoryview(data) as rest:
+        elif pos < len(src):
+            with memoryview(src) as rest:
                 buf += rest[pos:]
         if self._unfinished + len(buf) > self.max_unfinished_bytes:
             self._over_budget()
