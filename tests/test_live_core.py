@@ -8,6 +8,7 @@ time jitter, and the session API's admission.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -376,6 +377,26 @@ def test_a_stream_without_players_keeps_no_merge_window_and_a_joiner_gets_each_p
     stream.flush()
     video = [x[1] for x in tags(t.received()) if x[0] == TAG_VIDEO]
     assert video == [0, *range(0, 5 * 40, 40), *range(200, 200 + 12 * 40, 40)]
+
+
+def test_a_joiner_after_the_last_player_left_never_gets_older_packets_late() -> None:
+    clock = FakeClock()
+    stream = make_stream(clock)
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    stream.on_media(TAG_VIDEO, 0, AVC_HEADER)
+    first = player(FakeTransport())
+    stream.add_player(first)
+    publish_gop(stream, start=0, frames=3)  # still in the merge window when its player leaves
+    assert stream.pending
+    stream.remove_player(first)
+    for ts in (120, 160, 200):
+        stream.on_media(TAG_VIDEO, ts, interframe())
+    t = FakeTransport()
+    stream.add_player(player(t))
+    publish_gop(stream, start=240, frames=12)
+    stream.flush()
+    video = [x[1] for x in tags(t.received()) if x[0] == TAG_VIDEO][1:]  # after the sequence header
+    assert all(a < b for a, b in itertools.pairwise(video)), video
 
 
 def test_join_without_cached_keyframe_waits_for_one() -> None:

@@ -286,6 +286,8 @@ class LiveStream:
         if not self.players:
             # Nobody to write to (an origin whose viewers read HLS files, a stream only recorded): no merge
             # window, no timer. A player joining now starts from the GOP cache, which holds this packet.
+            if self.pending:
+                self.flush()  # what the last players to leave had queued: the next joiner must not get it late
             return
         pending = self.pending
         pending.append(pkt)
