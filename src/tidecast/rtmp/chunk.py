@@ -153,9 +153,9 @@ class ChunkDecoder:
         end = len(buf)
         streams = self._streams
         whole = type(buf) is bytes  # slicing bytes copies once; a bytearray slice needs bytes() on top
-        chunk_size = self.chunk_size
-        fast_max = min(chunk_size, self.max_message_size)  # the largest message the fast path takes
+        max_size = self.max_message_size
         while pos < end:
+            chunk_size = self.chunk_size  # a Set Chunk Size just decoded applies to the very next chunk
             if limit and len(out) >= limit:
                 self.held_back = True
                 break
@@ -180,7 +180,12 @@ class ChunkDecoder:
                         ts_field &= 0xFFFFFF
                         type_id = length & 0xFF
                         length >>= 8
-                    if ts_field != _TS_EXTENDED and 0 <= length <= fast_max and p + length <= end:
+                    if (
+                        ts_field != _TS_EXTENDED
+                        and 0 <= length <= chunk_size
+                        and length <= max_size
+                        and p + length <= end
+                    ):
                         if fmt == 0:
                             cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
                             cs.timestamp = ts_field
@@ -197,8 +202,6 @@ class ChunkDecoder:
                         pos = q
                         if type_id <= C.ABORT and stream_id == 0:
                             self._control(msg)
-                            chunk_size = self.chunk_size
-                            fast_max = min(chunk_size, self.max_message_size)
                         out.append(msg)
                         continue
             p = pos + 1
@@ -299,8 +302,6 @@ class ChunkDecoder:
                     payload = buf[p : p + take] if whole else bytes(buf[p : p + take])  # type: ignore[assignment]
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
-                    chunk_size = self.chunk_size
-                    fast_max = min(chunk_size, self.max_message_size)
                     continue
                 # All of it here? (Counting one header byte per continuation
                 # chunk: a bound, checked before any call.)
@@ -308,8 +309,6 @@ class ChunkDecoder:
                     done = self._gather(buf, p, take, csid, cs, chunk_size, out)
                     if done:
                         pos = done
-                        chunk_size = self.chunk_size
-                        fast_max = min(chunk_size, self.max_message_size)
                         continue
             part = cs.buf
             part += buf[p : p + take]
@@ -336,8 +335,6 @@ class ChunkDecoder:
                 cs.buf = bytearray()
                 cs.received = 0
                 self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
-                chunk_size = self.chunk_size
-                fast_max = min(chunk_size, self.max_message_size)
             else:
                 cs.received = received
         return pos
