@@ -283,23 +283,17 @@ class LiveStream:
         if self.sinks:
             for sink in self.sinks:
                 sink.on_message(type_id, ts, payload)
-        if not self.players:
-            # Nobody to write to (an origin whose viewers read HLS files, a stream only recorded): no merge
-            # window, no timer. A player joining now starts from the GOP cache, which holds this packet.
-            if self.pending:
-                self.flush()  # what the last players to leave had queued: the next joiner must not get it late
-            return
-        pending = self.pending
-        pending.append(pkt)
-        if len(pending) > self._mw_msgs and ts - pending[0].timestamp >= self._mw_latency:
-            self.flush()
-        elif self._timer is None:
-            self._timer = self.scheduler.call_later(self._mw_wait, self.flush)
+        self._queue(pkt)
 
     # ------------------------------------------------------------ merged writes
 
     def _queue(self, pkt: Packet) -> None:
-        """Into the merge window (media is queued inline in on_media, the same way)."""
+        if not self.players:
+            # Nobody to write to (an origin whose viewers read HLS files, a stream only recorded): no merge
+            # window, no timer. A player joining now starts from the GOP cache and the cached headers.
+            if self.pending:
+                self.flush()  # what the last players to leave had queued: the next joiner must not get it late
+            return
         pending = self.pending
         pending.append(pkt)
         if len(pending) > self._mw_msgs and pkt.timestamp - pending[0].timestamp >= self._mw_latency:
