@@ -147,6 +147,15 @@ def listed_seconds(text: str) -> float:
     return listed
 
 
+# Tags whose URI attributes name files (the init segment, parts, the next part).
+_URI_TAGS = ("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")
+
+
+def _lines(text: str) -> list[str]:
+    """A playlist's lines, stripped, blank ones left out."""
+    return [line for raw in text.splitlines() if (line := raw.strip())]
+
+
 def discontinuity_sequence_of(text: str) -> int:
     value = _tag_value(text, "#EXT-X-DISCONTINUITY-SEQUENCE:")
     return int(value) if value is not None and value.isdigit() else 0
@@ -169,12 +178,9 @@ def entries_of(text: str) -> list[Entry] | None:
     entries: list[Entry] = []
     duration: float | None = None
     discontinuity = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
+    for line in _lines(text):
         if line.startswith("#"):
-            if line.startswith(("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+            if line.startswith(_URI_TAGS):
                 return None
             if line == "#EXT-X-DISCONTINUITY":
                 discontinuity = True
@@ -200,12 +206,9 @@ def has_endlist(text: str) -> bool:
 def uris_of(text: str) -> list[str]:
     """Every URI a media playlist names: segments, and the URI attributes of EXT-X-MAP, parts and hints."""
     uris: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for line in _lines(text):
         if line.startswith("#"):
-            if line.startswith(("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+            if line.startswith(_URI_TAGS):
                 uris += _ATTR_URI.findall(line)
             continue
         uris.append(line)
