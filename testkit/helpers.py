@@ -217,6 +217,20 @@ class Publisher:
         self.stop()
 
 
+def config_check(
+    path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`tidecast config check -c PATH` as a user runs it: the effective settings on stdout, errors on stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "tidecast", "config", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL if it is still there after `timeout`."""
     if proc.poll() is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testkit.helpers import config_check
 
 from tidecast.config import (
     ApiAuth,
@@ -81,13 +80,7 @@ def test_seed_configs_load_with_nothing_ignored(path: Path) -> None:
 @pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.name)
 def test_seed_configs_pass_config_check(path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRS_")}
-    out = subprocess.run(
-        [sys.executable, "-m", "tidecast", "config", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    out = config_check(path, env=env)
     assert out.returncode == 0, out.stderr
     assert "is ok" in out.stderr
     assert same_settings(load_config(str(path), env={}), parse_text(out.stdout, "dump")), (
@@ -412,12 +405,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_config_check_cli_prints_the_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.conf"
     path.write_text("listen 1935;\nvhost v { play { time_jitter sometimes; } }\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "tidecast", "config", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = config_check(path)
     assert out.returncode == 1
     assert f'{path}:2: bad value "sometimes" for time_jitter (in vhost v play): expected full or zero or off' in (
         out.stderr

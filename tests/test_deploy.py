@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from testkit.helpers import ROOT, free_port, http_get, http_json, wait_for
+from testkit.helpers import ROOT, config_check, free_port, http_get, http_json, wait_for
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
@@ -423,14 +423,7 @@ def test_every_configmap_config_passes_tidecast_config_check(tmp_path: Path) -> 
     for key, (where, text) in sorted(all_configs().items()):
         conf = tmp_path / f"{key}.conf"
         conf.write_text(text)
-        out = subprocess.run(
-            [sys.executable, "-m", "tidecast", "config", "check", "-c", str(conf)],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=60,
-        )
+        out = config_check(conf, env=env, cwd=tmp_path)
         if out.returncode != 0:
             failures.append(f"{where}: exit {out.returncode}\n{out.stderr[-2000:]}")
     assert not failures, "\n".join(failures)

@@ -3,11 +3,10 @@ stale-playlist rule: pure functions and `tidecast config check`, no server."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from testkit.helpers import config_check
 
 from tidecast.config import ConfigError, load_config, parse_text
 from tidecast.hls.fetchcache import (
@@ -92,12 +91,7 @@ def test_bad_values_name_file_and_line(tmp_path: Path, line: str, message: str) 
 def test_config_check_fails_on_a_bad_value(tmp_path: Path) -> None:
     path = tmp_path / "bad.conf"
     path.write_text("listen 1935;\nvhost v { cluster { mode remote; hls_fetch_port http; } }\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "tidecast", "config", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = config_check(path)
     assert out.returncode == 1
     assert f'{path}:2: bad value "http" for hls_fetch_port (in vhost v cluster)' in out.stderr
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from testkit.helpers import config_check
 
 from tidecast.config import ConfigError, Engine, Forward, IngestInput, load_config, parse_text
 
@@ -166,9 +165,7 @@ def test_a_missing_ffmpeg_is_refused_by_load_and_config_check_naming_the_directi
     )
     load_config(str(bad), env={})
     bad.write_text(f"listen 1935;\nvhost __defaultVhost__ {{\n    {cases[0][0]}\n}}\n")
-    check = subprocess.run(
-        [sys.executable, "-m", "tidecast", "config", "check", "-c", str(bad)], capture_output=True, text=True
-    )
+    check = config_check(bad)
     assert check.returncode == 1
     assert 'ffmpeg "./objs/ffmpeg/bin/ffmpeg" (in vhost __defaultVhost__ transcode)' in check.stderr
 
