@@ -8,7 +8,9 @@ its "real time" is the publishers' pace alone (a server that falls behind
 stops reading and the publishers' backlog grows). `--servers tidecast` skips it.
 
 Starts tidecast pinned to core 0 (HLS off, then on: hls_fragment 2, hls_window
-10, segments in a temporary directory), pins this tool to core 1, and ramps up
+10 unless --hls-fragment/--hls-window say otherwise, segments in a temporary
+directory; with --dvr on, once more with HLS off and one `dvr_plan session`
+FLV recording per stream), pins this tool to core 1, and ramps up
 light synthetic publishers (each replays a ~1 Mbps H.264+AAC FLV clip's tags at
 real time; one timer drives them all, the RTMP messages are encoded once per
 clip loop and shared) to each M in turn. At each M, after --settle seconds,
@@ -44,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--publishers", default="50,100,300", help="publisher counts, ramped in turn (50,100,300)")
     p.add_argument("--hls", choices=("off", "on", "both"), default="both", help="HLS muxing off, on, or both runs")
+    p.add_argument(
+        "--dvr", choices=("off", "on"), default="off", help="on: one more run, HLS off, one DVR recording per stream"
+    )
+    p.add_argument("--hls-fragment", type=float, default=2.0, help="hls_fragment of the HLS runs (2; SRS default 10)")
+    p.add_argument("--hls-window", type=float, default=10.0, help="hls_window of the HLS runs (10; SRS default 60)")
     p.add_argument("--mr", choices=("off", "on", "both"), default="off", help="merged read (mr on): off, on, both")
     p.add_argument("--mr-latency", type=int, default=350, help="mr_latency in ms when --mr is on (350, SRS's default)")
     p.add_argument(
@@ -86,8 +93,8 @@ def hls_files(path: Path) -> tuple[int, int]:
     return playlists, segments
 
 
-def mode_label(hls: bool, mr: bool) -> str:
-    return ("hls on" if hls else "hls off") + (", mr" if mr else "")
+def mode_label(hls: bool, mr: bool, dvr: bool = False) -> str:
+    return ("dvr on" if dvr else "hls on" if hls else "hls off") + (", mr" if mr else "")
 
 
 async def run_mode(
@@ -98,11 +105,20 @@ async def run_mode(
     tmp: Path,
     nginx: bool = False,
     mr: bool = False,
+    dvr: bool = False,
 ) -> dict[str, Any]:
-    label = "nginx-rtmp" if nginx else mode_label(hls, mr)
+    label = "nginx-rtmp" if nginx else mode_label(hls, mr, dvr)
     rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
     hls_dir = (args.hls_dir or tmp) / label.replace(" ", "-").replace(",", "")
-    body = f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment 2; hls_window 10; }}\n" if hls else ""
+    body = ""
+    if hls:
+        body = (
+            f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment {args.hls_fragment:g};"
+            f" hls_window {args.hls_window:g}; }}\n"
+        )
+    if dvr:
+        # One session-long recording per stream, as `dvr_plan session` (SRS's default plan) writes it.
+        body += f"dvr {{ enabled on; dvr_path {hls_dir}/[app]/[stream].[timestamp].flv; dvr_plan session; }}\n"
     if mr:
         body += f"publish {{ mr on; mr_latency {args.mr_latency}; }}\n"
     if nginx:
@@ -208,6 +224,10 @@ async def run_mode(
             if hls:
                 row["hls_playlists"] = playlists
                 row["hls_segments_on_disk"] = segments
+            if dvr:
+                recordings = list(hls_dir.rglob("*.flv*"))
+                row["dvr_files"] = len(recordings)
+                row["dvr_mb_on_disk"] = round(sum(f.stat().st_size for f in recordings) / 2**20, 1)
             rows.append(row)
             warn = "  << LOAD SATURATED: figures void" if row["load_saturated"] else ""
             print(
@@ -217,11 +237,15 @@ async def run_mode(
                 f"pace>={row['publisher_pace_min_pct']}%  {row['ingest_mbps']} Mbps in  "
                 f"backlog<={row['publisher_max_backlog_kb']} KB  lag<={row['ticker_max_lag_ms']} ms  "
                 f"rss {row['server_rss_mb']} MB  load {row['load_cpu_pct']}%  cores {busy.get(0)}/{busy.get(1)}%  "
-                f"server state {state}" + (f"  hls {playlists} playlists/{segments} segments" if hls else "") + warn,
+                f"server state {state}"
+                + (f"  hls {playlists} playlists/{segments} segments" if hls else "")
+                + (f"  dvr {row['dvr_files']} files/{row['dvr_mb_on_disk']} MB" if dvr else "")
+                + warn,
                 flush=True,
             )
             if m in profile_at and not nginx:
-                where = args.out / f"profile-ingest-{'hls' if hls else 'nohls'}{'-mr' if mr else ''}-{m}"
+                sinks = "dvr" if dvr else "hls" if hls else "nohls"
+                where = args.out / f"profile-ingest-{sinks}{'-mr' if mr else ''}-{m}"
                 prof = await B.profile(server.pid, args.profile_seconds, where)
                 if prof is not None:
                     profiles.append({"publishers": m, **prof})
@@ -237,7 +261,7 @@ async def run_mode(
                 p.transport.close()
         await asyncio.sleep(0.5)
         server.stop()
-    return {"server": name, "hls": hls, "mr": mr, "rows": rows, "profiles": profiles}
+    return {"server": name, "hls": hls, "dvr": dvr, "mr": mr, "rows": rows, "profiles": profiles}
 
 
 def cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -248,6 +272,8 @@ def cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         off, on = f"tidecast, {mode_label(False, mr)}", f"tidecast, {mode_label(True, mr)}"
         pairs.append((f"{off} CPU / nginx-rtmp CPU", off, "nginx-rtmp"))
         pairs.append((f"{on} CPU / {off} CPU", on, off))
+        recorded = f"tidecast, {mode_label(False, mr, dvr=True)}"
+        pairs.append((f"{recorded} CPU / {off} CPU", recorded, off))
     out = []
     for what, top, bottom in pairs:
         for m, cpu in sorted(by.get(top, {}).items()):
@@ -278,6 +304,8 @@ async def main_async(args: argparse.Namespace) -> int:
         for mr in mr_modes:
             for hls in hls_modes:
                 results.append(await run_mode(hls, args, clip, counts, Path(tmp), mr=mr))
+            if args.dvr == "on":
+                results.append(await run_mode(False, args, clip, counts, Path(tmp), mr=mr, dvr=True))
     ratios = cpu_ratios(results)
     for r in ratios:
         print(f"M={r['publishers']}: {r['what']} = {r['ratio']}")

@@ -112,6 +112,15 @@ def to_annexb(data: bytes, config: AvcConfig, keyframe: bool, start: int = 0) ->
     """
     view = memoryview(data)
     length_size = config.nal_length_size
+    if length_size == 4 and len(data) - start > 5:
+        size = _U32.unpack_from(data, start)[0]
+        if size and start + 4 + size == len(data):
+            # One NAL unit filling the frame (nearly every inter frame there is): no loop.
+            nal_type = data[start + 4] & 0x1F
+            prefix = b"" if nal_type == NAL_AUD else AUD
+            if keyframe and nal_type != NAL_SPS:
+                prefix += config.annexb_headers()
+            return b"".join((prefix, START_CODE, view[start + 4 :]))
     parts: list[bytes | memoryview] = [b""]  # [0]: the AUD and parameter sets, once known
     types = 0
     pos, end = start, len(data)

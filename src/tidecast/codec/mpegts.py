@@ -91,8 +91,6 @@ def _section(table_id: int, body: bytes) -> bytes:
 # chunks are made on first use and kept (there are at most _GROUP of them).
 _GROUP = 64
 _CHUNKERS: dict[int, struct.Struct] = {}
-# The 4th header byte of payload-only packets for counters 0..15 (adaptation_field_control 01).
-_CC_BYTES = bytes(0x10 | i for i in range(16))
 
 
 def _chunker(n: int) -> struct.Struct:
@@ -112,15 +110,21 @@ def _chunks(data: bytes | bytearray, pos: int, n: int) -> list[bytes]:
     return out
 
 
-# The header of every packet but a PES's first, before its counter is patched in.
+# By PID: the header of every packet but a PES's first, before its counter is patched in,
+# and a PES's first header without an adaptation field, by continuity counter.
 _SEPARATORS: dict[int, bytearray] = {}
+_PLAIN_FIRST: dict[int, list[bytes]] = {}
 
 
-def _separator(pid: int) -> bytearray:
-    sep = _SEPARATORS.get(pid)
-    if sep is None:
-        sep = _SEPARATORS[pid] = bytearray((0x47, pid >> 8, pid & 0xFF, 0x10))
-    return sep
+def _headers(pid: int) -> tuple[bytearray, list[bytes]]:
+    if pid not in _SEPARATORS:
+        _SEPARATORS[pid] = bytearray((0x47, pid >> 8, pid & 0xFF, 0x10))
+        _PLAIN_FIRST[pid] = [bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x10 | cc)) for cc in range(16)]
+    return _SEPARATORS[pid], _PLAIN_FIRST[pid]
+
+
+_headers(VIDEO_PID)
+_headers(AUDIO_PID)
 
 
 def _stuffing(room: int) -> bytes:
@@ -131,11 +135,16 @@ def _stuffing(room: int) -> bytes:
 
 
 _STUFFING = [b""] + [_stuffing(room) for room in range(1, PAYLOAD_SIZE)]
+# The 4th header byte of payload-only packets, counters 0, 1, ... 15, 0, ... (adaptation_field_control 01):
+# a PES's run of counters is one slice of it (a 1 MiB frame has about 5,700 packets).
+_CC_RUN = bytes(0x10 | (i & 0x0F) for i in range(16 * 512))
 
 
 def _cc_run(first: int, n: int) -> bytes:
     """n header bytes (payload only) with counters first, first+1, ... mod 16."""
-    return (_CC_BYTES * ((first + n) // 16 + 1))[first : first + n]
+    if first + n <= len(_CC_RUN):
+        return _CC_RUN[first : first + n]
+    return (_CC_RUN[:16] * ((first + n) // 16 + 1))[first : first + n]
 
 
 class TsMuxer:
@@ -211,38 +220,43 @@ class TsMuxer:
                 0x21 | ((pts >> 29) & 0x0E), ((pts >> 14) & 0xFFFE) | 1, ((pts << 1) & 0xFFFE) | 1,
             )  # fmt: skip
         cc = self.cc[pid]
-        b1, b2 = 0x40 | (pid >> 8), pid & 0xFF
         # The first packet's header and adaptation field (PCR, random access indicator).
         if pcr is not None:
             pcr &= _MASK33
             flags = 0x50 if random_access else 0x10
-            first = _TS_PCR.pack(0x47, b1, b2, 0x30 | cc, 7, flags, pcr >> 1, ((pcr & 1) << 15) | 0x7E00)
+            first = _TS_PCR.pack(
+                0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc, 7, flags, pcr >> 1, ((pcr & 1) << 15) | 0x7E00
+            )
         elif random_access:
-            first = bytes((0x47, b1, b2, 0x30 | cc, 1, 0x40))
+            first = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc, 1, 0x40))
         else:
-            first = bytes((0x47, b1, b2, 0x10 | cc))
+            plain = _PLAIN_FIRST.get(pid)
+            first = (plain or _headers(pid)[1])[cc]
+        n = len(data)
         room = PACKET_SIZE - len(first) - len(head)  # data bytes the first packet can take
-        if len(data) < room:
+        if n < room:
             # A PES in one packet: stuff its adaptation field to fill the packet.
             self.cc[pid] = (cc + 1) & 0x0F
-            stuff = room - len(data)
+            stuff = room - n
             if len(first) > 4:
                 first = first[:4] + bytes((first[4] + stuff,)) + first[5:] + b"\xff" * stuff
             else:
-                first = bytes((0x47, b1, b2, 0x30 | cc)) + _STUFFING[stuff]
+                first = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc)) + _STUFFING[stuff]
             return b"".join((first, head, data))
-        parts = [b"".join((first, head, data[:room]))]
-        full, tail = divmod(len(data) - room, PAYLOAD_SIZE)
-        if full:
-            parts += _chunks(data, room, full)
+        full, tail = divmod(n - room, PAYLOAD_SIZE)
+        if full <= _GROUP:
+            parts = [first + head + data[:room], *_chunker(full).unpack_from(data, room)]
+        else:
+            parts = [first + head + data[:room], *_chunks(data, room, full)]
         if tail:
-            parts.append(_STUFFING[PAYLOAD_SIZE - tail] + data[-tail:])
+            parts.append(_STUFFING[PAYLOAD_SIZE - tail] + data[n - tail :])
+            full += 1
         # One join puts the constant header before every packet but the first; then the
         # counters (and the last packet's adaptation field bit) are patched in place.
-        out = _separator(pid).join(parts)
-        following = full + (1 if tail else 0)
-        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run((cc + 1) & 0x0F, following)
+        out = (_SEPARATORS.get(pid) or _headers(pid)[0]).join(parts)
+        cc = (cc + 1) & 0x0F
+        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run(cc, full)
         if tail:
             out[-PAYLOAD_SIZE - 1] |= 0x20  # adaptation_field_control 11: stuffing, then payload
-        self.cc[pid] = (cc + 1 + following) & 0x0F
+        self.cc[pid] = (cc + full) & 0x0F
         return out

@@ -87,6 +87,7 @@ PCR_INTERVAL = 9_000
 AUDIO_PES_MS = 200
 AUDIO_ONLY_PES_MS = 90
 FILE_BUFFER = 64 * 1024
+ADTS_CACHE = 1024  # ADTS headers kept per stream, by frame size (AAC frames take a few hundred sizes)
 
 TMP = ".tmp"
 # A segment still open after this many fragment durations of wall time is cut (never under the minimum).
@@ -214,6 +215,9 @@ class HlsMuxer:
         self.audio_parts: list[bytes] = []
         self.audio_pts = 0
         self.audio_frames = 0
+        self._audio_until = 0  # the gathered PES is flushed at a frame from this timestamp on
+        self._audio_next = 0.0  # the timestamp the next frame should have when nothing is missing
+        self._adts: dict[int, bytes] = {}  # ADTS headers of self.aac by frame size
         self.next_discontinuity = False
         self.started = False  # published at least once: a republish continues the playlist
         self.publishing = False
@@ -341,6 +345,18 @@ class HlsMuxer:
     # ------------------------------------------------------------ media
 
     def _video(self, ts: int, payload: bytes) -> None:
+        if (
+            self.video_codec is v.AVC
+            and len(payload) >= 5
+            and payload[1] == 1
+            and (payload[0] == 0x27 or payload[0] == 0x17)
+        ):
+            # A legacy H.264 inter or key frame, nearly every video message: the classifier's answer inline.
+            cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
+            if cts & 0x800000:
+                cts -= 0x1000000
+            self._frame(ts, payload, payload[0] == 0x17, cts, 5, len(payload))
+            return
         tag = v.classify(payload)
         codec = tag.codec
         if codec is not v.AVC and codec is not v.HEVC:
@@ -360,10 +376,14 @@ class HlsMuxer:
             self.avc = avc.parse_config(record) if codec is v.AVC else hevc.parse_config(record)
             self.video_codec = codec
             return
-        config = self.avc
-        if config is None or codec is not self.video_codec or not v.is_coded_frame(tag):
+        if self.avc is None or codec is not self.video_codec or not v.is_coded_frame(tag):
             return
-        keyframe = tag.is_keyframe
+        self._frame(ts, payload, tag.is_keyframe, tag.cts, tag.offset, tag.end)
+
+    def _frame(self, ts: int, payload: bytes, keyframe: bool, cts: int, offset: int, end: int) -> None:
+        """One coded frame of the stream's codec (`payload[offset:end]`), into the open segment."""
+        config = self.avc
+        assert config is not None
         last = self.last_video_ts
         if last is not None and ts > last:
             self.video_delta = ts - last
@@ -388,7 +408,6 @@ class HlsMuxer:
         file = self.file
         if file is None:
             return
-        cts = tag.cts
         dts = ts * 90 + PTS_OFFSET
         pcr = None
         if keyframe or self.last_pcr is None or dts - self.last_pcr + self.video_delta * 90 > PCR_INTERVAL:
@@ -396,16 +415,29 @@ class HlsMuxer:
             self.last_pcr = dts
             pcr = dts - PCR_DELAY
         if isinstance(config, hevc.HevcConfig):
-            data = hevc.to_annexb(payload, config, keyframe, tag.offset, tag.end)
+            data = hevc.to_annexb(payload, config, keyframe, offset, end)
         else:
             # A multitrack message has other tracks after this one's data: cut them off first.
-            body = payload if tag.end == len(payload) else payload[: tag.end]
-            data = avc.to_annexb(body, config, keyframe, tag.offset)
+            body = payload if end == len(payload) else payload[:end]
+            data = avc.to_annexb(body, config, keyframe, offset)
         file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, pcr, keyframe))
         if ts > self.last_ts:
             self.last_ts = ts
 
     def _audio(self, ts: int, payload: bytes) -> None:
+        config = self.aac
+        if (
+            config is not None
+            and self.segment_audio
+            and self.file is not None
+            and self.avc is not None
+            and len(payload) > 2
+            and payload[1] == CODED_FRAMES
+            and payload[0] >> 4 == 10
+        ):
+            # A legacy AAC frame for the open segment of a stream with video, nearly every audio message.
+            self._gather(ts, payload, 2, config)
+            return
         if len(payload) > 2 and payload[0] >> 4 == 10:
             start = 2  # legacy AAC, the usual case: skip the classifier
             packet_type = payload[1]
@@ -421,6 +453,7 @@ class HlsMuxer:
             if header != self.aac:
                 self._flush_audio()
                 self.aac = header
+                self._adts = {}
             return
         config = self.aac
         if config is None or packet_type != CODED_FRAMES:
@@ -436,19 +469,28 @@ class HlsMuxer:
                     self._open_segment(ts)
         elif self.file is None or not self.segment_audio:
             return  # before the first keyframe, or the PMT has no audio until the next segment
+        self._gather(ts, payload, start, config)
+
+    def _gather(self, ts: int, payload: bytes, start: int, config: aac.AacConfig) -> None:
+        """Add one AAC frame (`payload[start:]`) to the PES being gathered, flushing that first when due."""
         self.last_audio_ts = ts
         if ts > self.last_ts:
             self.last_ts = ts
-        if self.audio_frames:
-            frame_ms = config.frame_ms
-            expected = self.audio_pts + self.audio_frames * frame_ms
-            limit = AUDIO_PES_MS if self.segment_video else AUDIO_ONLY_PES_MS
-            # A gap (or overlap) in the timestamps must not be hidden by gathering frames.
-            if ts - self.audio_pts >= limit or abs(ts - expected) > frame_ms / 2 + 1:
-                self._flush_audio()
+        # A gap (or overlap) in the timestamps must not be hidden by gathering frames.
+        if self.audio_frames and (ts >= self._audio_until or abs(ts - self._audio_next) > config.frame_ms / 2 + 1):
+            self._flush_audio()
         if not self.audio_frames:
             self.audio_pts = ts
-        self.audio_parts.append(config.adts(len(payload) - start))
+            self._audio_until = ts + (AUDIO_PES_MS if self.segment_video else AUDIO_ONLY_PES_MS)
+            self._audio_next = float(ts)
+        self._audio_next += config.frame_ms
+        size = len(payload) - start
+        header = self._adts.get(size)
+        if header is None:
+            header = config.adts(size)
+            if len(self._adts) < ADTS_CACHE:
+                self._adts[size] = header
+        self.audio_parts.append(header)
         self.audio_parts.append(payload[start:])
         self.audio_frames += 1
 
