@@ -55,6 +55,11 @@ def test_annexb_inserts_aud_and_parameter_sets_only_when_missing() -> None:
     body = b"\x17\x01\x00\x00\x00" + _avcc(slice_, idr, size=2)
     assert avc.to_annexb(body, short, False, 5) == avc.AUD + sc + slice_ + sc + idr
     assert avc.to_annexb(_avcc(slice_) + b"\x00\x00\x00\x09abc", config, False) == avc.AUD + sc + slice_
+    # One NAL filling the frame (the path without a loop) follows the same rules, from an offset too.
+    assert avc.to_annexb(b"\x27\x01\x00\x00\x00" + _avcc(slice_), config, False, 5) == avc.AUD + sc + slice_
+    assert avc.to_annexb(_avcc(b"\x09\xf0"), config, False) == sc + b"\x09\xf0"
+    assert avc.to_annexb(_avcc(b"\x67own"), config, True) == avc.AUD + sc + b"\x67own"
+    assert avc.to_annexb(_avcc(b"\x41"), config, False) == avc.AUD + sc + b"\x41"
 
 
 def test_annexb_stream_of_the_clip_decodes(video: list[bytes], tmp_path: Path) -> None:
