@@ -61,6 +61,9 @@ from testkit.media import make_clip as testkit_clip  # noqa: E402
 __all__ = ["free_port", "http_json"]
 CACHE = Path(tempfile.gettempdir()) / "tidecast-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The light publishers' outgoing chunk size, as ffmpeg picks it: it mirrors the server's Set Chunk Size
+# (60000 from tidecast and SRS, 4096 from nginx-rtmp). OBS sends 4096 whatever the server says; a
+# chunk size of 128 (the protocol's default) is what a client that never raises it sends. ingest.py --chunk.
 PUBLISH_CHUNK = 60000
 ACK_EVERY = 1_000_000
 # A counting player's socket wakes this tool only once this much is buffered: a

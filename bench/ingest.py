@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " core of load drive 1,000 publishers, with fewer and larger writes for every server alike",
     )
     p.add_argument("--hls-dir", type=Path, default=None, help="where HLS writes (default: a temporary directory)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=B.PUBLISH_CHUNK,
+        help=f"the publishers' RTMP chunk size ({B.PUBLISH_CHUNK}, what ffmpeg sends to tidecast; OBS sends 4096)",
+    )
     p.add_argument("--rate", type=float, default=50.0, help="new publishers per second during a ramp (50)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (5)")
     p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (20)")
@@ -337,6 +343,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
+    B.PUBLISH_CHUNK = args.chunk  # read by the clip encoder and each publisher's Set Chunk Size
     print(B.pin_load(1), "|", B.use_uvloop(), "| fd limit", B.raise_fd_limit())
     return asyncio.run(main_async(args))
 

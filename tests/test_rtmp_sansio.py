@@ -16,7 +16,7 @@ from tidecast.codec import amf0, amf3
 from tidecast.errors import ProtocolError
 from tidecast.rtmp import constants as C
 from tidecast.rtmp import handshake as hs
-from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, encode_message
+from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, ChunkError, encode_message
 from tidecast.rtmp.session import (
     CommandResult,
     ConnectRequest,
@@ -390,7 +390,8 @@ def test_every_header_type_decodes_the_same_in_any_reads(
 ) -> None:
     """Header compression (types 1-3), extended timestamps and chunk size changes, cut anywhere: the
     decoder's one-chunk fast path and its general path must agree with what was sent."""
-    messages = [(c, t, s, d, bytes([i % 251]) * n) for i, (c, t, s, d, n) in enumerate(spec)]
+    # Payloads that differ byte by byte: a continuation header left in, or a payload byte dropped, shows.
+    messages = [(c, t, s, d, bytes((i + j) % 251 for j in range(n))) for i, (c, t, s, d, n) in enumerate(spec)]
     wire, expect = _compressing_encode(messages, chunk_sizes)
     points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
     dec = ChunkDecoder()
@@ -402,3 +403,27 @@ def test_every_header_type_decodes_the_same_in_any_reads(
     # All at once (the fast path's case) gives the same.
     whole = [(m.csid, m.type_id, m.stream_id, m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)]
     assert [m for m in whole if m[1] > 6] == expect
+
+
+def test_interleaved_and_damaged_continuations_take_the_general_path() -> None:
+    """A multi-chunk message decoded in one pass (its type-3 headers at a fixed stride) must still give
+    way to the chunk-by-chunk path when another chunk stream cuts in, or a continuation header is wrong."""
+    video = bytes(range(256)) + bytes(range(144))  # 400 bytes: chunks of 128, 128, 128, 16
+    audio = bytes(range(50, 100))
+    head = bytes((0x06,)) + (40).to_bytes(3, "big") + len(video).to_bytes(3, "big") + bytes((C.VIDEO,))
+    head += struct.pack("<I", 1)
+    chunks = [video[i : i + 128] for i in range(0, len(video), 128)]
+    audio_msg = encode_message(4, C.AUDIO, 40, 1, audio, 128)
+    # A first message on each chunk stream makes them known: what follows is the fast path's case.
+    known = encode_message(6, C.VIDEO, 0, 1, b"\x17\x00", 128) + encode_message(4, C.AUDIO, 0, 1, b"\xaf\x00", 128)
+    straight = head + chunks[0] + b"".join(bytes((0xC6,)) + c for c in chunks[1:])
+    cut_in = head + chunks[0] + audio_msg + b"".join(bytes((0xC6,)) + c for c in chunks[1:])
+    for wire, order in ((straight, [C.VIDEO]), (cut_in, [C.AUDIO, C.VIDEO])):
+        for data in (known + wire, bytearray(known + wire)):
+            got = ChunkDecoder().feed(data)[2:]
+            assert [m.type_id for m in got] == order
+            assert got[-1].payload == video and got[-1].timestamp == 40 and type(got[-1].payload) is bytes
+    # A continuation on chunk stream 5 instead of 6: a type-3 chunk with no previous header there.
+    damaged = head + chunks[0] + bytes((0xC5,)) + chunks[1] + b"".join(bytes((0xC6,)) + c for c in chunks[2:])
+    with pytest.raises(ChunkError, match="chunk stream 5"):
+        ChunkDecoder().feed(known + damaged)
