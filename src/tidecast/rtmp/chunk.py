@@ -182,12 +182,12 @@ class ChunkDecoder:
                         ts_field &= 0xFFFFFF
                         type_id = length & 0xFF
                         length >>= 8
-                    payload: bytes | None = None
+                    body: bytes | None = None
                     if ts_field != _TS_EXTENDED and 0 <= length <= max_size:
                         if length <= chunk_size:
                             q = p + length
                             if q <= end:
-                                payload = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
+                                body = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
                         else:
                             # Several chunks, all here and not interleaved: each continuation is one header
                             # byte, then chunk_size bytes (the last one fewer), so the headers sit at a fixed
@@ -195,11 +195,11 @@ class ChunkDecoder:
                             k = (length - 1) // chunk_size
                             q = p + length + k
                             if q <= end:
-                                staged = bytearray(buf[p:q]) if whole else buf[p:q]
+                                staged: bytearray = bytearray(buf[p:q]) if whole else buf[p:q]  # type: ignore[assignment]
                                 if staged[chunk_size :: chunk_size + 1] == _MARKERS[csid] * k:
                                     del staged[chunk_size :: chunk_size + 1]
-                                    payload = bytes(staged)
-                    if payload is not None:
+                                    body = bytes(staged)
+                    if body is not None:
                         if fmt == 0:
                             cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
                             cs.timestamp = ts_field
@@ -210,7 +210,7 @@ class ChunkDecoder:
                         cs.type_id = type_id
                         cs.extended = False
                         stream_id = cs.stream_id
-                        msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid)
+                        msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, body, csid)
                         pos = q
                         if type_id <= C.ABORT and stream_id == 0:
                             self._control(msg)
@@ -311,7 +311,7 @@ class ChunkDecoder:
                 if take == length:
                     # The common case: a message in one chunk, copied once.
                     # Slicing bytes copies once; a bytearray slice needs bytes() on top.
-                    payload = buf[p : p + take] if whole else bytes(buf[p : p + take])  # type: ignore[assignment]
+                    payload: bytes = buf[p : p + take] if whole else bytes(buf[p : p + take])  # type: ignore[assignment]
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
                     continue
@@ -383,7 +383,7 @@ class ChunkDecoder:
             stop = p + cs.length + -(-left // chunk_size)
             if stop > end:
                 return 0
-            staged = bytearray(buf[p:stop]) if type(buf) is bytes else buf[p:stop]
+            staged: bytearray = bytearray(buf[p:stop]) if type(buf) is bytes else buf[p:stop]  # type: ignore[assignment]
             if staged[take :: chunk_size + 1] != basic * (stop - p - cs.length):
                 return 0  # interleaved, or a malformed header the slow path will name
             del staged[take :: chunk_size + 1]
