@@ -352,7 +352,7 @@ class Fmp4Muxer(HlsMuxer):
         if tracks != self.init_tracks:
             self._write_init(tracks)
         path = self._segment_path(self.sequence)
-        self.file = self._create(path + TMP, 64 * 1024)
+        self.file = self._open_file(path + TMP)
         self.file_path = path
         self.segment_start = self.part_start = ts
         self.segment_opened = self.last_message

@@ -3,14 +3,22 @@
 A muxer outlives its LiveStream: after the publisher leaves, its files stay
 for `hls_dispose` seconds, and a republish continues the same playlist with a
 discontinuity.
+
+MPEG-TS muxers write through one file worker thread per process
+(tidecast.filework): a disk or NFS volume that stalls then delays the HLS
+files, not the publishers, players and API the event loop serves. fMP4
+(and low-latency) muxers write inline: their in-memory playlists follow the
+segment on disk step by step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 
+from tidecast.filework import FileWorker
 from tidecast.hls.fmp4 import Fmp4Muxer
 from tidecast.hls.segmenter import HlsMuxer
 from tidecast.hls.store import HlsStore
@@ -21,6 +29,8 @@ from tidecast.live.stream import LiveStream
 log = logging.getLogger("tidecast.hls")
 
 Key = tuple[str, str, str]
+# How long a quit waits for the file worker to write the last segments and playlists.
+CLOSE_DRAIN_S = 5.0
 
 
 def inside(root: str, path: str) -> bool:
@@ -36,6 +46,12 @@ class HlsManager(StreamEvents):
         self.hub = hub
         self.muxers: dict[Key, HlsMuxer] = {}
         self.store = HlsStore()  # low-latency playlists and parts, served by net/llhls.py
+        self._files: FileWorker | None = None  # made with the first MPEG-TS muxer (it needs the loop)
+
+    def _file_worker(self) -> FileWorker:
+        if self._files is None:
+            self._files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe, name="tidecast-hls-files")
+        return self._files
 
     @staticmethod
     def muxes(stream: LiveStream) -> bool:
@@ -70,7 +86,7 @@ class HlsManager(StreamEvents):
             muxer = None
         if muxer is None:
             if variant == "mpegts":
-                muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name)
+                muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name, self._file_worker())
             else:
                 muxer = Fmp4Muxer(stream.settings.hls, stream.vhost, stream.app, stream.name, self.store)
             if not inside(stream.settings.hls.hls_path, muxer.m3u8_path):
@@ -121,10 +137,19 @@ class HlsManager(StreamEvents):
             except OSError as exc:
                 log.warning("hls: dispose of %s/%s/%s failed: %s", *key, exc)
 
-    def close(self) -> None:
-        """Fast or graceful quit: close open segments so the playlist is complete."""
+    async def close(self) -> None:
+        """Fast or graceful quit: close open segments so the playlist is complete, and let the file
+        worker write them (for up to CLOSE_DRAIN_S: a disk that does not answer does not hold the quit)."""
         for stream in self.hub.streams.values():
             if stream.active:
                 for sink in stream.sinks:
                     if isinstance(sink, HlsMuxer):
                         sink.on_unpublish()
+        files = self._files
+        if files is None:
+            return
+        if not await files.drain(CLOSE_DRAIN_S) or not files.close(0.5):
+            log.warning(
+                "hls: the disk took longer than %gs: the last segments or playlists may be missing",
+                CLOSE_DRAIN_S,
+            )

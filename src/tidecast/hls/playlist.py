@@ -15,6 +15,9 @@ class Segment:
     uri: str  # as the playlist names it
     duration_ms: int
     discontinuity: bool = False  # the first segment after a republish
+    # Its file could not be written: listed with EXT-X-GAP (RFC 8216bis 4.4.4.7) so players skip it
+    # and the media sequence numbers of the segments after it stay right.
+    gap: bool = False
 
     @property
     def duration(self) -> float:
@@ -83,6 +86,8 @@ def render(segments: list[Segment], fragment: float, longest_ms: int = 0, discon
     for seg in segments:
         if seg.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
+        if seg.gap:
+            lines.append("#EXT-X-GAP")
         lines.append(f"#EXTINF:{seg.duration_ms / 1000:.3f},")
         lines.append(seg.uri)
     return "\n".join(lines) + "\n"

@@ -43,6 +43,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import IO, Protocol
 
 from tidecast.codec import aac, avc, hevc
@@ -59,6 +61,7 @@ from tidecast.codec.mpegts import (
     TsMuxer,
 )
 from tidecast.errors import ProtocolError
+from tidecast.filework import INLINE, Done, FileWork
 from tidecast.hls.playlist import (
     Entry,
     Playlist,
@@ -94,6 +97,9 @@ TMP = ".tmp"
 WALL_CUT_FACTOR = 3.0
 WALL_CUT_MIN_S = 10.0
 MAX_LEFTOVER_PLAYLIST = 1024 * 1024  # what is read of a crashed run's playlist
+# Bytes the file worker may hold for a disk that does not keep up (all streams of the process) before
+# new segments are skipped: about 7 s of 300 streams at 1 Mbps.
+MAX_FILE_BACKLOG = 256 * 1024 * 1024
 
 
 class HlsSettings(Protocol):
@@ -174,6 +180,95 @@ def segment_files(hls_path: str, template: str, vhost: str, app: str, stream: st
     return sorted(path for path in found if matcher.fullmatch(path))
 
 
+class SegmentFile:
+    """The open segment's file, written through a `FileWork`: TS bytes are gathered here and handed over
+    FILE_BUFFER at a time; `finish` closes it and renames it into place. The file handle and the error
+    are the worker's (its thread, when there is one); the buffer is the muxer's."""
+
+    __slots__ = ("_error", "_fh", "_on_error", "_parts", "_size", "files", "path")
+
+    def __init__(self, files: FileWork, path: str, create: Callable[[str], IO[bytes]], on_error: Done) -> None:
+        self.files = files
+        self.path = path  # the temporary name
+        self._parts: list[bytes | bytearray] = []
+        self._size = 0
+        self._fh: IO[bytes] | None = None
+        self._error: OSError | None = None
+        self._on_error = on_error
+        files.submit(partial(self._open, create), done=on_error, errors_only=True)
+
+    def write(self, data: bytes | bytearray) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= FILE_BUFFER:
+            self._hand_over()
+
+    def finish(self, final: str, done: Done) -> None:
+        """Write what is left, close, rename to `final`; `done` hears how it went."""
+        self._hand_over()
+        self.files.submit(partial(self._finish, final), done=done)
+
+    def discard(self) -> None:
+        """Close and delete: the segment is dropped."""
+        self._parts = []
+        self._size = 0
+        self.files.submit(self._discard, done=self._on_error, errors_only=True)
+
+    def _hand_over(self) -> None:
+        if self._parts:
+            parts, size = self._parts, self._size
+            self._parts = []
+            self._size = 0
+            self.files.submit(partial(self._write, parts), size, done=self._on_error, errors_only=True)
+
+    # What follows runs in the worker.
+
+    def _open(self, create: Callable[[str], IO[bytes]]) -> None:
+        try:
+            self._fh = create(self.path)
+        except OSError as exc:
+            self._error = exc
+            raise
+
+    def _write(self, parts: list[bytes | bytearray]) -> None:
+        fh = self._fh
+        if fh is None:
+            return  # the open (or an earlier write) failed, and said so
+        try:
+            fh.write(b"".join(parts))
+        except OSError as exc:
+            self._error = exc
+            self._fh = None
+            _close_quietly(fh)
+            raise
+
+    def _finish(self, final: str) -> None:
+        fh, self._fh = self._fh, None
+        try:
+            if fh is None:
+                raise self._error or OSError(f"{self.path} was not written")
+            fh.close()
+            os.replace(self.path, final)
+        except OSError:
+            _remove(self.path)
+            raise
+
+    def _discard(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            _close_quietly(fh)
+        error = _remove(self.path)
+        if error is not None:
+            raise error
+
+
+def _close_quietly(fh: IO[bytes]) -> None:
+    try:
+        fh.close()
+    except (OSError, ValueError):
+        pass  # it failed already; the file goes anyway
+
+
 class HlsMuxer:
     """The HLS sink of one stream; see the module docstring. Not thread-safe (the event loop calls it)."""
 
@@ -181,8 +276,13 @@ class HlsMuxer:
     # its segments stay listed ahead of ours, so its players read on instead of jumping ahead.
     CONTINUES_LEFTOVERS = True
 
-    def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str) -> None:
+    def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str, files: FileWork = INLINE) -> None:
         self.settings = settings  # reassigned by the server on reload: read at each decision
+        # Who writes the files: the server's worker thread (a slow disk then delays HLS, not the loop),
+        # or INLINE. A segment joins the playlist once the worker says its file is in place.
+        self.files = files
+        self._generation = 0  # bumped by dispose: what the worker finishes for an older one is dropped
+        self._behind_logged = False
         self.vhost = vhost
         self.app = app
         self.stream = stream
@@ -197,7 +297,7 @@ class HlsMuxer:
         self.doomed: list[tuple[int, str]] = []
         self.media_ms = 0  # the duration of all segments closed so far, across publishes
         # The segment being written.
-        self.file: IO[bytes] | None = None
+        self.file: SegmentFile | None = None
         self.file_path = ""
         self.segment_opened = 0.0  # wall time the open segment was opened
         self._wall_deadline = 0.0  # and when it is cut whatever its timestamps say
@@ -326,16 +426,15 @@ class HlsMuxer:
         if dispose <= 0 or idle < dispose:
             return False
         self._abandon_segment()
-        if self._playlist_is_ours():
-            self._delete(self._m3u8)
-            self._delete(self._m3u8 + TMP)
-            for seg in self.playlist.segments:
-                self._delete(seg.path)
-        # Otherwise the stream moved to another node on this shared hls_path, which writes the playlist now
-        # and has taken over the segments ours listed: it lists them on, or deletes them when no player
-        # can hold a playlist naming them.
-        for _, path in self.doomed:
-            self._delete(path)
+        # One operation, after every write still queued: whether the playlist on disk is ours is only
+        # known once our last playlist write is done.
+        listed = [seg.path for seg in self.playlist.segments]
+        doomed = [path for _, path in self.doomed]
+        try:
+            self.files.submit(partial(self._dispose_files, self._m3u8, listed, doomed), done=self._delete_failed)
+        except OSError as exc:  # inline
+            self._delete_failed(exc)
+        self._generation += 1
         self.playlist = Playlist()
         self.doomed = []
         self.disposed = True
@@ -534,9 +633,41 @@ class HlsMuxer:
             os.makedirs(folder, exist_ok=True)
             return open(path, "wb", buffering=buffering)
 
+    def _open_file(self, path: str) -> SegmentFile:
+        """The segment file at `path`, written through the file worker (unbuffered: SegmentFile buffers)."""
+        return SegmentFile(self.files, path, partial(self._create, buffering=0), self._file_failed)
+
+    def _file_failed(self, error: OSError | None) -> None:
+        """A write of the open segment failed in the worker: drop the segment; the next keyframe opens one."""
+        if error is None:
+            return
+        file = self.file
+        if file is not None and error.filename in (None, file.path):
+            self._abandon_segment()
+        self._report(f"file error: {error}", error)
+
+    def _disk_behind(self) -> bool:
+        """The file worker holds more than MAX_FILE_BACKLOG: skip segments until the disk catches up."""
+        backlog = self.files.backlog()
+        if backlog <= MAX_FILE_BACKLOG:
+            self._behind_logged = False
+            return False
+        if not self._behind_logged:
+            self._behind_logged = True
+            log.warning(
+                "hls %s/%s/%s: the disk is %.1f MiB behind; skipping segments until it catches up",
+                self.vhost,
+                self.app,
+                self.stream,
+                backlog / 2**20,
+            )
+        return True
+
     def _open_segment(self, ts: int) -> None:
+        if self._disk_behind():
+            return
         path = self._segment_path(self.sequence)
-        self.file = self._create(path + TMP, FILE_BUFFER)
+        self.file = self._open_file(path + TMP)
         self.file_path = path
         self.segment_start = ts
         self.segment_opened = self.last_message
@@ -552,33 +683,40 @@ class HlsMuxer:
         self.file.write(self.ts.tables(self.segment_video, self.segment_audio, self.segment_video_type))
 
     def _close_segment(self, end_ts: int) -> None:
-        """Finish the open segment: rename it into place, then name it in the playlist."""
+        """Finish the open segment: rename it into place, then (once it is) name it in the playlist."""
         file = self.file
         if file is None:
             return
         try:
             self._flush_audio()
-            file.close()  # flushes the write buffer
         except OSError:
             self._abandon_segment()
             raise
         self.file = None
-        tmp = self.file_path + TMP
         duration = end_ts - self.segment_start
         if duration <= 0:
-            self._delete(tmp)
+            file.discard()
             return
-        try:
-            os.replace(tmp, self.file_path)
-        except OSError:
-            self._delete(tmp)
-            raise
         segment = self._segment(duration)
+        # Inline, a failed rename raises here (before the number is used up) as it always did.
+        file.finish(self.file_path, partial(self._segment_written, segment, self._generation))
         self.next_discontinuity = False
         self.sequence += 1
+
+    def _segment_written(self, segment: Segment, generation: int, error: OSError | None) -> None:
+        """The worker has renamed the segment into place (or failed to): list it, write the playlist."""
+        if generation != self._generation:
+            # Disposed of meanwhile: no playlist will name it.
+            if error is None:
+                self._delete(segment.path)
+            return
+        if error is not None:
+            # Listed as a gap, so the media sequence numbers of the segments after it stay right.
+            self._report(f"file error: {error}", error)
+            segment.gap = True
         s = self.settings
         dropped = self.playlist.add(segment, s.hls_window)
-        self.media_ms += duration
+        self.media_ms += segment.duration_ms
         if s.hls_cleanup:
             # Deletable once the newest playlist that named it has aged out for any player.
             listed = self._listed_ms()
@@ -601,17 +739,37 @@ class HlsMuxer:
 
     def _write_playlist(self) -> None:
         """Write under a temporary name and rename: readers see the old playlist or the new one."""
-        tmp = self._m3u8 + TMP
+        body = self._render().encode()
+        self.files.submit(
+            partial(self._store_playlist, body, self._m3u8), len(body), done=self._playlist_failed, errors_only=True
+        )
+
+    def _store_playlist(self, body: bytes, path: str) -> None:
+        # In the worker: the playlist's rename follows the renames of the segments it names.
+        tmp = path + TMP
         try:
             with self._create(tmp) as f:
-                f.write(self._render().encode())
+                f.write(body)
                 f.flush()
                 st = os.fstat(f.fileno())
-            os.replace(tmp, self._m3u8)
+            os.replace(tmp, path)
             self._written = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
-            self._delete(tmp)
+            _remove(tmp)
             raise
+
+    def _playlist_failed(self, error: OSError | None) -> None:
+        if error is not None:
+            self._report(f"file error: {error}", error)
+
+    def _dispose_files(self, m3u8: str, listed: list[str], doomed: list[str]) -> None:
+        # In the worker. When the playlist is no longer ours, the stream moved to another node on this
+        # shared hls_path, which writes the playlist now and has taken over the segments ours listed: it
+        # lists them on, or deletes them when no player can hold a playlist naming them.
+        paths = [m3u8, m3u8 + TMP, *listed] if self._playlist_is_ours() else []
+        errors = [error for path in [*paths, *doomed] if (error := _remove(path)) is not None]
+        if errors:
+            raise errors[0]
 
     def _playlist_is_ours(self) -> bool:
         """The playlist file is still the one we wrote last (or we never wrote one: a leftover is ours to go)."""
@@ -634,10 +792,9 @@ class HlsMuxer:
         if file is not None:
             self.file = None
             try:
-                file.close()
-            except (OSError, ValueError):
-                pass  # already failed; the file goes anyway
-            self._delete(self.file_path + TMP)
+                file.discard()
+            except OSError as exc:
+                self._report(f"cannot remove {file.path}: {exc}", exc)
 
     def _continue_after_crash(self) -> int:
         """A playlist another run left (a killed one, or the previous owner on a shared hls_path): number on
@@ -703,9 +860,14 @@ class HlsMuxer:
         return self.media_ms + listed_ms + round(s.hls_fragment * s.hls_td_ratio * 1000)
 
     def _delete(self, path: str) -> None:
-        error = _remove(path)
+        try:
+            self.files.submit(partial(_unlink, path), done=self._delete_failed, errors_only=True)
+        except OSError as exc:  # inline
+            self._delete_failed(exc)
+
+    def _delete_failed(self, error: OSError | None) -> None:
         if error is not None:
-            self._report(f"cannot remove {path}: {error}", error)
+            self._report(f"cannot remove {error.filename}: {error}", error)
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, OSError):
@@ -726,6 +888,12 @@ class HlsMuxer:
                 what,
                 exc_info=not isinstance(exc, (OSError, ProtocolError)),
             )
+
+
+def _unlink(path: str) -> None:
+    error = _remove(path)
+    if error is not None:
+        raise error
 
 
 def _remove(path: str) -> OSError | None:

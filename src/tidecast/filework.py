@@ -1,0 +1,139 @@
+"""File operations off the event loop: one thread runs them in the order they were submitted.
+
+A disk that stalls (an NFS server that hiccups, a volume at its IOPS limit, a
+full journal) blocks the thread that writes to it. When that thread is the
+event loop, every connection of the process stalls with it: publishers stop
+being read, players stop being written, the HTTP API stops answering. A
+`FileWorker` takes the blocking calls instead, so a slow disk delays the files
+and nothing else.
+
+Order is kept: operations run one at a time, first in first out, so a segment
+is renamed before the playlist naming it is written and deleted after the
+playlist stopped naming it, exactly as when they ran inline. A caller that
+wants to know how an operation went passes `done`; it is called on the event
+loop (through `deliver`, `loop.call_soon_threadsafe`) with None or the
+OSError (with `errors_only`, only for an error: a wake-up of the loop per
+write would cost more than the write). The bytes waiting in the queue are counted, so a caller can stop
+submitting (drop output) rather than grow without bound while the disk is away.
+
+`INLINE` runs every operation at once in the caller's thread and raises its
+errors there: tools, tests, and output that must be on disk before the next
+step (low-latency HLS reads its own playlist state) use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("tidecast.files")
+
+Done = Callable[[OSError | None], None]
+
+
+class FileWork(Protocol):
+    """Where file operations run: `Inline` or a `FileWorker`."""
+
+    def submit(
+        self, op: Callable[[], None], size: int = 0, done: Done | None = None, errors_only: bool = False
+    ) -> None: ...
+
+    def backlog(self) -> int: ...
+
+
+class Inline:
+    """Runs each operation immediately; errors propagate to the caller (who handles them as before)."""
+
+    def submit(
+        self, op: Callable[[], None], size: int = 0, done: Done | None = None, errors_only: bool = False
+    ) -> None:
+        op()
+        if done is not None and not errors_only:
+            done(None)
+
+    def backlog(self) -> int:
+        return 0
+
+
+INLINE = Inline()
+
+
+class FileWorker:
+    """A daemon thread running file operations in submission order; see the module docstring."""
+
+    def __init__(self, deliver: Callable[..., object], name: str = "tidecast-files") -> None:
+        self._deliver = deliver
+        self._queue: queue.SimpleQueue[tuple[Callable[[], None], int, Done | None, bool] | None] = queue.SimpleQueue()
+        # Each counter has one writer (the submitter, the thread), so neither needs a lock.
+        self._submitted = 0
+        self._finished = 0
+        self._ops_submitted = 0
+        self._ops_finished = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, op: Callable[[], None], size: int = 0, done: Done | None = None, errors_only: bool = False
+    ) -> None:
+        """Queue `op`; `size` is the bytes it holds (counted in `backlog` until it ran)."""
+        self._submitted += size
+        self._ops_submitted += 1
+        self._queue.put((op, size, done, errors_only))
+
+    def backlog(self) -> int:
+        """Bytes submitted and not yet written."""
+        return self._submitted - self._finished
+
+    def pending(self) -> int:
+        """Operations submitted and not yet finished."""
+        return self._ops_submitted - self._ops_finished
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait, with the loop running, until nothing is queued and what finished has been heard of
+        (a callback may queue more: a segment's rename, then its playlist); False after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if not self.pending():
+                await asyncio.sleep(0.02)  # the callbacks delivered last run now
+                if not self.pending():
+                    return True
+            await asyncio.sleep(0.01)
+        return False
+
+    def close(self, timeout: float) -> bool:
+        """Run what is queued, then stop; False when the disk did not let it finish within `timeout`."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            op, size, done, errors_only = item
+            error: OSError | None = None
+            try:
+                op()
+            except OSError as exc:
+                error = exc
+            except Exception:  # a bug in an operation must not stop every later one
+                log.exception("file operation failed")
+            finally:
+                self._finished += size
+            if error is not None or (done is not None and not errors_only):
+                try:
+                    self._deliver(_report if done is None else done, error)
+                except RuntimeError:
+                    return  # the event loop is closed: the process is going away
+            self._ops_finished += 1  # after the delivery: `drain` then waits for its callback too
+
+
+def _report(error: OSError | None) -> None:
+    if error is not None:
+        log.warning("file operation failed: %s", error)

@@ -1,0 +1,122 @@
+"""The file worker: order, errors heard on the loop, the backlog, draining; and a muxer that stops
+opening segments while its disk is too far behind."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from tidecast import config
+from tidecast.codec.flv import FlvReader
+from tidecast.filework import INLINE, FileWorker
+from tidecast.hls import segmenter
+from tidecast.hls.segmenter import HlsMuxer
+
+
+def test_operations_run_in_order_and_errors_come_back_on_the_loop() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        files = FileWorker(loop.call_soon_threadsafe)
+        ran: list[int] = []
+        heard: list[tuple[int, object, bool]] = []
+        main = threading.get_ident()
+
+        def op(i: int) -> None:
+            assert threading.get_ident() != main
+            ran.append(i)
+            if i == 3:
+                raise PermissionError(13, "refused", f"/x/{i}")
+
+        for i in range(6):
+            files.submit(
+                lambda i=i: op(i),  # type: ignore[misc]
+                size=100,
+                done=lambda error, i=i: heard.append((i, error, threading.get_ident() == main)),  # type: ignore[misc]
+                errors_only=i != 5,
+            )
+        assert await files.drain(5.0)
+        assert ran == list(range(6))
+        # Only the failure (errors_only) and the one that asked for every outcome, on the loop's thread.
+        assert [(i, type(e).__name__, on_loop) for i, e, on_loop in heard] == [
+            (3, "PermissionError", True),
+            (5, "NoneType", True),
+        ]
+        assert files.backlog() == 0 and files.pending() == 0
+        assert files.close(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_stuck_operation_holds_the_backlog_and_bounds_the_quit(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
+        release = threading.Event()
+        files.submit(lambda: (_ for _ in ()).throw(RuntimeError("a bug")))  # logged; later ones still run
+        files.submit(release.wait, size=1000)
+        files.submit(lambda: None, size=500)
+        await asyncio.sleep(0.1)
+        assert files.backlog() == 1500 and files.pending() == 2
+        assert not await files.drain(0.2)
+        release.set()
+        assert await files.drain(5.0)
+        assert files.backlog() == 0
+        assert files.close(1.0)
+
+    with caplog.at_level(logging.ERROR, "tidecast.files"):
+        asyncio.run(scenario())
+    assert "file operation failed" in caplog.text and "a bug" in caplog.text
+
+
+def test_inline_raises_where_it_runs() -> None:
+    heard: list[object] = []
+    INLINE.submit(lambda: None, done=heard.append)
+    INLINE.submit(lambda: None, done=heard.append, errors_only=True)
+    assert heard == [None]
+    with pytest.raises(OSError):
+        INLINE.submit(lambda: open("/nonexistent-dir/x", "rb").close())
+
+
+def test_muxer_skips_segments_while_the_disk_is_behind(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tags = [t for t in FlvReader().feed(clip.read_bytes()) if t[0] in (8, 9)]
+    limit = 60_000
+    monkeypatch.setattr(segmenter, "MAX_FILE_BACKLOG", limit)
+    keyframes = sum(1 for t, _, p in tags if t == 9 and p[:2] == b"\x17\x01")
+
+    async def scenario() -> None:
+        files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
+        settings = dataclasses.replace(
+            config.Hls(enabled=True, hls_dispose=0.0), hls_path=str(tmp_path), hls_fragment=1.0
+        )
+        muxer = HlsMuxer(settings, "v", "live", "behind", files)
+        muxer.on_publish()
+        release = threading.Event()
+        files.submit(release.wait)  # the disk stops answering
+        for type_id, ts, payload in tags:
+            muxer.on_message(type_id, ts, payload)
+        # Past the limit no segment opens: the backlog stops at about one segment over it.
+        assert muxer.file is None and muxer.sequence < keyframes - 1
+        held = files.backlog()
+        assert limit < held < 3 * limit
+        assert caplog.text.count("behind; skipping segments") == 1  # once, not per skipped keyframe
+        release.set()
+        assert await files.drain(10.0)
+        # The disk caught up: the next keyframe opens a segment again, and it is written.
+        offset = tags[-1][1] + 40
+        for type_id, ts, payload in tags:
+            muxer.on_message(type_id, ts + offset, payload)
+        muxer.on_unpublish()
+        assert await files.drain(10.0)
+        assert files.close(1.0)
+        listed = muxer.playlist.segments
+        assert len(listed) > muxer.sequence // 2
+        assert all((tmp_path / "live" / seg.uri).is_file() for seg in listed)
+
+    with caplog.at_level(logging.WARNING, "tidecast.hls"):
+        asyncio.run(scenario())

@@ -1,0 +1,111 @@
+"""A disk that blocks HLS writes delays the HLS files only: players, publishers and the API go on.
+
+The stand-in for an NFS server that stops answering is a named pipe at the
+temporary name of a segment not written yet: opening it for writing blocks
+(in the kernel, as a hung mount does) until someone reads it. Before the file
+worker, that open ran on the event loop and froze every connection of the
+server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import m3u8
+from testkit.helpers import Publisher, TidecastProcess, wait_for, wait_stream_live
+from testkit.players import RtmpPlayer, keeps_up
+
+Factory = Callable[..., TidecastProcess]
+
+HLS = "hls {{ enabled on; hls_fragment 1; hls_window 20; hls_path {path}; }}"
+BLOCKED_S = 4.0
+
+
+def _listed(playlist: Path) -> list[int]:
+    try:
+        text = playlist.read_text()
+    except FileNotFoundError:
+        return []
+    names = [seg.uri for seg in m3u8.loads(text).segments]
+    return [int(m.group(1)) for name in names if (m := re.search(r"-(\d+)\.ts$", name))]
+
+
+def _drain(fifo: Path, got: list[int]) -> None:
+    with open(fifo, "rb") as reader:  # unblocks the worker's open
+        got.append(len(reader.read()))
+
+
+def test_blocked_segment_write_stalls_hls_but_not_players_or_api(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
+    hls_dir = tmp_path / "hls"
+    hls_dir.mkdir()
+    srv = tidecast(vhost=HLS.format(path=hls_dir))
+    playlist = hls_dir / "live" / "nas.m3u8"
+    with Publisher(clip, f"{srv.rtmp}/live/nas"):
+        wait_stream_live(srv, "nas")
+        wait_for(lambda: _listed(playlist), timeout=10, what="a first segment")
+        # Two segments ahead of the newest listed one (the next may be open already).
+        blocked = max(_listed(playlist)) + 2
+        fifo = hls_dir / "live" / f"nas-{blocked}.ts.tmp"
+        os.mkfifo(fifo)
+        # The segment before it renamed into place: the next thing the worker does is open the pipe,
+        # and everything queued behind that (this segment's playlist too) waits, in order.
+        before = hls_dir / "live" / f"nas-{blocked - 1}.ts"
+        wait_for(before.exists, timeout=10, what="the segment before the blocked one")
+        time.sleep(1.5)
+        stuck = max(_listed(playlist))
+        assert stuck < blocked, "the segment behind the named pipe was listed: nothing blocked"
+
+        player = RtmpPlayer.on(srv, "nas")
+        try:
+            start = time.monotonic()
+            api_waits = []
+            while time.monotonic() - start < BLOCKED_S:
+                asked = time.monotonic()
+                streams = srv.api_json("/api/v1/streams")["streams"]
+                api_waits.append(time.monotonic() - asked)
+                assert any(s["name"] == "nas" and s["publish"]["active"] for s in streams)
+                time.sleep(0.25)
+            end = time.monotonic()
+            assert max(_listed(playlist)) == stuck, "HLS went on while its disk was blocked"
+            assert max(api_waits) < 1.0, f"the API took {max(api_waits):.2f}s while HLS was blocked"
+            assert keeps_up(player, start + 1.0, end), "a player starved while HLS was blocked"
+        finally:
+            player.close()
+
+        got: list[int] = []
+        reader = threading.Thread(target=_drain, args=(fifo, got), daemon=True)
+        reader.start()
+        # Once the disk answers, the backlog is written in order and the playlist moves on past it.
+        wait_for(lambda: max(_listed(playlist)) > blocked + 1, timeout=15, what="HLS to catch up")
+        reader.join(10)
+        assert got and got[0] % 188 == 0 and got[0] > 0, f"the blocked segment's bytes: {got}"
+        listed = _listed(playlist)
+        assert listed == list(range(listed[0], listed[-1] + 1)), f"sequence numbers with holes: {listed}"
+
+
+def test_a_segment_the_disk_refuses_is_listed_as_a_gap(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
+    """The rename of one segment fails (a directory squats its name): the playlist lists it as an
+    EXT-X-GAP, so the sequence numbers of the segments after it still name the right media."""
+    hls_dir = tmp_path / "hls"
+    hls_dir.mkdir()
+    srv = tidecast(vhost=HLS.format(path=hls_dir))
+    playlist = hls_dir / "live" / "gap.m3u8"
+    with Publisher(clip, f"{srv.rtmp}/live/gap"):
+        wait_stream_live(srv, "gap")
+        wait_for(lambda: _listed(playlist), timeout=10, what="a first segment")
+        refused = max(_listed(playlist)) + 2
+        (hls_dir / "live" / f"gap-{refused}.ts").mkdir()
+        wait_for(lambda: max(_listed(playlist)) >= refused + 2, timeout=15, what="segments after the refused one")
+        parsed = m3u8.loads(playlist.read_text())
+    by_number = {parsed.media_sequence + i: seg for i, seg in enumerate(parsed.segments)}
+    assert by_number[refused].uri == f"gap-{refused}.ts" and by_number[refused].gap_tag
+    for number, seg in by_number.items():
+        assert seg.uri == f"gap-{number}.ts", f"media sequence {number} names {seg.uri}"
+        if number != refused:
+            assert not seg.gap_tag and (hls_dir / "live" / seg.uri).is_file()
+    assert f"gap-{refused}.ts" in srv.log() and "file error" in srv.log()
