@@ -79,6 +79,21 @@ def test_sigterm_without_force_grace_quit_is_fast(tidecast: Factory) -> None:
     player.close()
 
 
+def test_sigterm_is_fast_with_http_flv_players_too(tidecast: Factory, clip: Path) -> None:
+    """A streaming HTTP-FLV request used to hold the HTTP server's shutdown, and the quit with it."""
+    srv = tidecast(vhost="http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }")
+    with Publisher(clip, f"{srv.rtmp}/live/fast"):
+        wait_stream_live(srv, "fast")
+        flv = socket.create_connection((srv.host, srv.http_port), timeout=5)
+        flv.sendall(b"GET /live/fast.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert flv.recv(4096).startswith(b"HTTP/1.1 200"), "the FLV player did not start"
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert srv.proc is not None and srv.proc.wait(5) == 0
+        assert time.monotonic() - started < 3
+        flv.close()
+
+
 def test_drain_bound_closes_remaining_connections(tidecast: Factory) -> None:
     srv = tidecast(globals_="grace_start_wait 200; grace_final_wait 100; grace_drain_timeout 1500;")
     player = RtmpTestClient(srv.host, srv.rtmp_port)

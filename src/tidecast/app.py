@@ -428,6 +428,9 @@ class App:
             if self.relays is not None:
                 self.relays.kill_all()
             await self._close_listeners()
+            # Everyone goes now, as SRS drops them on a fast quit: an HTTP-FLV player left streaming
+            # would hold the HTTP server's shutdown (it waits for running requests) and the quit with it.
+            self._close_all_connections()
         await self._dispose()
         log.info("tidecast terminated")
         return self.exit_code

@@ -112,7 +112,20 @@ async def serve_http_play(
     token = connection_id.set(cid)
     try:
         # The output format is the stream's own, set just before joining; admission never reads it.
-        player = Player(cid, request.remote or "", fmt.kind, transport, lambda: close_transport(transport), _UNSET)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def leave() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def kick() -> None:
+            # aiohttp does not tell a running handler that its connection closed: ending the wait here
+            # is what lets a kicked player leave its stream (and a quit's HTTP shutdown finish) even
+            # when the stream has nothing more to send it.
+            close_transport(transport)
+            leave()
+
+        player = Player(cid, request.remote or "", fmt.kind, transport, kick, _UNSET)
         player.tc_url = str(request.url)
         player.query = request.query_string
         player.page_url = request.headers.get("Referer", "")
@@ -142,12 +155,6 @@ async def serve_http_play(
         if transport.is_closing():
             hub.release(stream)
             return resp
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def leave() -> None:
-            if not done.done():
-                done.set_result(None)
-
         player.on_leave = leave
         # No await between these: the stream start() joins is the one whose format we take.
         player.format = fmt.output(hub.stream(player.vhost, app, name))
