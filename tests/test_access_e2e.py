@@ -25,6 +25,7 @@ class HookServer:
     def __init__(self, delay_for: str = "", delay: float = 0.0) -> None:
         self.port = free_port()
         self.bodies: list[dict[str, Any]] = []
+        self.gets: list[str] = []  # path and query of each GET (on_hls_notify)
         self.delay_for, self.delay = delay_for, delay
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -46,10 +47,15 @@ class HookServer:
             return web.json_response({"code": 0 if "token=good" in body.get("param", "") else 1})
         return web.Response(text="0")
 
+    async def _notify(self, request: web.Request) -> web.Response:
+        self.gets.append(request.path_qs)
+        return web.Response(text="ok")
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/hook", self._hook)
+        app.router.add_get("/notify/{tail:.*}", self._notify)
         runner = self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -197,6 +203,34 @@ def test_a_reaped_dvr_file_calls_on_dvr_with_its_path(tidecast: Factory, clip: P
     assert body["app"] == "live" and body["stream"] == "taped" and body["param"] == "?token=good"
     assert body["file"].endswith("rec/live/taped.flv") and "cwd" in body
     assert (srv.workdir / "rec/live/taped.flv").stat().st_size > 10_000
+
+
+def test_each_hls_segment_calls_on_hls_and_on_hls_notify(
+    tidecast: Factory, clip: Path, hooks: HookServer, tmp_path: Path
+) -> None:
+    """After a segment is renamed into place and listed, as SRS tells its hooks (used to push segments
+    to a CDN or object store)."""
+    url = hooks.url()
+    notify = hooks.url("/notify/[app]/[stream]/[ts_url][param]")
+    hls_dir = tmp_path / "hls"
+    srv = tidecast(
+        vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 10; hls_path {hls_dir}; }}\n"
+        f"http_hooks {{ enabled on; on_publish {url}; on_hls {url}; on_hls_notify {notify}; }}"
+    )
+    with Publisher(clip, f"{srv.rtmp}/live/seg?token=good"):
+        wait_stream_live(srv, "seg")
+        wait_for(lambda: len(hooks.actions("on_hls")) >= 3, timeout=15, what="three on_hls hooks")
+        wait_for(lambda: len(hooks.gets) >= 3, timeout=5, what="three on_hls_notify GETs")
+    bodies = hooks.actions("on_hls")[:3]
+    for body in bodies:
+        assert body["app"] == "live" and body["stream"] == "seg" and body["param"] == "?token=good"
+        assert body["m3u8"] == str(hls_dir / "live" / "seg.m3u8") and body["m3u8_url"] == "live/seg.m3u8"
+        assert body["url"] == f"live/seg-{body['seq_no']}.ts" and body["file"] == str(hls_dir / body["url"])
+        assert 0.5 <= body["duration"] <= 3.0 and "cwd" in body and body["client_id"]
+    numbers = [b["seq_no"] for b in bodies]
+    assert numbers == list(range(numbers[0], numbers[0] + 3)), numbers
+    assert all((hls_dir / b["url"]).is_file() for b in bodies)
+    assert hooks.gets[0] == f"/notify/live/seg/live/seg-{numbers[0]}.ts?token=good"
 
 
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\ncam1-0.ts\n"

@@ -161,7 +161,7 @@ class App:
         hub.gates.append(access)  # local checks and hooks before anything asks other nodes
         hub.notified.append(access)
         self.metric_sources.append(access.current.caller.metrics)
-        hls = HlsManager(hub)
+        hls = HlsManager(hub, on_hls=access.on_hls)
         edge = EdgeManager(hub)
         origin = OriginCluster(hub)
         dvr = self.dvr = DvrManager(lambda: hub.streams.values(), on_dvr=access.on_dvr)

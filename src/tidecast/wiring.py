@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from tidecast.access import AccessControl
+from tidecast.access.hooks import segment_url
 from tidecast.dvr.recorder import Reaped
+from tidecast.hls.manager import SegmentWritten
 from tidecast.live.admission import JoinRequest, Redirect, Refusal
 from tidecast.live.client import Client
 from tidecast.live.hub import Hub, StreamEvents, Target
@@ -63,6 +65,18 @@ class AccessSlot:
 
     def on_event(self, event: str, request: JoinRequest) -> None:
         self.current.on_event(event, request)
+
+    def on_hls(self, written: SegmentWritten, publisher: Any) -> None:
+        """An HLS segment is in place and listed: the vhost's on_hls and on_hls_notify hooks hear of it."""
+        hooks = self.current.hooks(written.vhost)
+        if hooks is None or not isinstance(publisher, Client):
+            return
+        target = Target(written.vhost, written.app, written.stream, publisher.query)
+        request = self.hub.request("publish", publisher, target, "rtmp")
+        hooks.on_hls(
+            request, written.file, written.url, written.m3u8, written.m3u8_url, written.seq_no, written.duration
+        )
+        hooks.on_hls_notify(request, segment_url(written.url, written.m3u8_url))
 
     def on_dvr(self, reaped: Reaped, publisher: Any) -> None:
         """A DVR file was reaped: the vhost's on_dvr hooks hear of it, as SRS tells them."""

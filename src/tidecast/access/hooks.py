@@ -130,9 +130,7 @@ def hls_body(
     service_id: str = "",
 ) -> dict[str, Any]:
     """on_hls: a segment was written. `url` is made relative to the playlist's directory, as SRS does."""
-    prefix = m3u8_url.rsplit("/", 1)[0] if "/" in m3u8_url else ""
-    if prefix and not url.startswith(("http://", "https://")):
-        url = f"{prefix}/{url}"
+    url = segment_url(url, m3u8_url)
     return hook_body(
         "on_hls",
         request,
@@ -146,6 +144,14 @@ def hls_body(
         m3u8_url=m3u8_url,
         seq_no=seq_no,
     )
+
+
+def segment_url(uri: str, m3u8_url: str) -> str:
+    """A segment's URI as the playlist names it, made a path under hls_path (absolute URLs stay)."""
+    prefix = m3u8_url.rsplit("/", 1)[0] if "/" in m3u8_url else ""
+    if prefix and not uri.startswith(("http://", "https://")):
+        return f"{prefix}/{uri}"
+    return uri
 
 
 def hls_notify_url(template: str, request: JoinRequest, ts_url: str, server_id: str = "", service_id: str = "") -> str:

@@ -17,9 +17,14 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from tidecast.filework import FileWorker
 from tidecast.hls.fmp4 import Fmp4Muxer
+from tidecast.hls.playlist import Segment
 from tidecast.hls.segmenter import HlsMuxer
 from tidecast.hls.store import HlsStore
 from tidecast.live.hub import Hub, StreamEvents
@@ -29,6 +34,25 @@ from tidecast.live.stream import LiveStream
 log = logging.getLogger("tidecast.hls")
 
 Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentWritten:
+    """A segment in place and named by the playlist: what the on_hls hooks are told."""
+
+    vhost: str
+    app: str
+    stream: str
+    file: str  # the segment's path, as hls_path spells it
+    url: str  # as the playlist names it
+    m3u8: str  # the playlist's path
+    m3u8_url: str  # the playlist's path under hls_path
+    seq_no: int
+    duration: float  # seconds
+
+
+# (the segment, the stream's publisher when it was written, or None)
+OnHls = Callable[[SegmentWritten, Any], None]
 # How long a quit waits for the file worker to write the last segments and playlists.
 CLOSE_DRAIN_S = 5.0
 
@@ -42,9 +66,11 @@ def inside(root: str, path: str) -> bool:
 
 
 class HlsManager(StreamEvents):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, on_hls: OnHls | None = None) -> None:
         self.hub = hub
+        self.on_hls = on_hls
         self.muxers: dict[Key, HlsMuxer] = {}
+        self.publishers: dict[Key, Any] = {}  # kept after unpublish: the last segment is written after it
         self.store = HlsStore()  # low-latency playlists and parts, served by net/llhls.py
         self._files: FileWorker | None = None  # made with the first MPEG-TS muxer (it needs the loop)
 
@@ -75,6 +101,19 @@ class HlsManager(StreamEvents):
             # Played but never published: nothing on disk, nothing to dispose of later.
             del self.muxers[key]
 
+    def on_publish(self, stream: LiveStream, client: Any) -> None:
+        self.publishers[(stream.vhost, stream.app, stream.name)] = client
+
+    def _segment_written(self, key: Key, muxer: HlsMuxer, segment: Segment) -> None:
+        if self.on_hls is None:
+            return
+        hls_path = muxer.settings.hls_path
+        m3u8_url = os.path.relpath(muxer.m3u8_path, hls_path).replace(os.sep, "/")
+        written = SegmentWritten(
+            *key, segment.path, segment.uri, muxer.m3u8_path, m3u8_url, segment.sequence, segment.duration
+        )
+        self.on_hls(written, self.publishers.get(key))
+
     def _attach(self, stream: LiveStream) -> None:
         key = (stream.vhost, stream.app, stream.name)
         muxer = self.muxers.get(key)
@@ -99,6 +138,7 @@ class HlsManager(StreamEvents):
                     stream.settings.hls.hls_path,
                 )
                 return
+            muxer.on_segment = partial(self._segment_written, key, muxer)
             self.muxers[key] = muxer
         else:
             muxer.settings = stream.settings.hls
@@ -134,6 +174,7 @@ class HlsManager(StreamEvents):
                     log.info("hls: disposed %s/%s/%s after %ss idle", *key, muxer.settings.hls_dispose)
                     if stream is None:
                         del self.muxers[key]
+                        self.publishers.pop(key, None)
             except OSError as exc:
                 log.warning("hls: dispose of %s/%s/%s failed: %s", *key, exc)
 

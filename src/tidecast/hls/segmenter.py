@@ -281,6 +281,8 @@ class HlsMuxer:
         # Who writes the files: the server's worker thread (a slow disk then delays HLS, not the loop),
         # or INLINE. A segment joins the playlist once the worker says its file is in place.
         self.files = files
+        # Told of each segment once its file is in place and the playlist names it (on_hls hooks).
+        self.on_segment: Callable[[Segment], None] | None = None
         self._generation = 0  # bumped by dispose: what the worker finishes for an older one is dropped
         self._behind_logged = False
         self.vhost = vhost
@@ -725,6 +727,11 @@ class HlsMuxer:
         doomed = self.doomed
         while doomed and doomed[0][0] <= self.media_ms:
             self._delete(doomed.pop(0)[1])
+        if error is None and self.on_segment is not None:
+            try:
+                self.on_segment(segment)
+            except Exception:  # a notification must never cost the stream its HLS
+                log.exception("hls %s/%s/%s: segment notification failed", self.vhost, self.app, self.stream)
 
     def _wall_limit(self) -> float:
         s = self.settings
