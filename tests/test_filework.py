@@ -18,10 +18,11 @@ from tidecast.hls import segmenter
 from tidecast.hls.segmenter import HlsMuxer
 
 
-def test_operations_run_in_order_and_errors_come_back_on_the_loop() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_operations_run_in_order_and_errors_come_back_on_the_loop(batched: bool) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        files = FileWorker(loop.call_soon_threadsafe)
+        files = FileWorker(loop.call_soon_threadsafe, defer=loop.call_soon if batched else None)
         ran: list[int] = []
         heard: list[tuple[int, object, bool]] = []
         main = threading.get_ident()

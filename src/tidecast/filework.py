@@ -33,6 +33,7 @@ from typing import Protocol
 log = logging.getLogger("tidecast.files")
 
 Done = Callable[[OSError | None], None]
+_Item = tuple[Callable[[], None], int, "Done | None", bool]
 
 
 class FileWork(Protocol):
@@ -65,9 +66,18 @@ INLINE = Inline()
 class FileWorker:
     """A daemon thread running file operations in submission order; see the module docstring."""
 
-    def __init__(self, deliver: Callable[..., object], name: str = "tidecast-files") -> None:
+    def __init__(
+        self,
+        deliver: Callable[..., object],
+        name: str = "tidecast-files",
+        defer: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
         self._deliver = deliver
-        self._queue: queue.SimpleQueue[tuple[Callable[[], None], int, Done | None, bool] | None] = queue.SimpleQueue()
+        # With `defer` (loop.call_soon), what one turn of the loop submits crosses to the thread as one
+        # batch: one wake-up of the thread for dozens of writes, and one of the loop for their outcomes.
+        self._defer = defer
+        self._batch: list[_Item] = []
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
         # Each counter has one writer (the submitter, the thread), so neither needs a lock.
         self._submitted = 0
         self._finished = 0
@@ -82,7 +92,18 @@ class FileWorker:
         """Queue `op`; `size` is the bytes it holds (counted in `backlog` until it ran)."""
         self._submitted += size
         self._ops_submitted += 1
-        self._queue.put((op, size, done, errors_only))
+        item = (op, size, done, errors_only)
+        if self._defer is None:
+            self._queue.put([item])
+            return
+        if not self._batch:
+            self._defer(self._hand_over)
+        self._batch.append(item)
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._queue.put(batch)
 
     def backlog(self) -> int:
         """Bytes submitted and not yet written."""
@@ -107,31 +128,43 @@ class FileWorker:
 
     def close(self, timeout: float) -> bool:
         """Run what is queued, then stop; False when the disk did not let it finish within `timeout`."""
+        self._hand_over()
         self._queue.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            op, size, done, errors_only = item
-            error: OSError | None = None
-            try:
-                op()
-            except OSError as exc:
-                error = exc
-            except Exception:  # a bug in an operation must not stop every later one
-                log.exception("file operation failed")
-            finally:
-                self._finished += size
-            if error is not None or (done is not None and not errors_only):
+            outcomes: list[tuple[Done, OSError | None]] = []
+            for op, size, done, errors_only in batch:
+                error: OSError | None = None
                 try:
-                    self._deliver(_report if done is None else done, error)
+                    op()
+                except OSError as exc:
+                    error = exc
+                except Exception:  # a bug in an operation must not stop every later one
+                    log.exception("file operation failed")
+                finally:
+                    self._finished += size
+                if error is not None or (done is not None and not errors_only):
+                    outcomes.append((_report if done is None else done, error))
+            if outcomes:
+                try:
+                    self._deliver(_call_all, outcomes)
                 except RuntimeError:
                     return  # the event loop is closed: the process is going away
-            self._ops_finished += 1  # after the delivery: `drain` then waits for its callback too
+            self._ops_finished += len(batch)  # after the delivery: `drain` then waits for the callbacks too
+
+
+def _call_all(outcomes: list[tuple[Done, OSError | None]]) -> None:
+    for done, error in outcomes:
+        try:
+            done(error)
+        except Exception:
+            log.exception("file operation callback failed")
 
 
 def _report(error: OSError | None) -> None:

@@ -76,7 +76,8 @@ class HlsManager(StreamEvents):
 
     def _file_worker(self) -> FileWorker:
         if self._files is None:
-            self._files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe, name="tidecast-hls-files")
+            loop = asyncio.get_running_loop()
+            self._files = FileWorker(loop.call_soon_threadsafe, name="tidecast-hls-files", defer=loop.call_soon)
         return self._files
 
     @staticmethod
