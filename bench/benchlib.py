@@ -1073,7 +1073,9 @@ def start_tidecast(config: str, workdir: Path, rtmp_port: int, core: int = 0) ->
     conf.write_text(config)
     argv = _pinned([sys.executable, "-m", "tidecast", "serve", "-c", str(conf)], core)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+    # A PYTHONPATH the caller set comes first: `PYTHONPATH=/tmp/old/src python bench/ingest.py ...` then
+    # measures that build (an A/B against an older commit) instead of silently this checkout's.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(REPO / "src")) if p)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
