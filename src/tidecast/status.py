@@ -46,16 +46,6 @@ class Endpoint:
     given: str  # what the user typed, for messages
 
 
-def _split_host_port(text: str) -> tuple[str, int | None]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, None
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

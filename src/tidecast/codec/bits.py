@@ -31,10 +31,6 @@ class BitReader:
         self.end = len(data) * 8
         self.what = what  # names the structure in error messages
 
-    @property
-    def byte_aligned(self) -> bool:
-        return not self.pos & 7
-
     def bits(self, n: int) -> int:
         if n <= 0:
             return 0

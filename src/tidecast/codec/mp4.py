@@ -361,9 +361,6 @@ class ProgressiveMp4:
     def header(self) -> bytes:
         return self._header
 
-    def has_track(self, key: str) -> bool:
-        return key in self._tables
-
     def set_track(self, key: str, spec: TrackSpec, default_duration: int = 0) -> None:
         """Declare track `key` ("video"/"audio"), or a new sample description for it."""
         table = self._tables.get(key)

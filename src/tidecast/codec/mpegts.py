@@ -158,19 +158,6 @@ class TsMuxer:
         self.cc[pid] = (cc + 1) & 0x0F
         return bytes((0x47, (0x40 if start else 0) | (pid >> 8), pid & 0xFF, (0x30 if adaptation else 0x10) | cc))
 
-    def _packet(self, pid: int, start: bool, af: bytes, piece: bytes) -> bytes:
-        """One packet carrying `piece`; `af` (flags and fields) plus stuffing fill the rest."""
-        room = PAYLOAD_SIZE - len(piece)  # what the adaptation field must occupy
-        if room == 0 and not af:
-            return self._header(pid, start, False) + piece
-        if room == 1 and not af:
-            return self._header(pid, start, True) + b"\x00" + piece  # a zero-length field
-        body = af or b"\x00"  # no flags, just stuffing
-        stuffing = room - 1 - len(body)
-        if stuffing < 0:
-            raise ValueError("adaptation field does not fit")
-        return self._header(pid, start, True) + bytes((room - 1,)) + body + b"\xff" * stuffing + piece
-
     def tables(self, has_video: bool, has_audio: bool, video_type: int = STREAM_TYPE_H264) -> bytes:
         """PAT and PMT, written at the start of every segment so each one plays alone."""
         # transport_stream_id 1, version 0, current; one program -> the PMT PID.

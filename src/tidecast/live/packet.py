@@ -54,7 +54,3 @@ class Packet:
     @property
     def is_video(self) -> bool:
         return self.type_id == TAG_VIDEO
-
-    @property
-    def is_audio(self) -> bool:
-        return self.type_id == TAG_AUDIO

@@ -252,10 +252,6 @@ class RtmpSession:
     def bytes_received(self) -> int:
         return self._decoder.bytes_received
 
-    @property
-    def out_chunk_size(self) -> int:
-        return self._encoder.chunk_size
-
     def data_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
         return out
@@ -576,10 +572,6 @@ class RtmpSession:
             return
         code = "NetStream.Pause.Notify" if paused else "NetStream.Unpause.Notify"
         self._status(status_info("status", code, "Paused stream." if paused else "Unpaused stream."))
-
-    def stream_eof(self) -> None:
-        if self._local("stream_eof", State.PLAYING):
-            self._out.append(self._encoder.user_control(C.UC_STREAM_EOF, STREAM_ID))
 
     # ------------------------------------------------------------ outbound: client role
 
