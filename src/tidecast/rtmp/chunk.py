@@ -189,16 +189,12 @@ class ChunkDecoder:
                             if q <= end:
                                 body = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
                         else:
-                            # Several chunks, all here and not interleaved: each continuation is one header
-                            # byte, then chunk_size bytes (the last one fewer), so the headers sit at a fixed
-                            # stride; one strided slice checks them all, one strided delete drops them.
+                            # Several chunks: all here and not interleaved, they are joined in one pass.
                             k = (length - 1) // chunk_size
                             q = p + length + k
                             if q <= end:
                                 staged: bytearray = bytearray(buf[p:q]) if whole else buf[p:q]  # type: ignore[assignment]
-                                if staged[chunk_size :: chunk_size + 1] == _MARKERS[csid] * k:
-                                    del staged[chunk_size :: chunk_size + 1]
-                                    body = bytes(staged)
+                                body = _unchunk(staged, chunk_size, chunk_size, _MARKERS[csid], k)
                     if body is not None:
                         if fmt == 0:
                             cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
@@ -377,17 +373,16 @@ class ChunkDecoder:
         left = cs.length - take
         end = len(buf)
         if hlen == 1 and not cs.extended:
-            # Each continuation is then one header byte and chunk_size bytes (the last one fewer): the
-            # headers sit at a fixed stride, so one strided slice checks them all and one strided delete
-            # drops them, however small the chunks (ffmpeg sends 128-byte ones: 36 for a 4.5 KB frame).
-            stop = p + cs.length + -(-left // chunk_size)
+            # One-byte continuation headers: the one-pass join, however small the chunks.
+            continuations = -(-left // chunk_size)
+            stop = p + cs.length + continuations
             if stop > end:
                 return 0
             staged: bytearray = bytearray(buf[p:stop]) if type(buf) is bytes else buf[p:stop]  # type: ignore[assignment]
-            if staged[take :: chunk_size + 1] != basic * (stop - p - cs.length):
+            payload = _unchunk(staged, take, chunk_size, basic, continuations)
+            if payload is None:
                 return 0  # interleaved, or a malformed header the slow path will name
-            del staged[take :: chunk_size + 1]
-            self._emit(Message(cs.type_id, cs.timestamp & 0xFFFFFFFF, cs.stream_id, bytes(staged), csid), out)
+            self._emit(Message(cs.type_id, cs.timestamp & 0xFFFFFFFF, cs.stream_id, payload, csid), out)
             return stop
         # Not all here (the usual case for a large frame in small reads): say
         # so before scanning any header.
@@ -455,6 +450,18 @@ def _basic_header(fmt: int, csid: int) -> bytes:
 
 _BASIC0 = [_basic_header(0, i) for i in range(64)]
 _BASIC3 = [_basic_header(3, i) for i in range(64)]
+
+
+def _unchunk(staged: bytearray, first: int, chunk_size: int, marker: bytes, continuations: int) -> bytes | None:
+    """A message's first chunk (`first` bytes) and its continuations, each a one-byte type-3 header
+    `marker` and up to `chunk_size` bytes, as its payload; None when a header is not `marker` (another
+    chunk stream cuts in, or the input is malformed). The headers sit at a fixed stride, so one strided
+    slice checks them all and one strided delete drops them: a 4.5 KB frame in 128-byte chunks is 36
+    chunks, walked in C."""
+    if staged[first :: chunk_size + 1] != marker * continuations:
+        return None
+    del staged[first :: chunk_size + 1]
+    return bytes(staged)
 
 
 def encode_message(csid: int, type_id: int, timestamp: int, stream_id: int, payload: bytes, chunk_size: int) -> bytes:
