@@ -637,18 +637,8 @@ class HlsMuxer:
     # ------------------------------------------------------------ segments and files
 
     def _create(self, path: str, buffering: int = -1) -> IO[bytes]:
-        """Open `path` for writing, making its directory the first time (or again if someone removed it).
-
-        A `makedirs` before every file was two metadata system calls a segment, slow on a journaling disk."""
-        folder = os.path.dirname(path) or "."
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        try:
-            return open(path, "wb", buffering=buffering)
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            return open(path, "wb", buffering=buffering)
+        """`_open_fd` as a Python file (fMP4 init segments)."""
+        return os.fdopen(self._open_fd(path), "wb", buffering=buffering)
 
     def _open_file(self, path: str) -> SegmentFile:
         """The segment file at `path`, written through the file worker (unbuffered: SegmentFile buffers)."""
@@ -681,7 +671,9 @@ class HlsMuxer:
         return True
 
     def _open_fd(self, path: str) -> int:
-        """`_create` for the file worker: a bare descriptor, two system calls fewer than a Python file."""
+        """Open `path` for writing, making its directory the first time (or again if someone removed it):
+        a bare descriptor, two system calls fewer than a Python file. A `makedirs` before every file was
+        two metadata system calls a segment, slow on a journaling disk."""
         folder = os.path.dirname(path) or "."
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
