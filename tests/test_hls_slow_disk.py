@@ -9,11 +9,12 @@ server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import m3u8
@@ -40,14 +41,21 @@ def _drain(fifo: Path, got: list[int]) -> None:
         got.append(len(reader.read()))
 
 
-def test_blocked_segment_write_stalls_hls_but_not_players_or_api(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
-    hls_dir = tmp_path / "hls"
+@contextlib.contextmanager
+def _publishing(tidecast: Factory, clip: Path, hls_dir: Path, name: str) -> Iterator[TidecastProcess]:
+    """A server writing HLS into `hls_dir`, `name` published to it and its first segment listed."""
     hls_dir.mkdir()
     srv = tidecast(vhost=HLS.format(path=hls_dir))
+    with Publisher(clip, f"{srv.rtmp}/live/{name}"):
+        wait_stream_live(srv, name)
+        wait_for(lambda: _listed(hls_dir / "live" / f"{name}.m3u8"), timeout=10, what="a first segment")
+        yield srv
+
+
+def test_blocked_segment_write_stalls_hls_but_not_players_or_api(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
+    hls_dir = tmp_path / "hls"
     playlist = hls_dir / "live" / "nas.m3u8"
-    with Publisher(clip, f"{srv.rtmp}/live/nas"):
-        wait_stream_live(srv, "nas")
-        wait_for(lambda: _listed(playlist), timeout=10, what="a first segment")
+    with _publishing(tidecast, clip, hls_dir, "nas") as srv:
         # Two segments ahead of the newest listed one (the next may be open already).
         blocked = max(_listed(playlist)) + 2
         fifo = hls_dir / "live" / f"nas-{blocked}.ts.tmp"
@@ -92,12 +100,8 @@ def test_a_segment_the_disk_refuses_is_listed_as_a_gap(tidecast: Factory, clip: 
     """The rename of one segment fails (a directory squats its name): the playlist lists it as an
     EXT-X-GAP, so the sequence numbers of the segments after it still name the right media."""
     hls_dir = tmp_path / "hls"
-    hls_dir.mkdir()
-    srv = tidecast(vhost=HLS.format(path=hls_dir))
     playlist = hls_dir / "live" / "gap.m3u8"
-    with Publisher(clip, f"{srv.rtmp}/live/gap"):
-        wait_stream_live(srv, "gap")
-        wait_for(lambda: _listed(playlist), timeout=10, what="a first segment")
+    with _publishing(tidecast, clip, hls_dir, "gap") as srv:
         refused = max(_listed(playlist)) + 2
         (hls_dir / "live" / f"gap-{refused}.ts").mkdir()
         wait_for(lambda: max(_listed(playlist)) >= refused + 2, timeout=15, what="segments after the refused one")
