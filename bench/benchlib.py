@@ -1066,6 +1066,40 @@ def tidecast_config(rtmp: int, api: int, http: int, vhost_body: str = "", extra:
     )
 
 
+def settings_of(args: Any) -> dict[str, Any]:
+    """A run's options for its JSON: paths inside this checkout relative to it, so a reference file
+    names no machine's directories."""
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            resolved = value.resolve()
+            value = str(resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else value)
+        out[key] = value
+    return out
+
+
+def opcodes(run: Callable[[], object]) -> int:
+    """Python bytecodes executed by what `run()` calls, not counting `run`'s own loop (sys.settrace): a
+    cost that does not move with the machine's load and compares two versions of the code exactly;
+    copies done in C and system calls are not in it."""
+    count = 0
+    driver = getattr(run, "__code__", None)
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode" and frame.f_code is not driver:
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        run()
+    finally:
+        sys.settrace(None)
+    return count
+
+
 def start_tidecast(config: str, workdir: Path, rtmp_port: int, core: int = 0) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "html").mkdir(exist_ok=True)

@@ -315,7 +315,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "machine": B.machine_facts(),
         "protocol": args.protocol,
         "clip_kbps": round(clip.kbps, 1),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": B.settings_of(args),
         "results": results,
         "cpu_ratio_tidecast_over_nginx": ratios(results),
         "cpu_ratio_over_flv": protocol_ratios(results),

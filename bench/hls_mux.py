@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import benchlib as B
 
 from tidecast import config
 from tidecast.codec.flv import FlvReader
@@ -93,23 +94,14 @@ def main() -> None:
 
 
 def count_opcodes(muxer: HlsMuxer, tags: list[tuple[int, int, bytes]], offset: int) -> int:
-    """Bytecodes executed to mux the clip once more (one publish), counted with sys.settrace."""
-    count = 0
+    """Bytecodes executed to mux the clip once more (one publish)."""
 
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal count
-        frame.f_trace_opcodes = True
-        if event == "opcode":
-            count += 1
-        return tracer
-
-    muxer.on_publish()
-    sys.settrace(tracer)
-    try:
+    def mux() -> None:
         for type_id, ts, payload in tags:
             muxer.on_message(type_id, ts + offset, payload)
-    finally:
-        sys.settrace(None)
+
+    muxer.on_publish()
+    count = B.opcodes(mux)
     muxer.on_unpublish()
     return count
 

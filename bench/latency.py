@@ -161,7 +161,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": B.machine_facts(),
         "clip_kbps": round(clip.kbps, 1),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": B.settings_of(args),
         "results": results,
     }
     B.write_json(base.with_suffix(".json"), doc)

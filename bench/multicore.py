@@ -176,7 +176,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "protocol": args.protocol,
         "load_core": args.load_core,
         "clip_kbps": round(clip.kbps, 1),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": B.settings_of(args),
         "results": results,
         "summary": summary,
     }

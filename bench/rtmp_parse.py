@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchlib as B
+
 from tidecast.config import parse_text
 from tidecast.live.stream import LiveStream
 from tidecast.rtmp import constants as C
@@ -143,23 +145,14 @@ def count_opcodes(wire: bytes, read: int, messages: int, to_stream: bool = False
     session = publishing_session()
     on_media = live_stream().on_media
     reads = [wire[i : i + read] for i in range(0, len(wire), read)]
-    count = 0
 
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal count
-        frame.f_trace_opcodes = True
-        if event == "opcode":
-            count += 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
+    def feed() -> None:
         for data in reads:
             for msg in session.receive_data(data):
                 if to_stream:
                     on_media(msg.type_id, msg.timestamp, msg.payload)  # type: ignore[attr-defined]
-    finally:
-        sys.settrace(None)
+
+    count = B.opcodes(feed)
     return count / messages
 
 
