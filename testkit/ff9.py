@@ -89,5 +89,9 @@ def streams(url_or_path: str, *extra: str, timeout: float = 30.0) -> list[dict[s
 def decode_errors(path: str) -> str:
     """What ffmpeg 9 complains about while decoding all of a file (empty: clean)."""
     assert FFMPEG9 is not None
-    out = subprocess.run([FFMPEG9, "-v", "error", "-i", path, "-f", "null", "-"], capture_output=True, timeout=120)
+    # The decoded frames keep the file's time base: with the default (one over the frame rate ffmpeg guesses)
+    # two frames of a non-constant rate, such as a publisher's `-stream_loop` seam, can round to one
+    # timestamp, and the null muxer reports that as if the stream were broken.
+    cmd = [FFMPEG9, "-v", "error", "-i", path, "-enc_time_base:v", "demux", "-f", "null", "-"]
+    out = subprocess.run(cmd, capture_output=True, timeout=120)
     return out.stderr.decode(errors="replace")
