@@ -131,19 +131,22 @@ def run(wire: bytes, read: int, to_stream: bool = False) -> tuple[float, int]:
         for data in reads:
             received += len(session.receive_data(data))
         return time.perf_counter() - t0, received
-    on_media = live_stream().on_media
+    # As the server hands a publisher's media on: straight from the chunk decoder to the stream.
+    on_media = session.media_sink = live_stream().on_media
     t0 = time.perf_counter()
     for data in reads:
         for msg in session.receive_data(data):
             on_media(msg.type_id, msg.timestamp, msg.payload)  # type: ignore[attr-defined]
             received += 1
-    return time.perf_counter() - t0, received
+    return time.perf_counter() - t0, received + session.media_sunk
 
 
 def count_opcodes(wire: bytes, read: int, messages: int, to_stream: bool = False) -> float:
     """Python opcodes executed per message while feeding `wire` in reads of `read` bytes."""
     session = publishing_session()
     on_media = live_stream().on_media
+    if to_stream:
+        session.media_sink = on_media
     reads = [wire[i : i + read] for i in range(0, len(wire), read)]
 
     def feed() -> None:

@@ -16,7 +16,7 @@ from tidecast.codec import amf0, amf3
 from tidecast.errors import ProtocolError
 from tidecast.rtmp import constants as C
 from tidecast.rtmp import handshake as hs
-from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, ChunkError, encode_message
+from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, ChunkError, Message, encode_message
 from tidecast.rtmp.session import (
     CommandResult,
     ConnectRequest,
@@ -374,7 +374,7 @@ def _compressing_encode(
     st.lists(
         st.tuples(
             st.sampled_from([3, 4, 6, 63, 64, 400]),
-            st.sampled_from([C.AUDIO, C.VIDEO]),
+            st.sampled_from([C.AUDIO, C.VIDEO, C.AUDIO, C.VIDEO, C.DATA_AMF0]),
             st.sampled_from([1, 1, 1, 2]),
             st.one_of(st.sampled_from([0, 23, 40]), st.integers(0, 0xFFFFFE), st.integers(0xFFFFFF, 0x7FFFFFFF)),
             st.sampled_from([0, 1, 5, 200, 4000]),
@@ -403,6 +403,21 @@ def test_every_header_type_decodes_the_same_in_any_reads(
     # All at once (the fast path's case) gives the same.
     whole = [(m.csid, m.type_id, m.stream_id, m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)]
     assert [m for m in whole if m[1] > 6] == expect
+    # With a media sink (a publisher's stream): media reach it until anything else comes out of a read,
+    # then come out as messages; read by read, sunk then returned is still the order sent.
+    dec = ChunkDecoder()
+    got = []
+    sunk: list[tuple[int, int, bytes]] = []
+    dec.media_sink = lambda type_id, ts, payload: sunk.append((type_id, ts, payload))
+    returned_media = 0
+    for a, b in itertools.pairwise(points):
+        out = dec.feed(wire[a:b])
+        got += sunk + [(m.type_id, m.timestamp, m.payload) for m in out if m.type_id > 6]
+        returned_media += sum(1 for m in out if m.type_id in (C.AUDIO, C.VIDEO))
+        sunk.clear()
+    assert got == [(t, ts, payload) for _, t, _, ts, payload in expect]
+    assert dec.sunk + returned_media == sum(1 for m in expect if m[1] in (C.AUDIO, C.VIDEO))
+    assert dec.unfinished_bytes == 0
 
 
 def test_interleaved_and_damaged_continuations_take_the_general_path() -> None:
@@ -427,3 +442,46 @@ def test_interleaved_and_damaged_continuations_take_the_general_path() -> None:
     damaged = head + chunks[0] + bytes((0xC5,)) + chunks[1] + b"".join(bytes((0xC6,)) + c for c in chunks[2:])
     with pytest.raises(ChunkError, match="chunk stream 5"):
         ChunkDecoder().feed(known + damaged)
+
+
+def test_media_sink_counts_towards_max_messages() -> None:
+    """A read of many tiny media messages is still handed on a slice at a time with a sink set."""
+    wire = b"".join(encode_message(6, C.AUDIO, i, 1, b"\xaf\x01x", 128) for i in range(50))
+    dec = ChunkDecoder()
+    sunk: list[int] = []
+    dec.media_sink = lambda type_id, ts, payload: sunk.append(ts)
+    assert dec.feed(wire, 10) == [] and sunk == list(range(10)) and dec.held_back
+    while dec.held_back:
+        assert dec.feed(b"", 10) == []
+    assert sunk == list(range(50)) and dec.sunk == 50
+
+
+def _publishing_pair() -> tuple[RtmpSession, RtmpSession]:
+    server, client = RtmpSession(), RtmpSession(client=True)
+    _pump(client, server)
+    client.connect("live", "rtmp://h/live")
+    _pump(client, server)
+    server.accept_connect(4096, {})
+    client.create_stream()
+    _pump(client, server)
+    client.publish("cam")
+    _pump(client, server)
+    server.accept_publish("cam")
+    _pump(client, server)
+    return server, client
+
+
+def test_session_media_sink_keeps_media_and_commands_in_order() -> None:
+    """Media before a command in one read go to the sink; the command and all after it come out as
+    events, so the adapter sees unpublish after the media sent before it and before the media after it."""
+    server, client = _publishing_pair()
+    sunk: list[int] = []
+    server.media_sink = lambda type_id, ts, payload: sunk.append(ts)
+    client._out.append(client.send_media(C.VIDEO, 40, b"\x17\x01\x00\x00\x00frame"))
+    client._out.append(client.send_media(C.AUDIO, 41, b"\xaf\x01aac"))
+    client._call("FCUnpublish", None, "cam")
+    client._out.append(client.send_media(C.VIDEO, 80, b"\x27\x01\x00\x00\x00late"))
+    events = server.receive_data(b"".join(client.data_to_send()))
+    assert sunk == [40, 41] and server.media_sunk == 2
+    assert [type(e) for e in events] == [StreamClosed, Message]
+    assert events[0].command == "FCUnpublish" and events[1].timestamp == 80

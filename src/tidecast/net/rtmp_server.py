@@ -102,9 +102,13 @@ class RtmpConnection(asyncio.Protocol):
 
     def _receive(self, data: bytes) -> None:
         try:
-            events = self.session.receive_data(data)
+            session = self.session
+            sunk = session.media_sunk
+            events = session.receive_data(data)
             if self.publication is not None:
                 self.publication.client.recv_bytes += len(data)
+                if session.media_sunk != sunk:
+                    self.last_media = time.monotonic()
             self._dispatch(events)
             self._flush()
         except ProtocolError as exc:
@@ -393,6 +397,7 @@ class RtmpConnection(asyncio.Protocol):
         self.publication = result
         self.last_media = time.monotonic()
         self.session.accept_publish(target.stream)
+        self.session.media_sink = result.stream.on_media
         log.info("client %s: publish %s/%s started", self.ip, client.vhost, result.stream.url.lstrip("/"))
 
     def reject_publish_late(self, reason: str) -> None:
@@ -429,6 +434,7 @@ class RtmpConnection(asyncio.Protocol):
     def _leave(self) -> None:
         """Undo publish or play; idempotent."""
         publication, self.publication = self.publication, None
+        self.session.media_sink = None
         if publication is not None:
             publication.close()
             log.info("client %s: publish %s stopped", self.ip, publication.stream.url)

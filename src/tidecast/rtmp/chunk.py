@@ -10,6 +10,7 @@ media message, whose bytes are then shared by every RTMP player.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from tidecast.errors import ProtocolError
 from tidecast.rtmp import constants as C
@@ -20,6 +21,7 @@ _HEAD = struct.Struct(">II")
 _TS_EXTENDED = C.EXTENDED_TIMESTAMP
 _HEADER_SIZES = (11, 7, 3, 0)
 _FAST_HEADER = (12, 8, 4)  # basic header byte + message header, by type
+_NO_LIMIT = 1 << 62
 _MARKERS = tuple(bytes((0xC0 | csid,)) for csid in range(64))  # the one-byte type-3 header of chunk streams 2-63
 _JOIN_MIN = 16 * 1024  # a read at least this large is joined to a leftover rather than appended to it
 
@@ -84,10 +86,16 @@ class ChunkDecoder:
         self.bytes_received = 0
         self._buf = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
+        # Chunk streams 2-63 by the basic header byte of a type 0, 1 or 2 chunk: the fast path's lookup.
+        self._by_basic: dict[int, _ChunkStream] = {}
         self._unfinished = 0  # bytes held in _ChunkStream.buf, all streams together
         self._want = 0  # bytes the receive buffer needs before its first chunk is whole (0: unknown)
         # The last feed stopped at its `max_messages`: the receive buffer may hold more whole messages.
         self.held_back = False
+        # Where audio and video go without becoming Messages (a publisher's stream): set by the session,
+        # used only while nothing else has come out of the current feed, so the order of all messages holds.
+        self.media_sink: Callable[[int, int, bytes], object] | None = None
+        self.sunk = 0  # messages handed to media_sink, ever
 
     @property
     def unfinished_bytes(self) -> int:
@@ -155,63 +163,74 @@ class ChunkDecoder:
         streams = self._streams
         whole = type(buf) is bytes  # slicing bytes copies once; a bytearray slice needs bytes() on top
         max_size = self.max_message_size
+        by_basic = self._by_basic
+        sink = self.media_sink
+        # Messages this call may still hand on, to `out` or the sink; what went to the sink is what is
+        # not in `out`.
+        budget = start = limit or _NO_LIMIT
+        # A Set Chunk Size applies to the very next chunk: re-read after each control message.
+        chunk_size = self.chunk_size
         while pos < end:
-            chunk_size = self.chunk_size  # a Set Chunk Size just decoded applies to the very next chunk
-            if limit and len(out) >= limit:
+            if budget <= 0:
                 self.held_back = True
                 break
             b0 = buf[pos]
+            # The common case, in as few steps as it takes: a new message with a type 0-2 header on a
+            # chunk stream 2-63 already known, no extended timestamp, all of it here (in one chunk, or
+            # in several that nothing interleaves). Anything else (the checks fail before any state
+            # changes) takes the general path below.
+            cs = by_basic.get(b0)
+            if cs is not None and not cs.received:
+                fmt = b0 >> 6
+                p = pos + _FAST_HEADER[fmt]
+                if p > end:
+                    break
+                if fmt == 2:
+                    ts_field = _U32.unpack_from(buf, pos)[0] & 0xFFFFFF
+                    length = cs.length
+                    type_id = cs.type_id
+                else:
+                    ts_field, length = _HEAD.unpack_from(buf, pos)
+                    ts_field &= 0xFFFFFF
+                    type_id = length & 0xFF
+                    length >>= 8
+                body: bytes | None = None
+                if ts_field != _TS_EXTENDED and 0 <= length <= max_size:
+                    if length <= chunk_size:
+                        q = p + length
+                        if q <= end:
+                            body = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
+                    else:
+                        # Several chunks: all here and not interleaved, they are joined in one pass.
+                        k = (length - 1) // chunk_size
+                        q = p + length + k
+                        if q <= end:
+                            staged: bytearray = bytearray(buf[p:q]) if whole else buf[p:q]  # type: ignore[assignment]
+                            body = _unchunk(staged, chunk_size, chunk_size, _MARKERS[b0 & 0x3F], k)
+                if body is not None:
+                    if fmt == 0:
+                        cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
+                        cs.timestamp = ts_field
+                    else:
+                        cs.timestamp += ts_field
+                    cs.delta = ts_field
+                    cs.length = length
+                    cs.type_id = type_id
+                    cs.extended = False
+                    pos = q
+                    budget -= 1
+                    if (type_id == 9 or type_id == 8) and sink is not None and not out:
+                        sink(type_id, cs.timestamp & 0xFFFFFFFF, body)
+                        continue
+                    stream_id = cs.stream_id
+                    msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, body, b0 & 0x3F)
+                    if type_id <= C.ABORT and stream_id == 0:
+                        self._control(msg)
+                        chunk_size = self.chunk_size
+                    out.append(msg)
+                    continue
             fmt = b0 >> 6
             csid = b0 & 0x3F
-            if fmt != 3 and csid > 1:
-                # The common case, in as few steps as it takes: a new message with a type 0-2 header on a
-                # chunk stream already known, no extended timestamp, all of it here (in one chunk, or in
-                # several that nothing interleaves). Anything else (the checks fail before any state
-                # changes) takes the general path below.
-                cs = streams.get(csid)
-                if cs is not None and not cs.received:
-                    p = pos + _FAST_HEADER[fmt]
-                    if p > end:
-                        break
-                    if fmt == 2:
-                        ts_field = _U32.unpack_from(buf, pos)[0] & 0xFFFFFF
-                        length = cs.length
-                        type_id = cs.type_id
-                    else:
-                        ts_field, length = _HEAD.unpack_from(buf, pos)
-                        ts_field &= 0xFFFFFF
-                        type_id = length & 0xFF
-                        length >>= 8
-                    body: bytes | None = None
-                    if ts_field != _TS_EXTENDED and 0 <= length <= max_size:
-                        if length <= chunk_size:
-                            q = p + length
-                            if q <= end:
-                                body = buf[p:q] if whole else bytes(buf[p:q])  # type: ignore[assignment]
-                        else:
-                            # Several chunks: all here and not interleaved, they are joined in one pass.
-                            k = (length - 1) // chunk_size
-                            q = p + length + k
-                            if q <= end:
-                                staged: bytearray = bytearray(buf[p:q]) if whole else buf[p:q]  # type: ignore[assignment]
-                                body = _unchunk(staged, chunk_size, chunk_size, _MARKERS[csid], k)
-                    if body is not None:
-                        if fmt == 0:
-                            cs.stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
-                            cs.timestamp = ts_field
-                        else:
-                            cs.timestamp += ts_field
-                        cs.delta = ts_field
-                        cs.length = length
-                        cs.type_id = type_id
-                        cs.extended = False
-                        stream_id = cs.stream_id
-                        msg = Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, body, csid)
-                        pos = q
-                        if type_id <= C.ABORT and stream_id == 0:
-                            self._control(msg)
-                        out.append(msg)
-                        continue
             p = pos + 1
             if csid == 0:
                 if p + 1 > end:
@@ -239,6 +258,8 @@ class ChunkDecoder:
                         f"at most {C.MAX_CHUNK_STREAMS} are accepted"
                     )
                 cs = streams[csid] = _ChunkStream()
+                if 1 < csid < 64:
+                    by_basic[csid] = by_basic[0x40 | csid] = by_basic[0x80 | csid] = cs
             continuing = cs.received > 0
             if continuing and fmt != 3:
                 raise ChunkError(
@@ -310,13 +331,18 @@ class ChunkDecoder:
                     payload: bytes = buf[p : p + take] if whole else bytes(buf[p : p + take])  # type: ignore[assignment]
                     pos = p + take
                     self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+                    budget -= 1
+                    chunk_size = self.chunk_size
                     continue
                 # All of it here? (Counting one header byte per continuation
                 # chunk: a bound, checked before any call.)
                 if p + length + (length - take - 1) // chunk_size + 1 <= end:
-                    done = self._gather(buf, p, take, csid, cs, chunk_size, out)
-                    if done:
-                        pos = done
+                    gathered = self._gather(buf, p, take, csid, cs, chunk_size)
+                    if gathered is not None:
+                        pos, msg = gathered
+                        self._emit(msg, out)
+                        budget -= 1
+                        chunk_size = self.chunk_size
                         continue
             part = cs.buf
             part += buf[p : p + take]
@@ -343,8 +369,11 @@ class ChunkDecoder:
                 cs.buf = bytearray()
                 cs.received = 0
                 self._emit(Message(type_id, cs.timestamp & 0xFFFFFFFF, stream_id, payload, csid), out)
+                budget -= 1
+                chunk_size = self.chunk_size
             else:
                 cs.received = received
+        self.sunk += start - budget - len(out)
         return pos
 
     def _gather(
@@ -355,13 +384,12 @@ class ChunkDecoder:
         csid: int,
         cs: _ChunkStream,
         chunk_size: int,
-        out: list[Message],
-    ) -> int:
+    ) -> tuple[int, Message] | None:
         """A message whose chunks all sit in `buf`, uninterleaved: joined with one copy.
 
-        Returns the position after its last chunk, or 0 (nothing consumed) when
-        the message continues past `buf` or another chunk stream interleaves;
-        the caller then assembles it chunk by chunk.
+        Returns the position after its last chunk and the message, or None (nothing
+        consumed) when the message continues past `buf` or another chunk stream
+        interleaves; the caller then assembles it chunk by chunk.
         """
         if csid < 64:
             basic = bytes((0xC0 | csid,))
@@ -377,34 +405,33 @@ class ChunkDecoder:
             continuations = -(-left // chunk_size)
             stop = p + cs.length + continuations
             if stop > end:
-                return 0
+                return None
             staged: bytearray = bytearray(buf[p:stop]) if type(buf) is bytes else buf[p:stop]  # type: ignore[assignment]
             payload = _unchunk(staged, take, chunk_size, basic, continuations)
             if payload is None:
-                return 0  # interleaved, or a malformed header the slow path will name
-            self._emit(Message(cs.type_id, cs.timestamp & 0xFFFFFFFF, cs.stream_id, payload, csid), out)
-            return stop
+                return None  # interleaved, or a malformed header the slow path will name
+            return stop, Message(cs.type_id, cs.timestamp & 0xFFFFFFFF, cs.stream_id, payload, csid)
         # Not all here (the usual case for a large frame in small reads): say
         # so before scanning any header.
         if p + cs.length + -(-left // chunk_size) * hlen > end:
-            return 0
+            return None
         spans = [(p, take)]
         q = p + take
         extended = cs.extended
         ts = cs.timestamp & 0xFFFFFFFF
         while left:
             if buf[q : q + hlen] != basic:
-                return 0  # incomplete, interleaved, or a malformed header the slow path will name
+                return None  # incomplete, interleaved, or a malformed header the slow path will name
             q += hlen
             if extended:
                 if q + 4 > end:
-                    return 0
+                    return None
                 ext = _U32.unpack_from(buf, q)[0]
                 if ext == ts or ext == cs.delta:
                     q += 4
             n = left if left < chunk_size else chunk_size
             if q + n > end:
-                return 0
+                return None
             spans.append((q, n))
             q += n
             left -= n
@@ -412,11 +439,15 @@ class ChunkDecoder:
         # may resize `buf` next, which a live export would forbid.
         with memoryview(buf) as view:
             payload = b"".join([view[a : a + n] for a, n in spans])
-        self._emit(Message(cs.type_id, ts, cs.stream_id, payload, csid), out)
-        return q
+        return q, Message(cs.type_id, ts, cs.stream_id, payload, csid)
 
     def _emit(self, msg: Message, out: list[Message]) -> None:
-        if msg.type_id <= C.ABORT and msg.stream_id == 0:
+        """Out it goes: to the media sink while `out` is empty, else to `out`."""
+        t = msg.type_id
+        if (t == 9 or t == 8) and not out and self.media_sink is not None:
+            self.media_sink(t, msg.timestamp, msg.payload)
+            return
+        if t <= C.ABORT and msg.stream_id == 0:
             self._control(msg)
         out.append(msg)
 

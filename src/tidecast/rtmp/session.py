@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,10 @@ class RtmpSession:
         # messages decoded after it wait here; undecoded bytes wait in the chunk decoder.
         self.max_events = 0
         self._waiting: tuple[_Aggregate | None, list[Message]] | None = None
+        # A publisher's audio and video go straight here, (type id, timestamp, payload), instead of
+        # coming out as events: the adapter sets it once the publish is accepted. Messages that follow
+        # another event in the same read still come out as events, in order.
+        self.media_sink: Callable[[int, int, bytes], object] | None = None
         if client:
             assert isinstance(self._handshake, ClientHandshake)
             self._out.append(self._handshake.start())
@@ -257,6 +262,11 @@ class RtmpSession:
         return out
 
     @property
+    def media_sunk(self) -> int:
+        """Messages handed to `media_sink` so far."""
+        return self._decoder.sunk
+
+    @property
     def backlogged(self) -> bool:
         """Input is waiting that `max_events` held back: call `receive_data(b"")` again (next turn)."""
         return self._waiting is not None or self._decoder.held_back
@@ -267,9 +277,13 @@ class RtmpSession:
             return self._receive_early(data)
         events: list[Event] = []
         limit = self.max_events
+        decoder = self._decoder
+        decoder.media_sink = self.media_sink
         try:
             if self._waiting is not None:
                 self._resume(events, limit)
+                if events:
+                    decoder.media_sink = None  # the adapter has yet to see these
                 room = 0 if self._waiting is not None else max(1, limit - len(events))
                 messages = self._decoder.feed(data, room)
             else:
