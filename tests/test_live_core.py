@@ -436,6 +436,30 @@ def test_republish_notifies_players_and_resets_the_gop() -> None:
     assert stamps == sorted(stamps), "time_jitter full continues the timeline across a republish"
 
 
+def test_gop_kept_as_tuples_while_nobody_plays_is_the_join_burst_of_later_players() -> None:
+    """Without players the GOP cache keeps plain tuples; a joiner gets them as packets, and a later joiner
+    gets the same packets (their serializations shared) plus what came while nobody played."""
+    clock = FakeClock()
+    stream = make_stream(clock, "play { time_jitter off; }")
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    publish_gop(stream, start=1000, frames=3)
+    assert all(type(p) is tuple for p in stream.gop)
+    first_t = FakeTransport()
+    first = player(first_t, "first")
+    stream.add_player(first)
+    made = list(stream.gop)
+    assert all(isinstance(p, Packet) for p in made) and len(made) == 5
+    stream.remove_player(first)
+    stream.on_media(TAG_VIDEO, 1120, interframe())
+    assert type(stream.gop[-1]) is tuple
+    second_t = FakeTransport()
+    stream.add_player(player(second_t, "second"))
+    assert stream.gop[:5] == made and isinstance(stream.gop[5], Packet)
+    want = [(TAG_VIDEO, 1000), (TAG_VIDEO, 1040), (TAG_AUDIO, 1040), (TAG_VIDEO, 1080), (TAG_AUDIO, 1080)]
+    assert [(t, ts) for t, ts, _ in tags(first_t.received())] == want
+    assert [(t, ts) for t, ts, _ in tags(second_t.received())] == [*want, (TAG_VIDEO, 1120)]
+
+
 # ---------------------------------------------------------------- time jitter
 
 
@@ -451,6 +475,22 @@ def test_republish_notifies_players_and_resets_the_gop() -> None:
 def test_time_jitter_modes(mode: str, inputs: list[int], expected: list[int]) -> None:
     jitter = TimeJitter(mode)
     assert [jitter.correct(ts) for ts in inputs] == expected
+
+
+def test_time_jitter_reload_from_full_to_off_takes_effect_on_the_next_frame() -> None:
+    """The stream's inline jitter path must not keep correcting once a reload turned `full` off."""
+    clock = FakeClock()
+    stream = make_stream(clock)
+    for ts in (5000, 5040):
+        stream.on_media(TAG_AUDIO, ts, audio())
+    assert stream.last_timestamp == 40
+    stream.apply_settings(make_config("play { time_jitter off; }").vhost("__defaultVhost__"))
+    stream.on_media(TAG_AUDIO, 5080, audio())
+    assert stream.last_timestamp == 5080
+    stream.apply_settings(make_config("").vhost("__defaultVhost__"))
+    for ts in (5120, 5160):
+        stream.on_media(TAG_AUDIO, ts, audio())
+    assert stream.last_timestamp == 80  # full again: corrected, on from where full left off
 
 
 # ---------------------------------------------------------------- the session API

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.codec import amf0
@@ -18,7 +18,7 @@ from tidecast.codec.audio import classify_audio
 from tidecast.codec.video import classify
 from tidecast.live.client import Client
 from tidecast.live.limits import CONGESTED_BYTES, DIRECT_BURST_BYTES, GOP_CACHE_BYTES, SEND_TIMEOUT_S
-from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet
+from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet, RawMedia
 from tidecast.live.player import OutputFormat, Player
 
 if TYPE_CHECKING:
@@ -78,6 +78,11 @@ class TimeJitter:
         self.base: int | None = None
         self.gap = 0
 
+    def set_mode(self, mode: str) -> None:
+        if mode != self.mode:
+            self.mode = mode
+            self.last_time = None  # only `full` keeps it: the stream's fast path takes a set one for `full`
+
     def rebase(self) -> None:
         """A new source: in `full` mode continue from the last output time, so
         players that stay connected (edge failover, republish) see no jump back."""
@@ -128,7 +133,9 @@ class LiveStream:
         self.metadata_values: Any = None
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
-        self.gop: list[Packet] = []
+        # From the last keyframe on. While nobody plays, entries are (type id, timestamp, payload, keyframe)
+        # tuples, made in C, and `gop_packets()` turns them into Packets when a player joins.
+        self.gop: list[Packet | RawMedia] = []
         self.gop_bytes = 0
         self.pending: list[Packet] = []
         self.last_timestamp = 0  # of the newest media packet, after jitter correction
@@ -157,7 +164,7 @@ class LiveStream:
     def apply_settings(self, settings: Vhost) -> None:
         self.settings = settings
         self._read_settings()
-        self.jitter.mode = settings.play.time_jitter
+        self.jitter.set_mode(settings.play.time_jitter)
         if not settings.play.gop_cache:
             self._drop_gop()
 
@@ -172,6 +179,17 @@ class LiveStream:
             self._mw_latency, self._mw_msgs = play.mw_latency, play.mw_msgs
         # A sparse stream (audio only, a stalled encoder) still leaves within about one merge window of wall time.
         self._mw_wait = max(self._mw_latency, 20) / 1000.0
+
+    def gop_packets(self) -> list[Packet]:
+        """The GOP cache as Packets, made once from the tuples kept while nobody played (so players joining
+        together share each packet's serializations)."""
+        gop = self.gop
+        # Tuples are added only while nobody plays and a join turns them all into Packets, so the cache
+        # is Packets then tuples: its last entry tells.
+        if gop and type(gop[-1]) is tuple:
+            chunk = self.chunk_size
+            gop = self.gop = [p if isinstance(p, Packet) else Packet(p[0], p[1], p[2], chunk, p[3]) for p in gop]
+        return cast("list[Packet]", gop)
 
     def _drop_gop(self) -> None:
         self.gop = []
@@ -235,7 +253,8 @@ class LiveStream:
         # Every published message passes here: the common cases are tested inline, without calls.
         jitter = self.jitter
         last = jitter.last_time
-        if last is not None and 0 <= timestamp - last <= MAX_JITTER_MS and jitter.mode == "full":
+        # Only `full` sets last_time (set_mode clears it), so a set one means full mode.
+        if last is not None and 0 <= timestamp - last <= MAX_JITTER_MS:
             # A frame a little after the last one: what TimeJitter.correct would do, without the call.
             ts = jitter.last_correct + timestamp - last
             jitter.last_correct = ts
@@ -263,37 +282,45 @@ class LiveStream:
                 seq = payload[1] == 0  # AAC
             else:
                 seq = classify_audio(payload).is_sequence_header
-        pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe, seq)
         if seq:
+            pkt: Packet | None = Packet(type_id, ts, payload, self.chunk_size, keyframe, True)
             if type_id == TAG_VIDEO:
                 self.video_sh = pkt
             else:
                 self.audio_sh = pkt
-        elif self._gop_cache:
-            gop = self.gop
-            if keyframe:
-                gop.clear()
-                gop.append(pkt)
-                self.gop_bytes = size
-            elif gop:
-                gop.append(pkt)
-                self.gop_bytes += size
-                if len(gop) > self._gop_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
-                    self._drop_gop()
+        else:
+            pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe) if self.players else None
+            if self._gop_cache:
+                gop = self.gop
+                if keyframe:
+                    gop.clear()
+                    gop.append(pkt or (type_id, ts, payload, True))
+                    self.gop_bytes = size
+                elif gop:
+                    gop.append(pkt or (type_id, ts, payload, False))
+                    self.gop_bytes += size
+                    if len(gop) > self._gop_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
+                        self._drop_gop()
         if self.sinks:
             for sink in self.sinks:
                 sink.on_message(type_id, ts, payload)
-        self._queue(pkt)
+        if pkt is not None and self.players:  # what _queue does, without the call for a stream nobody plays
+            self._window(pkt)
+        elif self.pending:
+            self.flush()
 
     # ------------------------------------------------------------ merged writes
 
     def _queue(self, pkt: Packet) -> None:
-        if not self.players:
+        if self.players:
+            self._window(pkt)
+        elif self.pending:
             # Nobody to write to (an origin whose viewers read HLS files, a stream only recorded): no merge
             # window, no timer. A player joining now starts from the GOP cache and the cached headers.
-            if self.pending:
-                self.flush()  # what the last players to leave had queued: the next joiner must not get it late
-            return
+            self.flush()  # what the last players to leave had queued: the next joiner must not get it late
+
+    def _window(self, pkt: Packet) -> None:
+        """Into the players' merge window: out at once when it spans mw_latency, else when the timer fires."""
         pending = self.pending
         pending.append(pkt)
         if len(pending) > self._mw_msgs and pkt.timestamp - pending[0].timestamp >= self._mw_latency:
@@ -349,7 +376,7 @@ class LiveStream:
         write to every player: thousands joining at once cost O(N²) writes.)
         """
         burst: list[Packet] = [p for p in (self.metadata, self.video_sh, self.audio_sh) if p is not None]
-        gop = self.gop
+        gop = self.gop_packets()
         if gop and self.pending:
             pending = {id(p) for p in self.pending}
             gop = [p for p in gop if id(p) not in pending]
@@ -464,7 +491,7 @@ class LiveStream:
     def describe_codecs(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         from tidecast.live.codecs import describe_audio, describe_video
 
-        keyframe = self.gop[0].payload if self.gop else None  # VP9 carries its size only in keyframes
+        keyframe = self.gop_packets()[0].payload if self.gop else None  # VP9 carries its size only in keyframes
         video = describe_video(self.video_sh.payload, keyframe) if self.video_sh else None
         audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
         return video, audio
