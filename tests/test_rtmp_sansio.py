@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import random
 import struct
 
 import pytest
@@ -485,3 +486,34 @@ def test_session_media_sink_keeps_media_and_commands_in_order() -> None:
     assert sunk == [40, 41] and server.media_sunk == 2
     assert [type(e) for e in events] == [StreamClosed, Message]
     assert events[0].command == "FCUnpublish" and events[1].timestamp == 80
+
+
+@pytest.mark.parametrize("chunk_size", [128, 4096, 60000])
+@pytest.mark.parametrize("max_messages", [None, 7])
+def test_large_reads_after_a_leftover_decode_the_same(chunk_size: int, max_messages: int | None) -> None:
+    """Reads of 16 KiB and more (merged reads) that complete a leftover chunk are parsed where they lie:
+    the messages, with or without a media sink and a per-call budget, are those sent."""
+    rng = random.Random(chunk_size)
+    spec = [
+        (rng.choice([4, 6, 6, 70]), rng.choice([C.AUDIO, C.VIDEO, C.VIDEO, C.DATA_AMF0]), 1, rng.choice([0, 23, 40]),
+         rng.choice([1, 200, 3000, 6000, 20000]))
+        for _ in range(300)
+    ]  # fmt: skip
+    messages = [(c, t, s, d, bytes((i + j) % 251 for j in range(n))) for i, (c, t, s, d, n) in enumerate(spec)]
+    wire, expect = _compressing_encode(messages, [chunk_size])
+    sunk: list[tuple[int, int, bytes]] = []
+    for sink in (False, True):
+        dec = ChunkDecoder()
+        if sink:
+            dec.media_sink = lambda type_id, ts, payload: sunk.append((type_id, ts, payload))
+        got: list[tuple[int, int, bytes]] = []
+        pos = 0
+        while pos < len(wire) or dec.held_back:
+            n = rng.randint(16 * 1024, 70 * 1024) if pos < len(wire) else 0
+            out = dec.feed(wire[pos : pos + n], max_messages)
+            pos += n
+            assert max_messages is None or len(out) + len(sunk) <= max_messages
+            got += sunk + [(m.type_id, m.timestamp, m.payload) for m in out if m.type_id > 6]
+            sunk.clear()
+        assert got == [(t, ts, payload) for _, t, _, ts, payload in expect]
+        assert dec.unfinished_bytes == 0

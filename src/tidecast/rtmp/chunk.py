@@ -130,7 +130,12 @@ class ChunkDecoder:
                 return out
             if len(data) >= _JOIN_MIN:
                 # A large read after a leftover (merged reads, `mr`, end wherever the kernel's buffer
-                # did): the two as one bytes, so each of its many messages is sliced out with one copy
+                # did). When the leftover is a chunk of known size, only that chunk is joined, and the
+                # rest of the read is parsed where it lies.
+                need = self._want - len(buf)
+                if need > 0:
+                    return self._feed_after_leftover(data, need, out, max_messages or 0)
+                # Else the two as one bytes, so each of its many messages is sliced out with one copy
                 # (a bytearray slice costs two). Small reads are appended to the buffer and parsed there.
                 src = b"".join((buf, data))
                 buf.clear()
@@ -149,16 +154,44 @@ class ChunkDecoder:
             self._over_budget()
         return out
 
+    def _feed_after_leftover(self, data: bytes, need: int, out: list[Message], limit: int) -> list[Message]:
+        """The receive buffer's chunk completed by the first `need` bytes of `data`, then `data` from
+        there, uncopied."""
+        buf = self._buf
+        with memoryview(data) as view:
+            head = b"".join((buf, view[:need]))
+        buf.clear()
+        sunk = self.sunk
+        pos = self._parse(head, out, limit)
+        rest = need
+        if pos == len(head) and limit:
+            limit -= len(out) + self.sunk - sunk
+            if limit <= 0:
+                self.held_back = True
+        if pos < len(head) or self.held_back:
+            # Stopped inside the joined chunk (a header not yet whole, or the message budget spent):
+            # what is left of it and all of `data` after it wait in the buffer.
+            buf += head[pos:]
+        else:
+            rest = self._parse(data, out, limit, need)
+        if rest < len(data):
+            with memoryview(data) as view:
+                buf += view[rest:]
+        if self._unfinished + len(buf) > self.max_unfinished_bytes:
+            self._over_budget()
+        return out
+
     def _over_budget(self) -> None:
         raise ChunkError(
             f"{self._unfinished + len(self._buf)} bytes of unfinished messages exceed the "
             f"{self.max_unfinished_bytes}-byte limit for one connection"
         )
 
-    def _parse(self, buf: bytes | bytearray, out: list[Message], limit: int = 0) -> int:
-        """Consume every whole chunk in `buf` (until `limit` messages are out, if set); returns how many bytes."""
+    def _parse(self, buf: bytes | bytearray, out: list[Message], limit: int = 0, start: int = 0) -> int:
+        """Consume every whole chunk in `buf` from `start` (until `limit` messages are out, if set); returns
+        the position reached."""
         self._want = 0
-        pos = 0
+        pos = start
         end = len(buf)
         streams = self._streams
         whole = type(buf) is bytes  # slicing bytes copies once; a bytearray slice needs bytes() on top
