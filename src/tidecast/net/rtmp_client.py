@@ -58,7 +58,8 @@ class RtmpUpstream(asyncio.Protocol):
         self.session = S.RtmpSession(client=True)
         self.handler: UpstreamHandler = handler or _NullHandler()
         self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every call in CPython 3.11.
+        self._loop = loop = asyncio.get_running_loop()
         self.handshake: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.redirect: asyncio.Future[str] = loop.create_future()
@@ -86,7 +87,7 @@ class RtmpUpstream(asyncio.Protocol):
         for event in events:
             if type(event) is Message:
                 if event.type_id == C.AUDIO or event.type_id == C.VIDEO:
-                    self.last_data = asyncio.get_running_loop().time()
+                    self.last_data = self._loop.time()
                     handler.on_upstream_media(event.type_id, event.timestamp, event.payload)
             elif isinstance(event, S.Metadata):
                 handler.on_upstream_metadata(event.values)

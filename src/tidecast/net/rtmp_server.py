@@ -23,6 +23,7 @@ from tidecast.live.hub import Hub, Publication, Subscription, Target
 from tidecast.live.names import sanitize
 from tidecast.live.player import Player
 from tidecast.log import RateLimitedLogger, connection_id
+from tidecast.net import readmerge
 from tidecast.net.counted import Admission
 from tidecast.net.formats import RTMP
 from tidecast.net.sockets import close_transport, media_transport
@@ -54,7 +55,7 @@ class RtmpConnection(asyncio.Protocol):
         self.session.max_events = MESSAGES_PER_TURN
         self._turn: asyncio.Handle | None = None  # the next slice of a read that held too many messages
         self._paused_for_backlog = False
-        self._merging: asyncio.TimerHandle | None = None  # merged read: reading paused until this fires
+        self._merging = False  # merged read: reading paused until ReadMerges resumes it
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.started = time.monotonic()
@@ -81,6 +82,9 @@ class RtmpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on every call in CPython 3.11.
+        self._loop = asyncio.get_running_loop()
+        self._merges = readmerge.for_loop(self._loop)
         self.transport = media_transport(transport)
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
@@ -132,13 +136,13 @@ class RtmpConnection(asyncio.Protocol):
                 self._paused_for_backlog = True
                 transport.pause_reading()
             if self._turn is None:
-                self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+                self._turn = self._loop.call_soon(self._next_turn)
             return
         if self._paused_for_backlog:
             self._paused_for_backlog = False
-            if self._merging is None:
+            if not self._merging:
                 transport.resume_reading()
-        if self.publication is not None and self._merging is None:
+        if self.publication is not None and not self._merging:
             self._merge_reads(transport)
 
     def _merge_reads(self, transport: asyncio.Transport) -> None:
@@ -154,10 +158,11 @@ class RtmpConnection(asyncio.Protocol):
         if not publish.mr or publish.mr_latency <= 0 or settings.min_latency:
             return
         transport.pause_reading()
-        self._merging = asyncio.get_running_loop().call_later(publish.mr_latency / 1000.0, self._end_merge)
+        self._merging = True
+        self._merges.later(publish.mr_latency / 1000.0, self._end_merge)
 
     def _end_merge(self) -> None:
-        self._merging = None
+        self._merging = False
         transport = self.transport
         if self.closed or self.gating or self._paused_for_backlog or transport is None or transport.is_closing():
             return
@@ -203,9 +208,6 @@ class RtmpConnection(asyncio.Protocol):
             if self._turn is not None:
                 self._turn.cancel()
                 self._turn = None
-            if self._merging is not None:
-                self._merging.cancel()
-                self._merging = None
             self._leave()
             if self.connected is not None:
                 self.hub.closed(self.connected)
