@@ -641,3 +641,15 @@ def test_played_but_never_published_streams_are_forgotten() -> None:
         ticket = run(hub.play(Target("__defaultVhost__", "live", f"miss{i}"), player(FakeTransport(), f"p{i}")))
         ticket.start().close()
     assert not hub.streams and not hub.clients
+
+
+def test_codec_description_is_kept_until_the_sequence_headers_change() -> None:
+    """/api/v1/streams asks every stream for its codecs on every poll: parsed once per header."""
+    stream = make_stream(FakeClock())
+    stream.on_publish(Client("pub", "", "test-publish", lambda: None))
+    stream.on_media(TAG_AUDIO, 0, b"\xaf\x00\x12\x10")  # AAC LC, 44.1 kHz, stereo
+    _, first = stream.describe_codecs()
+    assert first is not None and stream.describe_codecs()[1] is first
+    stream.on_media(TAG_AUDIO, 40, b"\xaf\x00\x11\x90")  # AAC LC, 48 kHz, stereo
+    _, second = stream.describe_codecs()
+    assert second is not None and second is not first and second != first

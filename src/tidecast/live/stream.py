@@ -147,6 +147,7 @@ class LiveStream:
         self.frames = 0
         self.recv_bytes = 0
         self.dropped_frames = 0
+        self._codecs: tuple[Packet | None, Packet | None, dict[str, Any] | None, dict[str, Any] | None] | None = None
         self.sent_by_departed = 0
         self.publish_count = 0
         self.upstream: Any = None  # set by the edge for the API's view
@@ -489,9 +490,18 @@ class LiveStream:
         return self.publisher is None and not self.players
 
     def describe_codecs(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The codecs as the API shows them; kept while the sequence headers stay (the API asks for every
+        stream on every poll, and parsing an SPS each time adds up)."""
         from tidecast.live.codecs import describe_audio, describe_video
 
-        keyframe = self.gop_packets()[0].payload if self.gop else None  # VP9 carries its size only in keyframes
+        known = self._codecs
+        if known is not None and known[0] is self.video_sh and known[1] is self.audio_sh:
+            return known[2], known[3]
+        first = self.gop[0] if self.gop else None
+        # VP9 carries its size only in keyframes. Read in place: making the GOP's Packets would be a waste.
+        keyframe = first.payload if isinstance(first, Packet) else first[2] if first is not None else None
         video = describe_video(self.video_sh.payload, keyframe) if self.video_sh else None
         audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
+        if video is None or video.get("width"):  # a size still to come from a keyframe: ask again next time
+            self._codecs = (self.video_sh, self.audio_sh, video, audio)
         return video, audio

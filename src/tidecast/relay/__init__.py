@@ -125,7 +125,7 @@ class Relays:
     def describe(self, vhost: str, app: str, stream: str) -> dict[str, Any]:
         """For the stream's object in /api/v1/streams: its forwards and its processes."""
         key = (vhost, app, stream)
-        forwards = [s.describe() for s in self.forward.sinks() if s.info.key == key]
+        forwards = [s.describe() for s in self.forward.sinks_of(*key)]
         processes = [p.describe() for p in itertools.chain(self.exec.processes(*key), self.transcode.processes(*key))]
         return {"forward": forwards, "processes": processes}
 

@@ -404,6 +404,11 @@ class ForwardManager:
         for published in self.streams.values():
             yield from published.sinks.values()
 
+    def sinks_of(self, vhost: str, app: str, stream: str) -> list[ForwardSink]:
+        """One stream's forwards: looked up, since /api/v1/streams asks for every stream in turn."""
+        published = self.streams.get((vhost, app, stream))
+        return list(published.sinks.values()) if published is not None else []
+
     def describe(self) -> list[dict[str, Any]]:
         return [sink.describe() for sink in self.sinks()]
 
