@@ -436,14 +436,15 @@ def test_republish_notifies_players_and_resets_the_gop() -> None:
     assert stamps == sorted(stamps), "time_jitter full continues the timeline across a republish"
 
 
-def test_gop_kept_as_tuples_while_nobody_plays_is_the_join_burst_of_later_players() -> None:
-    """Without players the GOP cache keeps plain tuples; a joiner gets them as packets, and a later joiner
-    gets the same packets (their serializations shared) plus what came while nobody played."""
+def test_gop_kept_raw_while_nobody_plays_is_the_join_burst_of_later_players() -> None:
+    """Without players the GOP cache keeps raw fields, no object per message; a joiner gets them as
+    packets, and a later joiner gets the same packets (their serializations shared) plus what came while
+    nobody played."""
     clock = FakeClock()
     stream = make_stream(clock, "play { time_jitter off; }")
     stream.on_publish(Client("pub", "", "test-publish", lambda: None))
     publish_gop(stream, start=1000, frames=3)
-    assert all(type(p) is tuple for p in stream.gop)
+    assert stream.gop == [] and stream.gop_frames == 5 and stream.gop_first_payload == keyframe()
     first_t = FakeTransport()
     first = player(first_t, "first")
     stream.add_player(first)
@@ -451,13 +452,16 @@ def test_gop_kept_as_tuples_while_nobody_plays_is_the_join_burst_of_later_player
     assert all(isinstance(p, Packet) for p in made) and len(made) == 5
     stream.remove_player(first)
     stream.on_media(TAG_VIDEO, 1120, interframe())
-    assert type(stream.gop[-1]) is tuple
+    assert stream.gop == made and stream.gop_frames == 6
     second_t = FakeTransport()
     stream.add_player(player(second_t, "second"))
-    assert stream.gop[:5] == made and isinstance(stream.gop[5], Packet)
+    assert stream.gop[:5] == made and len(stream.gop) == 6
     want = [(TAG_VIDEO, 1000), (TAG_VIDEO, 1040), (TAG_AUDIO, 1040), (TAG_VIDEO, 1080), (TAG_AUDIO, 1080)]
     assert [(t, ts) for t, ts, _ in tags(first_t.received())] == want
     assert [(t, ts) for t, ts, _ in tags(second_t.received())] == [*want, (TAG_VIDEO, 1120)]
+    # A keyframe starts the cache over; with a player there, it holds Packets.
+    stream.on_media(TAG_VIDEO, 1160, keyframe())
+    assert stream.gop_frames == 1 and len(stream.gop) == 1 and stream.gop[0].timestamp == 1160
 
 
 # ---------------------------------------------------------------- time jitter

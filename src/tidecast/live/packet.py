@@ -6,10 +6,7 @@ from typing import Protocol
 
 from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 
-__all__ = ["TAG_AUDIO", "TAG_SCRIPT", "TAG_VIDEO", "Encoder", "Packet", "RawMedia"]
-
-# A media message kept before any Packet is needed: (type id, timestamp, payload, keyframe).
-RawMedia = tuple[int, int, bytes, bool]
+__all__ = ["TAG_AUDIO", "TAG_SCRIPT", "TAG_VIDEO", "Encoder", "Packet"]
 
 
 class Encoder(Protocol):

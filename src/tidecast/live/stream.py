@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.codec import amf0
@@ -18,7 +18,7 @@ from tidecast.codec.audio import classify_audio
 from tidecast.codec.video import classify
 from tidecast.live.client import Client
 from tidecast.live.limits import CONGESTED_BYTES, DIRECT_BURST_BYTES, GOP_CACHE_BYTES, SEND_TIMEOUT_S
-from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet, RawMedia
+from tidecast.live.packet import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, Packet
 from tidecast.live.player import OutputFormat, Player
 
 if TYPE_CHECKING:
@@ -133,9 +133,13 @@ class LiveStream:
         self.metadata_values: Any = None
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
-        # From the last keyframe on. While nobody plays, entries are (type id, timestamp, payload, keyframe)
-        # tuples, made in C, and `gop_packets()` turns them into Packets when a player joins.
-        self.gop: list[Packet | RawMedia] = []
+        # From the last keyframe on: Packets, then what came while nobody played, kept flat in _gop_raw
+        # as type id, timestamp, payload, keyframe, ... (no object per message for the garbage collector
+        # to walk: at 1,000 streams a tuple each made its young-generation passes take 40 ms).
+        # `gop_packets()` turns the raw part into Packets when a player joins.
+        self.gop: list[Packet] = []
+        self._gop_raw: list[Any] = []
+        self.gop_frames = 0
         self.gop_bytes = 0
         self.pending: list[Packet] = []
         self.last_timestamp = 0  # of the newest media packet, after jitter correction
@@ -182,18 +186,26 @@ class LiveStream:
         self._mw_wait = max(self._mw_latency, 20) / 1000.0
 
     def gop_packets(self) -> list[Packet]:
-        """The GOP cache as Packets, made once from the tuples kept while nobody played (so players joining
-        together share each packet's serializations)."""
-        gop = self.gop
-        # Tuples are added only while nobody plays and a join turns them all into Packets, so the cache
-        # is Packets then tuples: its last entry tells.
-        if gop and type(gop[-1]) is tuple:
+        """The GOP cache as Packets, made once from what was kept raw while nobody played (so players
+        joining together share each packet's serializations)."""
+        raw = self._gop_raw
+        if raw:
             chunk = self.chunk_size
-            gop = self.gop = [p if isinstance(p, Packet) else Packet(p[0], p[1], p[2], chunk, p[3]) for p in gop]
-        return cast("list[Packet]", gop)
+            self.gop.extend(Packet(raw[i], raw[i + 1], raw[i + 2], chunk, raw[i + 3]) for i in range(0, len(raw), 4))
+            raw.clear()
+        return self.gop
+
+    @property
+    def gop_first_payload(self) -> bytes | None:
+        """The GOP's keyframe, without making Packets."""
+        if self.gop:
+            return self.gop[0].payload
+        return self._gop_raw[2] if self._gop_raw else None
 
     def _drop_gop(self) -> None:
         self.gop = []
+        self._gop_raw = []
+        self.gop_frames = 0
         self.gop_bytes = 0
 
     # ------------------------------------------------------------ publisher side
@@ -292,15 +304,25 @@ class LiveStream:
         else:
             pkt = Packet(type_id, ts, payload, self.chunk_size, keyframe) if self.players else None
             if self._gop_cache:
-                gop = self.gop
                 if keyframe:
-                    gop.clear()
-                    gop.append(pkt or (type_id, ts, payload, True))
+                    self.gop.clear()
+                    raw = self._gop_raw
+                    raw.clear()
+                    if pkt is None:
+                        raw += (type_id, ts, payload, True)
+                    else:
+                        self.gop.append(pkt)
+                    self.gop_frames = 1
                     self.gop_bytes = size
-                elif gop:
-                    gop.append(pkt or (type_id, ts, payload, False))
+                elif self.gop_frames:
+                    if pkt is None:
+                        raw = self._gop_raw
+                        raw += (type_id, ts, payload, False)
+                    else:
+                        self.gop.append(pkt)
+                    self.gop_frames += 1
                     self.gop_bytes += size
-                    if len(gop) > self._gop_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
+                    if self.gop_frames > self._gop_max_frames or self.gop_bytes > GOP_CACHE_BYTES:
                         self._drop_gop()
         if self.sinks:
             for sink in self.sinks:
@@ -399,10 +421,10 @@ class LiveStream:
                     player.in_sync = True
                     player.congested_since = 0.0
                 return
-        elif self.gop or self.video_sh is not None or self.publisher is None:
+        elif self.gop_frames or self.video_sh is not None or self.publisher is None:
             # No cached keyframe to start from (or it is still pending): the player
             # catches up on its own, dropping video until a keyframe.
-            player.wait_keyframe = self.video_sh is not None or bool(self.gop)
+            player.wait_keyframe = self.video_sh is not None or bool(self.gop_frames)
             player.in_sync = not player.wait_keyframe
         else:
             player.in_sync = True
@@ -497,9 +519,7 @@ class LiveStream:
         known = self._codecs
         if known is not None and known[0] is self.video_sh and known[1] is self.audio_sh:
             return known[2], known[3]
-        first = self.gop[0] if self.gop else None
-        # VP9 carries its size only in keyframes. Read in place: making the GOP's Packets would be a waste.
-        keyframe = first.payload if isinstance(first, Packet) else first[2] if first is not None else None
+        keyframe = self.gop_first_payload  # VP9 carries its size only in keyframes
         video = describe_video(self.video_sh.payload, keyframe) if self.video_sh else None
         audio = describe_audio(self.audio_sh.payload) if self.audio_sh else None
         if video is None or video.get("width"):  # a size still to come from a keyframe: ask again next time

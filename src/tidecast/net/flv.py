@@ -15,7 +15,7 @@ def header_flags(stream: LiveStream | None) -> tuple[bool, bool]:
         return True, True
     remux = stream.settings.http_remux
     audio, video = remux.has_audio, remux.has_video
-    if remux.guess_has_av and stream.active and (stream.video_sh or stream.audio_sh or stream.gop):
+    if remux.guess_has_av and stream.active and (stream.video_sh or stream.audio_sh or stream.gop_frames):
         audio = audio and stream.audio_sh is not None
         video = video and (stream.video_sh is not None or any(p.is_video for p in stream.gop_packets()))
     return audio, video
