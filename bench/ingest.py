@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=B.PUBLISH_CHUNK,
         help=f"the publishers' RTMP chunk size ({B.PUBLISH_CHUNK}, what ffmpeg sends to tidecast; OBS sends 4096)",
     )
+    p.add_argument(
+        "--players-per-stream",
+        type=int,
+        default=0,
+        help="RTMP players per stream, opened once the ramp is done (0): an origin whose edges pull every stream",
+    )
     p.add_argument("--rate", type=float, default=50.0, help="new publishers per second during a ramp (50)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (5)")
     p.add_argument("--window", type=float, default=20.0, help="measurement window in seconds (20)")
@@ -146,6 +152,7 @@ async def run_mode(
     states = B.StateSampler(server.pid)
     states.start()
     failures = 0
+    players: list[B.AnyPlayer] = []
     try:
         for m in counts:
             start = time.monotonic()
@@ -169,6 +176,14 @@ async def run_mode(
                     failures += 1
                     print(f"publisher failed: {res}")
             ramp_s = time.monotonic() - start
+            for index in range(len(players) // max(1, args.players_per_stream), m if args.players_per_stream else 0):
+                opened = await asyncio.gather(
+                    *(
+                        B.open_player("rtmp", base.named(f"bench{index}"), False, 10.0)
+                        for _ in range(args.players_per_stream)
+                    )
+                )
+                players.extend(opened)
             await asyncio.sleep(args.settle)
             pubs = list(ticker.publishers)
             for p in pubs:
@@ -226,6 +241,8 @@ async def run_mode(
                 "load_cpu_pct": round(load_cpu, 1),
                 "load_saturated": load_cpu >= 90.0,
                 "ramp_s": round(ramp_s, 1),
+                "players": len(players),
+                "players_failed": sum(1 for p in players if p.stats.error),
             }
             if hls:
                 row["hls_playlists"] = playlists
@@ -260,6 +277,8 @@ async def run_mode(
                 print(f"{name} exited:\n{server.log_tail()}")
                 break
     finally:
+        for player in players:
+            player.close()
         states.stop()
         ticker.stop()
         for p in ticker.publishers:

@@ -657,3 +657,22 @@ def test_codec_description_is_kept_until_the_sequence_headers_change() -> None:
     stream.on_media(TAG_AUDIO, 40, b"\xaf\x00\x11\x90")  # AAC LC, 48 kHz, stereo
     _, second = stream.describe_codecs()
     assert second is not None and second is not first and second != first
+
+
+def test_packet_serializations_are_made_once_per_format() -> None:
+    """The first format's bytes are kept in slots, others in a dict: each format encodes a packet once."""
+    calls: list[str] = []
+
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def encode(self, packet: Packet) -> bytes:
+            calls.append(self.name)
+            return self.name.encode() + packet.payload
+
+    pkt = Packet(TAG_VIDEO, 40, b"!", 4096, keyframe=True)
+    rtmp, flv, mp4 = Named("rtmp"), Named("flv"), Named("mp4")
+    for _ in range(3):
+        assert pkt.encoded(rtmp) == b"rtmp!" and pkt.encoded(flv) == b"flv!" and pkt.encoded(mp4) == b"mp4!"
+    assert calls == ["rtmp", "flv", "mp4"]

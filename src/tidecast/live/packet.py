@@ -20,10 +20,22 @@ class Packet:
 
     Serialization is lazy and cached per format: a stream with no FLV players
     never builds FLV tags, and a GOP sent to 2,000 joining players is encoded
-    once.
+    once. The first format's bytes sit in slots and only further formats get a
+    dict: every dict is one more object per message for the garbage collector
+    to walk, and most streams' players share one format.
     """
 
-    __slots__ = ("_encoded", "chunk_size", "keyframe", "payload", "sequence_header", "timestamp", "type_id")
+    __slots__ = (
+        "_encoded",
+        "_first",
+        "_first_data",
+        "chunk_size",
+        "keyframe",
+        "payload",
+        "sequence_header",
+        "timestamp",
+        "type_id",
+    )
 
     def __init__(
         self,
@@ -40,16 +52,25 @@ class Packet:
         self.chunk_size = chunk_size  # the stream's outgoing RTMP chunk size
         self.keyframe = keyframe
         self.sequence_header = sequence_header
+        self._first: Encoder | None = None
+        self._first_data = b""
         self._encoded: dict[Encoder, bytes] | None = None
 
     def encoded(self, encoder: Encoder) -> bytes:
+        first = self._first
+        if first is encoder:
+            return self._first_data
+        if first is None:
+            data = self._first_data = encoder.encode(self)
+            self._first = encoder
+            return data
         cache = self._encoded
         if cache is None:
             cache = self._encoded = {}
-        data = cache.get(encoder)
-        if data is None:
-            data = cache[encoder] = encoder.encode(self)
-        return data
+        found = cache.get(encoder)
+        if found is None:
+            found = cache[encoder] = encoder.encode(self)
+        return found
 
     @property
     def is_video(self) -> bool:
