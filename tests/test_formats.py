@@ -49,7 +49,7 @@ def test_rtmp_on_a_late_timeline_starts_at_zero_and_shares_the_payload_chunks(st
     assert [p for _, _, p in got] == [p.payload for p in pkts]
     assert RTMP.at(start + 1).batch(pkts) != late.batch(pkts)
     # What does not depend on the timeline is built once per packet for every timeline.
-    cached = list((pkts[1]._encoded or {}).values())
+    cached = pkts[1].serializations()
     assert sorted(len(b) for b in cached) == [12, 12, len(got[1][2]) + len(got[1][2]) // 128], (
         "a 12-byte header per timeline and one chunked body for both"
     )

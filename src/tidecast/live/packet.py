@@ -72,6 +72,11 @@ class Packet:
             found = cache[encoder] = encoder.encode(self)
         return found
 
+    def serializations(self) -> list[bytes]:
+        """What `encoded` has made so far, one per format (for tests and debugging)."""
+        made = [self._first_data] if self._first is not None else []
+        return made + list((self._encoded or {}).values())
+
     @property
     def is_video(self) -> bool:
         return self.type_id == TAG_VIDEO
