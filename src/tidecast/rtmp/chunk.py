@@ -201,6 +201,7 @@ class ChunkDecoder:
         # Messages this call may still hand on, to `out` or the sink; what went to the sink is what is
         # not in `out`.
         budget = start = limit or _NO_LIMIT
+        returned = len(out)  # `out` may hold what an earlier call for the same read returned
         # A Set Chunk Size applies to the very next chunk: re-read after each control message.
         chunk_size = self.chunk_size
         while pos < end:
@@ -406,7 +407,7 @@ class ChunkDecoder:
                 chunk_size = self.chunk_size
             else:
                 cs.received = received
-        self.sunk += start - budget - len(out)
+        self.sunk += start - budget - (len(out) - returned)
         return pos
 
     def _gather(
