@@ -36,6 +36,7 @@ from testkit.attacks import (
     set_chunk_size,
 )
 from testkit.helpers import TidecastProcess, http_json
+from testkit.sessions import handshaken, publishing_pair, pump
 
 from tidecast.codec import amf0, amf3, avc
 from tidecast.errors import LocalProtocolError, ProtocolError
@@ -45,7 +46,6 @@ from tidecast.rtmp.session import (
     ConnectRequest,
     Metadata,
     PlayRequest,
-    PublishRequest,
     RtmpSession,
     State,
     StreamClosed,
@@ -57,40 +57,9 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "tidecast"
 # ---------------------------------------------------------------- building hostile bytes
 
 
-def handshaken() -> tuple[RtmpSession, RtmpSession]:
-    server, client = RtmpSession(), RtmpSession(client=True)
-    pump(client, server)
-    return server, client
-
-
-def pump(a: RtmpSession, b: RtmpSession) -> tuple[list[object], list[object]]:
-    seen_a: list[object] = []
-    seen_b: list[object] = []
-    for _ in range(20):
-        moved = False
-        for src, dst, seen in ((a, b, seen_b), (b, a, seen_a)):
-            for data in src.data_to_send():
-                moved = True
-                seen += dst.receive_data(data)
-        if not moved:
-            break
-    return seen_a, seen_b
-
-
 def publishing() -> RtmpSession:
     """A server session whose peer connected and is publishing."""
-    server, client = handshaken()
-    client.connect("live", "rtmp://127.0.0.1/live")
-    pump(client, server)
-    server.accept_connect(4096, {})
-    client.create_stream()
-    pump(client, server)
-    client.publish("cam")
-    _, events = pump(client, server)
-    assert any(isinstance(e, PublishRequest) for e in events)
-    server.accept_publish("cam")
-    assert server.state is State.PUBLISHING
-    return server
+    return publishing_pair()[0]
 
 
 def quick(fn: Callable[[], Any], limit: float = 1.0) -> Any:

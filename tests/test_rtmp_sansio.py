@@ -12,6 +12,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit.sessions import publishing_pair, pump
 
 from tidecast.codec import amf0, amf3
 from tidecast.errors import ProtocolError
@@ -205,75 +206,60 @@ def test_handshake_rejects_non_rtmp() -> None:
 # ---------------------------------------------------------------- session
 
 
-def _pump(a: RtmpSession, b: RtmpSession) -> tuple[list[object], list[object]]:
-    """Exchange bytes until both sides are quiet; returns events seen by a and b."""
-    seen_a: list[object] = []
-    seen_b: list[object] = []
-    for _ in range(20):
-        moved = False
-        for src, dst, seen in ((a, b, seen_b), (b, a, seen_a)):
-            for data in src.data_to_send():
-                moved = True
-                seen += dst.receive_data(data)
-        if not moved:
-            break
-    return seen_a, seen_b
-
-
 def test_publish_and_play_sessions_end_to_end() -> None:
     server, client = RtmpSession(), RtmpSession(client=True)
-    c_ev, s_ev = _pump(client, server)
+    c_ev, s_ev = pump(client, server)
     assert isinstance(c_ev[0], HandshakeDone) and isinstance(s_ev[0], HandshakeDone)
     client.connect("live", "rtmp://127.0.0.1:1935/live?vhost=v1")
-    _, s_ev = _pump(client, server)
+    _, s_ev = pump(client, server)
     req = s_ev[0]
     assert isinstance(req, ConnectRequest) and req.app == "live" and "vhost=v1" in req.tc_url
     server.accept_connect(60000, {"srs_server": "tidecast"})
     client.create_stream()
-    c_ev, _ = _pump(client, server)
+    c_ev, _ = pump(client, server)
     results = [e for e in c_ev if isinstance(e, CommandResult)]
     assert results[0].command == "connect" and results[0].ok
     assert results[1].command == "createStream" and results[1].values[1] == 1.0
 
     client.publish("cam?token=1")
-    _, s_ev = _pump(client, server)
+    _, s_ev = pump(client, server)
     pub = next(e for e in s_ev if isinstance(e, PublishRequest))
     assert pub.name == "cam?token=1" and pub.publish_type == "live"
     server.accept_publish(pub.name)
     client._out.append(client.send_metadata(amf0.EcmaArray({"width": 320.0})))
     client._out.append(client.send_media(C.VIDEO, 40, b"\x17\x00\x00\x00\x00" + b"v" * 9000))
-    _, s_ev = _pump(client, server)
+    _, s_ev = pump(client, server)
     meta = next(e for e in s_ev if isinstance(e, Metadata))
     assert meta.values == {"width": 320.0}
     video = [e for e in s_ev if getattr(e, "type_id", None) == C.VIDEO]
     assert len(video) == 1 and len(video[0].payload) == 9005 and video[0].timestamp == 40
 
     player_server, player = RtmpSession(), RtmpSession(client=True)
-    _pump(player, player_server)
+    pump(player, player_server)
     player.connect("live", "rtmp://127.0.0.1/live")
-    _pump(player, player_server)
+    pump(player, player_server)
     player_server.accept_connect(4096, {})
     player.create_stream()
-    _pump(player, player_server)
+    pump(player, player_server)
     player.play("cam")
-    _, s_ev = _pump(player, player_server)
+    _, s_ev = pump(player, player_server)
     play = next(e for e in s_ev if isinstance(e, PlayRequest))
     assert play.name == "cam"
     player_server.accept_play(play.name)
-    c_ev, _ = _pump(player, player_server)
+    c_ev, _ = pump(player, player_server)
     codes = [e.info.get("code") for e in c_ev if hasattr(e, "info")]
     assert "NetStream.Play.Start" in codes
 
 
 def test_delete_stream_is_reported() -> None:
     server, client = RtmpSession(), RtmpSession(client=True)
-    _pump(client, server)
+    pump(client, server)
     client.connect("live", "rtmp://h/live")
-    _pump(client, server)
+    pump(client, server)
     server.accept_connect(4096, {})
-    _pump(client, server)
+    pump(client, server)
     client._call("deleteStream", None, 1.0)
-    _, s_ev = _pump(client, server)
+    _, s_ev = pump(client, server)
     assert any(isinstance(e, StreamClosed) for e in s_ev)
 
 
@@ -281,7 +267,7 @@ def test_delete_stream_is_reported() -> None:
 @given(st.binary(min_size=1, max_size=600))
 def test_session_fuzz_after_handshake(data: bytes) -> None:
     server, client = RtmpSession(), RtmpSession(client=True)
-    _pump(client, server)
+    pump(client, server)
     try:
         server.receive_data(data)
     except ProtocolError:
@@ -457,25 +443,10 @@ def test_media_sink_counts_towards_max_messages() -> None:
     assert sunk == list(range(50)) and dec.sunk == 50
 
 
-def _publishing_pair() -> tuple[RtmpSession, RtmpSession]:
-    server, client = RtmpSession(), RtmpSession(client=True)
-    _pump(client, server)
-    client.connect("live", "rtmp://h/live")
-    _pump(client, server)
-    server.accept_connect(4096, {})
-    client.create_stream()
-    _pump(client, server)
-    client.publish("cam")
-    _pump(client, server)
-    server.accept_publish("cam")
-    _pump(client, server)
-    return server, client
-
-
 def test_session_media_sink_keeps_media_and_commands_in_order() -> None:
     """Media before a command in one read go to the sink; the command and all after it come out as
     events, so the adapter sees unpublish after the media sent before it and before the media after it."""
-    server, client = _publishing_pair()
+    server, client = publishing_pair()
     sunk: list[int] = []
     server.media_sink = lambda type_id, ts, payload: sunk.append(ts)
     client._out.append(client.send_media(C.VIDEO, 40, b"\x17\x01\x00\x00\x00frame"))
