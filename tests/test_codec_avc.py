@@ -34,6 +34,29 @@ def test_config_record_of_the_clip(video: list[bytes]) -> None:
     assert config.annexb_headers() == b"\x00\x00\x00\x01" + config.sps[0] + b"\x00\x00\x00\x01" + config.pps[0]
 
 
+def test_a_single_nal_prefix_is_what_to_annexb_puts_before_the_unit(video: list[bytes]) -> None:
+    """The muxer copies a one-NAL frame straight from the FLV payload behind this prefix: the result must be
+    to_annexb's, for every frame of a real clip and for the odd units (an AUD, an SPS, a keyframe)."""
+    config = avc.parse_config(video[0][5:])
+    single = 0
+    for body in video[1:]:
+        keyframe = body[0] >> 4 == 1
+        prefix = avc.single_nal_prefix(body, config, keyframe, 5)
+        if prefix is not None:
+            single += 1
+            assert prefix + body[9:] == avc.to_annexb(body, config, keyframe, 5)
+    assert single > len(video) // 2, "the clip's inter frames are one NAL unit each"
+    odd = avc.AvcConfig(4, [b"\x67sps"], [b"\x68pps"])
+    for nal in (b"\x09\xf0", b"\x67own", b"\x65idr", b"\x41p"):
+        for keyframe in (True, False):
+            body = b"\x17\x01\x00\x00\x00" + _avcc(nal)
+            prefix = avc.single_nal_prefix(body, odd, keyframe, 5)
+            assert prefix is not None and prefix + body[9:] == avc.to_annexb(body, odd, keyframe, 5)
+    two = b"\x27\x01\x00\x00\x00" + _avcc(b"\x41p", b"\x41q")
+    assert avc.single_nal_prefix(two, odd, False, 5) is None
+    assert avc.single_nal_prefix(_avcc(b"\x41p", size=2), avc.AvcConfig(2, [], []), False, 0) is None
+
+
 @pytest.mark.parametrize("record", [b"", b"\x02" + bytes(10), b"\x01\x64\x00\x1f\xff\xe1\x00\x20\x67"])
 def test_bad_config_records(record: bytes) -> None:
     with pytest.raises(ProtocolError):

@@ -150,6 +150,31 @@ def test_fuzz_pes_round_trip(frames: list[bytes], warmup: int) -> None:
     assert [split_pes(bytes(p.data))[3] for p in parsed] == frames
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.binary(min_size=0, max_size=400),
+    st.binary(min_size=0, max_size=2000),
+    st.integers(0, 40),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_prefix_and_a_start_give_the_packets_of_the_joined_access_unit(
+    prefix: bytes, data: bytes, start: int, pcr: bool, rai: bool
+) -> None:
+    """pes(prefix=p, start=s) is pes(p + data[s:]), byte for byte and counter for counter, whatever the
+    sizes: a prefix longer than the first packet takes, an access unit that fits one packet, one that is
+    only the prefix."""
+    start = min(start, len(data))
+    joined, split = TsMuxer(), TsMuxer()
+    for pid, sid in ((VIDEO_PID, VIDEO_STREAM_ID), (AUDIO_PID, AUDIO_STREAM_ID)):
+        for pts, dts in ((900_000, 897_000), (900_000, 900_000)):
+            clock = 880_000 if pcr else None
+            want = joined.pes(pid, sid, prefix + data[start:], pts, dts, clock, rai)
+            got = split.pes(pid, sid, data, pts, dts, clock, rai, prefix, start)
+            assert bytes(got) == bytes(want)
+    assert split.cc == joined.cc
+
+
 def test_timestamp_and_pcr_encodings() -> None:
     assert encode_timestamp(2, 0) == b"\x21\x00\x01\x00\x01"
     assert encode_timestamp(3, (1 << 33) + 5) == encode_timestamp(3, 5)  # the clock wraps at 33 bits

@@ -486,8 +486,10 @@ def test_timestamps_that_stop_advancing_never_grow_one_segment_for_ever(tmp_path
         muxer.on_message(*video[fed])
         fed += 1
     stuck_ts = video[fed - 1][1]
-    muxer._wall_deadline -= 11.0  # as if it had been open 11 s of wall time
     muxer.on_message(TAG_VIDEO, stuck_ts, video[fed][2])
+    muxer.cut_if_stalled(time.time() + 9.0)  # what the manager's tick does every second
+    assert muxer.file is not None, "not open long enough yet (hls_fragment 1: the 10 s minimum)"
+    muxer.cut_if_stalled(time.time() + 11.0)  # as if it had been open 11 s of wall time
     assert muxer.file is None, "cut on wall time"
     assert not list((tmp_path / "live").glob("*.tmp")), "a segment whose timestamps never moved is dropped"
     muxer.on_unpublish()
@@ -511,3 +513,40 @@ def test_a_directory_removed_under_a_live_stream_is_made_again(tags: Tags, tmp_p
     muxer.on_unpublish()
     playlist = m3u8.load(str(tmp_path / "live" / "s.m3u8"))
     assert playlist.segments and all((tmp_path / "live" / seg.uri).exists() for seg in playlist.segments[-1:])
+
+
+def test_the_manager_tick_cuts_a_stalled_segment_of_a_published_stream(tmp_path: Path, tags: Tags) -> None:
+    """The wall-time cut runs from HlsManager.tick (once a second in the server), not per message: a stream
+    published through the hub whose timestamps stop still gets its segment cut, and a stream that is
+    fine is left alone."""
+    import asyncio
+
+    from test_live_core import FakeClock
+    from tidecast.config import parse_text
+    from tidecast.hls.manager import HlsManager
+    from tidecast.live.client import Client
+    from tidecast.live.hub import Hub, Publication, Target
+
+    async def main() -> None:
+        hls = f"hls {{ enabled on; hls_path {tmp_path}; hls_fragment 1; }}"
+        conf = parse_text(f"listen 1935;\nvhost __defaultVhost__ {{\n{hls}\n}}\n")
+        hub = Hub(conf, FakeClock(), server_id="vid-test")
+        manager = HlsManager(hub)
+        hub.observers.append(manager)
+        pub = await hub.publish(Target("__defaultVhost__", "live", "s"), Client("c1", "", "fmle-publish", lambda: None))
+        assert isinstance(pub, Publication)
+        muxer = manager.muxers[("__defaultVhost__", "live", "s")]
+        video = [(t, ts, p) for t, ts, p in tags if t == TAG_VIDEO]
+        fed = 0
+        while muxer.file is None:
+            pub.stream.on_media(*video[fed])
+            fed += 1
+        manager.tick(0.0)
+        assert muxer.file is not None, "open for a moment only: left alone"
+        muxer._wall_deadline -= 11.0  # as if it had been open 11 s of wall time
+        manager.tick(0.0)
+        assert muxer.file is None, "cut on wall time by the tick"
+        pub.close()
+        await manager.close()
+
+    asyncio.run(main())

@@ -103,6 +103,22 @@ def nal_types(nals: list[bytes]) -> int:
     return mask
 
 
+_AUD_START = AUD + START_CODE
+
+
+def single_nal_prefix(data: bytes, config: AvcConfig, keyframe: bool, start: int) -> bytes | None:
+    """For a frame (`data[start:]`) that is one NAL unit, as nearly every inter frame is: the Annex B bytes
+    that go before the unit's own bytes (`data[start + 4:]`), the same as `to_annexb` puts there, so a
+    muxer can copy the unit straight from `data`. None for any other frame: use `to_annexb`."""
+    end = len(data)
+    if config.nal_length_size != 4 or end - start <= 5 or _U32.unpack_from(data, start)[0] + start + 4 != end:
+        return None
+    nal_type = data[start + 4] & 0x1F
+    if not keyframe or nal_type == NAL_SPS:
+        return START_CODE if nal_type == NAL_AUD else _AUD_START
+    return (b"" if nal_type == NAL_AUD else AUD) + config.annexb_headers() + START_CODE
+
+
 def to_annexb(data: bytes, config: AvcConfig, keyframe: bool, start: int = 0) -> bytes:
     """One access unit (an AVCC frame from `start` on) in Annex B.
 

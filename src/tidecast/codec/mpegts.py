@@ -147,6 +147,9 @@ def _cc_run(first: int, n: int) -> bytes:
     return (_CC_RUN[:16] * ((first + n) // 16 + 1))[first : first + n]
 
 
+_CC_RUN_MAX = len(_CC_RUN) - 16  # runs shorter than this are one slice of _CC_RUN, whatever the first counter
+
+
 class TsMuxer:
     """Turns access units into TS packets; keeps the continuity counters across segments."""
 
@@ -181,27 +184,33 @@ class TsMuxer:
         dts: int,
         pcr: int | None = None,
         random_access: bool = False,
+        prefix: bytes = b"",
+        start: int = 0,
     ) -> bytes | bytearray:
         """One PES packet (an access unit) as TS packets; `pts`/`dts`/`pcr` in 90 kHz units.
 
+        The access unit is `prefix + data[start:]` (start <= len(data)), so a caller whose frame already
+        lies in a buffer (an FLV payload after its tag header) passes the buffer and
+        the few bytes to put before it, and the frame is copied once, into the packets.
         `pcr` (the clock at this packet's arrival) goes into the first packet's
         adaptation field, as does the random access indicator for keyframes.
         """
         pts &= _MASK33
         dts &= _MASK33
+        end = len(data)
+        extra = len(prefix) - start
+        n = end + extra  # the access unit's size
         # The PES header in one struct call: start code and stream id, length, flags, PTS (and DTS).
         if pts != dts:
-            size = 13 + len(data)
             # Video PES may exceed 16 bits; a length of 0 means "unbounded" there (video only).
-            length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
+            length = 13 + n if n <= 0xFFFF - 13 and stream_id != VIDEO_STREAM_ID else 0
             head = _PES_PTS_DTS.pack(
                 0x100 | stream_id, length, 0x80, 0xC0, 10,
                 0x31 | ((pts >> 29) & 0x0E), ((pts >> 14) & 0xFFFE) | 1, ((pts << 1) & 0xFFFE) | 1,
                 0x11 | ((dts >> 29) & 0x0E), ((dts >> 14) & 0xFFFE) | 1, ((dts << 1) & 0xFFFE) | 1,
             )  # fmt: skip
         else:
-            size = 8 + len(data)
-            length = size if size <= 0xFFFF and stream_id != VIDEO_STREAM_ID else 0
+            length = 8 + n if n <= 0xFFFF - 8 and stream_id != VIDEO_STREAM_ID else 0
             head = _PES_PTS.pack(
                 0x100 | stream_id, length, 0x80, 0x80, 5,
                 0x21 | ((pts >> 29) & 0x0E), ((pts >> 14) & 0xFFFE) | 1, ((pts << 1) & 0xFFFE) | 1,
@@ -210,17 +219,16 @@ class TsMuxer:
         # The first packet's header and adaptation field (PCR, random access indicator).
         if pcr is not None:
             pcr &= _MASK33
-            flags = 0x50 if random_access else 0x10
             first = _TS_PCR.pack(
-                0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc, 7, flags, pcr >> 1, ((pcr & 1) << 15) | 0x7E00
-            )
+                0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc, 7,
+                0x50 if random_access else 0x10, pcr >> 1, ((pcr & 1) << 15) | 0x7E00,
+            )  # fmt: skip
         elif random_access:
             first = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc, 1, 0x40))
         else:
             plain = _PLAIN_FIRST.get(pid)
             first = (plain or _headers(pid)[1])[cc]
-        n = len(data)
-        room = PACKET_SIZE - len(first) - len(head)  # data bytes the first packet can take
+        room = PACKET_SIZE - len(first) - len(head)  # access unit bytes the first packet can take
         if n < room:
             # A PES in one packet: stuff its adaptation field to fill the packet.
             self.cc[pid] = (cc + 1) & 0x0F
@@ -229,20 +237,23 @@ class TsMuxer:
                 first = first[:4] + bytes((first[4] + stuff,)) + first[5:] + b"\xff" * stuff
             else:
                 first = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30 | cc)) + _STUFFING[stuff]
-            return b"".join((first, head, data))
+            return b"".join((first, head, prefix, data[start:] if start else data))
+        cut = room - extra  # where in `data` the first packet ends
+        if cut < start:  # a prefix longer than the first packet takes (huge parameter sets): one copy more
+            return self.pes(pid, stream_id, prefix + data[start:], pts, dts, pcr, random_access)
         full, tail = divmod(n - room, PAYLOAD_SIZE)
         if full <= _GROUP:
-            parts = [first + head + data[:room], *_chunker(full).unpack_from(data, room)]
+            parts = [b"".join((first, head, prefix, data[start:cut])), *_chunker(full).unpack_from(data, cut)]
         else:
-            parts = [first + head + data[:room], *_chunks(data, room, full)]
+            parts = [b"".join((first, head, prefix, data[start:cut])), *_chunks(data, cut, full)]
         if tail:
-            parts.append(_STUFFING[PAYLOAD_SIZE - tail] + data[n - tail :])
+            parts.append(_STUFFING[PAYLOAD_SIZE - tail] + data[end - tail :])
             full += 1
         # One join puts the constant header before every packet but the first; then the
         # counters (and the last packet's adaptation field bit) are patched in place.
         out = (_SEPARATORS.get(pid) or _headers(pid)[0]).join(parts)
         cc = (cc + 1) & 0x0F
-        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _cc_run(cc, full)
+        out[PACKET_SIZE + 3 :: PACKET_SIZE] = _CC_RUN[cc : cc + full] if full < _CC_RUN_MAX else _cc_run(cc, full)
         if tail:
             out[-PAYLOAD_SIZE - 1] |= 0x20  # adaptation_field_control 11: stuffing, then payload
         self.cc[pid] = (cc + full) & 0x0F

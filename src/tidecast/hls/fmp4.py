@@ -63,6 +63,8 @@ class Fmp4Muxer(HlsMuxer):
 
     # Its segments need the init segment of their own publish (EXT-X-MAP): a leftover is not continued.
     CONTINUES_LEFTOVERS = False
+    # Its own _video and _audio, without the MPEG-TS muxer's inline paths.
+    on_message = HlsMuxer._on_message
 
     def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str, store: HlsStore | None = None) -> None:
         super().__init__(settings, vhost, app, stream)
@@ -355,7 +357,7 @@ class Fmp4Muxer(HlsMuxer):
         self.file = self._open_file(path + TMP)
         self.file_path = path
         self.segment_start = self.part_start = ts
-        self.segment_opened = self.last_message
+        self.segment_opened = time.time()
         self._wall_deadline = self.segment_opened + self._wall_limit()
         self.segment_video = self.init_tracks[0] is not None
         self.segment_audio = self.init_tracks[1] is not None

@@ -169,6 +169,7 @@ class HlsManager(StreamEvents):
         for key, muxer in list(self.muxers.items()):
             stream = streams.get(key)
             if stream is not None and stream.active:
+                muxer.cut_if_stalled(now)
                 continue
             try:
                 if muxer.maybe_dispose(now):

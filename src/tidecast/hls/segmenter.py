@@ -322,7 +322,7 @@ class HlsMuxer:
         self.segment_video = False  # what its PMT announced
         self.segment_video_type = STREAM_TYPE_H264
         self.segment_audio = False
-        self.last_pcr: int | None = None
+        self._pcr_limit = -1  # the DTS (90 kHz) from which a frame must carry a PCR, -1 for the next one
         # Timing of the current publish.
         self.last_ts = 0
         self.last_video_ts: int | None = None
@@ -331,9 +331,15 @@ class HlsMuxer:
         # AAC frames (ADTS header, raw frame, ...) waiting to become one PES.
         self.audio_parts: list[bytes] = []
         self.audio_pts = 0
-        self.audio_frames = 0
         self._audio_until = 0  # the gathered PES is flushed at a frame from this timestamp on
-        self._audio_next = 0.0  # the timestamp the next frame should have when nothing is missing
+        # The next frame joins the gathered ones when its timestamp is in [lo, hi] (where it should be when
+        # nothing is missing, give or take half a frame); both move on by a frame each time.
+        self._audio_lo = 0.0
+        self._audio_hi = 0.0
+        self._audio_step = 0.0
+        # AAC frames go straight to the gathered PES (on_message's fast path): a segment with video and
+        # audio is open and the stream has video.
+        self._gathering = False
         self._adts: dict[int, bytes] = {}  # ADTS headers of self.aac by frame size
         self.next_discontinuity = False
         self.started = False  # published at least once: a republish continues the playlist
@@ -388,7 +394,7 @@ class HlsMuxer:
         self.video_codec = v.UNKNOWN
         self.last_video_ts = self.last_audio_ts = None
         self.audio_parts = []
-        self.audio_frames = 0
+        self._gathering = False
         if self.started and not self.disposed:
             # Same playlist, new timestamps: players must reset their decoders.
             self.next_discontinuity = bool(self.playlist.segments)
@@ -416,18 +422,61 @@ class HlsMuxer:
             self._failed(exc)
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
-        now = self.last_message = time.time()
+        # Every message of the stream passes here. The two that make nearly all of them, an AAC frame for
+        # the open segment and a legacy H.264 frame, are handled inline; Fmp4Muxer has its own.
+        try:
+            if type_id == TAG_AUDIO:
+                if self._gathering and len(payload) > 2 and payload[1] == CODED_FRAMES and payload[0] >> 4 == 10:
+                    parts = self.audio_parts
+                    if parts and timestamp_ms < self._audio_until and self._audio_lo <= timestamp_ms <= self._audio_hi:
+                        step = self._audio_step
+                        self._audio_lo += step
+                        self._audio_hi += step
+                    else:
+                        self._start_audio_run(timestamp_ms)
+                        parts = self.audio_parts
+                    size = len(payload) - 2
+                    parts.append(self._adts.get(size) or self._adts_header(size))
+                    parts.append(payload[2:])
+                    self.last_audio_ts = timestamp_ms
+                else:
+                    self._audio(timestamp_ms, payload)
+            elif type_id == TAG_VIDEO:
+                if (
+                    self.video_codec is v.AVC
+                    and len(payload) >= 5
+                    and payload[1] == 1
+                    and (payload[0] == 0x27 or payload[0] == 0x17)
+                ):
+                    # A legacy H.264 inter or key frame: the classifier's answer inline.
+                    cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
+                    if cts & 0x800000:
+                        cts -= 0x1000000
+                    self._frame(timestamp_ms, payload, payload[0] == 0x17, cts, 5, len(payload))
+                else:
+                    self._video(timestamp_ms, payload)
+        except Exception as exc:  # the live fan-out must go on whatever a frame or the disk did
+            self._failed(exc)
+
+    def _on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        """on_message without the MPEG-TS fast paths, for muxers with their own `_video` and `_audio`."""
         try:
             if type_id == TAG_VIDEO:
                 self._video(timestamp_ms, payload)
             elif type_id == TAG_AUDIO:
                 self._audio(timestamp_ms, payload)
-            if self.file is not None and now > self._wall_deadline:
-                # Timestamps that stop advancing (or crawl) would grow one segment for ever: cut on wall
-                # time too. A segment whose timestamps never moved is dropped; the next keyframe opens one.
-                self._close_segment(self._end_ts())
         except Exception as exc:  # the live fan-out must go on whatever a frame or the disk did
             self._failed(exc)
+
+    def cut_if_stalled(self, now: float) -> None:
+        """Timestamps that stop advancing (or crawl) would grow one segment for ever: the manager calls this
+        every second while the stream is published, and a segment open for too long in wall time is cut.
+        A segment whose timestamps never moved is dropped; the next keyframe opens one."""
+        if self.file is not None and now > self._wall_deadline:
+            try:
+                self._close_segment(self._end_ts())
+            except Exception as exc:
+                self._failed(exc)
 
     def maybe_dispose(self, now: float) -> bool:
         """After `hls_dispose` seconds without messages since unpublish, delete our files; True when it did."""
@@ -461,18 +510,6 @@ class HlsMuxer:
     # ------------------------------------------------------------ media
 
     def _video(self, ts: int, payload: bytes) -> None:
-        if (
-            self.video_codec is v.AVC
-            and len(payload) >= 5
-            and payload[1] == 1
-            and (payload[0] == 0x27 or payload[0] == 0x17)
-        ):
-            # A legacy H.264 inter or key frame, nearly every video message: the classifier's answer inline.
-            cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
-            if cts & 0x800000:
-                cts -= 0x1000000
-            self._frame(ts, payload, payload[0] == 0x17, cts, 5, len(payload))
-            return
         tag = v.classify(payload)
         codec = tag.codec
         if codec is not v.AVC and codec is not v.HEVC:
@@ -525,35 +562,33 @@ class HlsMuxer:
         if file is None:
             return
         dts = ts * 90 + PTS_OFFSET
-        pcr = None
-        if keyframe or self.last_pcr is None or dts - self.last_pcr + self.video_delta * 90 > PCR_INTERVAL:
+        if keyframe or dts + self.video_delta * 90 > self._pcr_limit:
             # The next frame would come too late for the 100 ms PCR spacing: stamp this one.
-            self.last_pcr = dts
-            pcr = dts - PCR_DELAY
-        if isinstance(config, hevc.HevcConfig):
-            data = hevc.to_annexb(payload, config, keyframe, offset, end)
+            self._pcr_limit = dts + PCR_INTERVAL
+            pcr: int | None = dts - PCR_DELAY
         else:
-            # A multitrack message has other tracks after this one's data: cut them off first.
-            body = payload if end == len(payload) else payload[:end]
-            data = avc.to_annexb(body, config, keyframe, offset)
-        file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, pcr, keyframe))
+            pcr = None
         if ts > self.last_ts:
             self.last_ts = ts
+        if isinstance(config, hevc.HevcConfig):
+            data = hevc.to_annexb(payload, config, keyframe, offset, end)
+        elif end == len(payload):
+            prefix = avc.single_nal_prefix(payload, config, keyframe, offset)
+            if prefix is not None:
+                # One NAL unit: copied once, from the FLV payload straight into the TS packets.
+                file.write(
+                    self.ts.pes(
+                        VIDEO_PID, VIDEO_STREAM_ID, payload, dts + cts * 90, dts, pcr, keyframe, prefix, offset + 4
+                    )
+                )
+                return
+            data = avc.to_annexb(payload, config, keyframe, offset)
+        else:
+            # A multitrack message has other tracks after this one's data: cut them off first.
+            data = avc.to_annexb(payload[:end], config, keyframe, offset)
+        file.write(self.ts.pes(VIDEO_PID, VIDEO_STREAM_ID, data, dts + cts * 90, dts, pcr, keyframe))
 
     def _audio(self, ts: int, payload: bytes) -> None:
-        config = self.aac
-        if (
-            config is not None
-            and self.segment_audio
-            and self.file is not None
-            and self.avc is not None
-            and len(payload) > 2
-            and payload[1] == CODED_FRAMES
-            and payload[0] >> 4 == 10
-        ):
-            # A legacy AAC frame for the open segment of a stream with video, nearly every audio message.
-            self._gather(ts, payload, 2, config)
-            return
         if len(payload) > 2 and payload[0] >> 4 == 10:
             start = 2  # legacy AAC, the usual case: skip the classifier
             packet_type = payload[1]
@@ -571,8 +606,7 @@ class HlsMuxer:
                 self.aac = header
                 self._adts = {}
             return
-        config = self.aac
-        if config is None or packet_type != CODED_FRAMES:
+        if self.aac is None or packet_type != CODED_FRAMES:
             return
         if self.avc is None:
             # Audio-only: cut on any frame, at the longer audio-only fragment.
@@ -585,40 +619,55 @@ class HlsMuxer:
                     self._open_segment(ts)
         elif self.file is None or not self.segment_audio:
             return  # before the first keyframe, or the PMT has no audio until the next segment
-        self._gather(ts, payload, start, config)
+        self._gather(ts, payload, start)
 
-    def _gather(self, ts: int, payload: bytes, start: int, config: aac.AacConfig) -> None:
-        """Add one AAC frame (`payload[start:]`) to the PES being gathered, flushing that first when due."""
+    def _gather(self, ts: int, payload: bytes, start: int) -> None:
+        """Add one AAC frame (`payload[start:]`) to the PES being gathered, flushing that first when due.
+        (on_message does the same inline for the usual frame.)"""
         self.last_audio_ts = ts
         if ts > self.last_ts:
             self.last_ts = ts
-        # A gap (or overlap) in the timestamps must not be hidden by gathering frames.
-        if self.audio_frames and (ts >= self._audio_until or abs(ts - self._audio_next) > config.frame_ms / 2 + 1):
-            self._flush_audio()
-        if not self.audio_frames:
-            self.audio_pts = ts
-            self._audio_until = ts + (AUDIO_PES_MS if self.segment_video else AUDIO_ONLY_PES_MS)
-            self._audio_next = float(ts)
-        self._audio_next += config.frame_ms
+        if self.audio_parts and ts < self._audio_until and self._audio_lo <= ts <= self._audio_hi:
+            step = self._audio_step
+            self._audio_lo += step
+            self._audio_hi += step
+        else:
+            self._start_audio_run(ts)
         size = len(payload) - start
-        header = self._adts.get(size)
-        if header is None:
-            header = config.adts(size)
-            if len(self._adts) < ADTS_CACHE:
-                self._adts[size] = header
-        self.audio_parts.append(header)
+        self.audio_parts.append(self._adts.get(size) or self._adts_header(size))
         self.audio_parts.append(payload[start:])
-        self.audio_frames += 1
+
+    def _start_audio_run(self, ts: int) -> None:
+        """Flush what is gathered (it is due, or a gap or overlap in the timestamps must not be hidden)
+        and start gathering at `ts`."""
+        if self.audio_parts:
+            self._flush_audio()
+        config = self.aac
+        assert config is not None
+        self.audio_pts = ts
+        self._audio_until = ts + (AUDIO_PES_MS if self.segment_video else AUDIO_ONLY_PES_MS)
+        step = self._audio_step = config.frame_ms
+        slack = step / 2 + 1
+        self._audio_lo = ts + step - slack
+        self._audio_hi = ts + step + slack
+
+    def _adts_header(self, size: int) -> bytes:
+        """The ADTS header for a frame of `size` bytes, kept for the next one of that size."""
+        config = self.aac
+        assert config is not None
+        header = config.adts(size)
+        if len(self._adts) < ADTS_CACHE:
+            self._adts[size] = header
+        return header
 
     def _video_type(self) -> int:
         return STREAM_TYPE_HEVC if self.video_codec is v.HEVC else STREAM_TYPE_H264
 
     def _flush_audio(self) -> None:
-        if not self.audio_frames:
+        if not self.audio_parts:
             return
         data = b"".join(self.audio_parts)
         self.audio_parts = []
-        self.audio_frames = 0
         file = self.file
         if file is None:
             return
@@ -692,8 +741,8 @@ class HlsMuxer:
         self.file = self._open_file(path + TMP)
         self.file_path = path
         self.segment_start = ts
-        self.segment_opened = self.last_message
-        self._wall_deadline = self.segment_opened + self._wall_limit()  # per message, so worked out once here
+        self.segment_opened = time.time()
+        self._wall_deadline = self.segment_opened + self._wall_limit()
         video_type = self._video_type()
         if self.avc is not None and self.segment_video and video_type != self.segment_video_type:
             # H.264 → HEVC (or back) within a publish: players must reset their decoders here.
@@ -701,7 +750,8 @@ class HlsMuxer:
         self.segment_video = self.avc is not None
         self.segment_video_type = video_type
         self.segment_audio = self.aac is not None
-        self.last_pcr = None
+        self._gathering = self.segment_audio and self.segment_video
+        self._pcr_limit = -1
         self.file.write(self.ts.tables(self.segment_video, self.segment_audio, self.segment_video_type))
 
     def _close_segment(self, end_ts: int) -> None:
@@ -715,6 +765,7 @@ class HlsMuxer:
             self._abandon_segment()
             raise
         self.file = None
+        self._gathering = False
         duration = end_ts - self.segment_start
         if duration <= 0:
             file.discard()
@@ -816,10 +867,10 @@ class HlsMuxer:
     def _abandon_segment(self) -> None:
         """After a write error: drop the open segment; the next keyframe starts a new one."""
         self.audio_parts = []
-        self.audio_frames = 0
         file = self.file
         if file is not None:
             self.file = None
+            self._gathering = False
             try:
                 file.discard()
             except OSError as exc:
