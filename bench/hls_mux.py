@@ -1,12 +1,18 @@
 """Micro-benchmark of HLS muxing: a clip's FLV tags through HlsMuxer, N times, as fast as it goes.
 
     python bench/hls_mux.py [--rounds 10] [--kbps 1000] [--seconds 20] [--clip x.flv] [--dir /dev/shm/x]
+    python bench/hls_mux.py --streams 300 [--steps 15]     # 300 muxers in turn, as a busy origin runs them
 
 Makes an H.264 (B-frames, GOP 1 s) + AAC clip with ffmpeg unless --clip is
 given, muxes it `rounds` times into real files (renames, playlist rewrites and
 cleanup included; --dir picks the filesystem, e.g. a tmpfs) and prints the
 CPU time per message, the muxing throughput, and what one live stream of the
 clip's bitrate costs as a share of one core.
+
+With --streams N, N muxers (each publish starting at its own place in the
+clip) are fed in turn, a burst of --burst messages each (what one merged read
+of a publisher holds at mr_latency 350), --steps times: the state of N streams
+and their write buffers no longer fit the CPU caches, as in a server.
 
 Wall and CPU time on a shared machine swing by a third from one second to the
 next; --opcodes also counts the Python bytecodes executed per message (one
@@ -55,7 +61,13 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, help="an FLV file to use instead of a generated clip")
     parser.add_argument("--dir", type=Path, help="where segments go (default: a temporary directory)")
     parser.add_argument("--opcodes", action="store_true", help="also count Python opcodes per message (one round)")
+    parser.add_argument("--streams", type=int, default=0, help="N muxers fed in turn (0: one muxer, --rounds)")
+    parser.add_argument("--burst", type=int, default=24, help="messages per muxer per turn with --streams (24)")
+    parser.add_argument("--steps", type=int, default=15, help="turns of every muxer with --streams (15)")
     args = parser.parse_args()
+    if args.streams:
+        many(args)
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         clip = args.clip
         if clip is None:
@@ -91,6 +103,53 @@ def main() -> None:
         if args.opcodes:
             per_message = count_opcodes(muxer, tags, offset) / len(tags)
             print(f"{per_message:.1f} Python opcodes per message")
+
+
+def many(args: argparse.Namespace) -> None:
+    """--streams: N muxers in turn, a burst each, CPU time per message."""
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        clip = args.clip
+        if clip is None:
+            clip = Path(tmp) / "clip.flv"
+            make_clip(clip, args.seconds, args.kbps)
+        tags = FlvReader().feed(clip.read_bytes())
+        duration_ms = tags[-1][1] - tags[0][1] + 40
+        headers = [tag for tag in tags[:10] if tag[2][1:2] == b"\x00"]  # the sequence headers
+        hls = Settings(hls_path=str(Path(tmp) / "hls"), hls_fragment=args.fragment)
+        muxers = [HlsMuxer(hls, "v", "live", f"s{i}") for i in range(args.streams)]
+        at = [(i * 97) % len(tags) for i in range(args.streams)]  # each stream somewhere else in its GOP
+        offset = [0] * args.streams
+        for muxer in muxers:
+            muxer.on_publish()
+            for type_id, _, payload in headers:
+                muxer.on_message(type_id, 0, payload)
+
+        def turn() -> int:
+            fed = 0
+            for i, muxer in enumerate(muxers):
+                k = at[i]
+                for _ in range(args.burst):
+                    type_id, ts, payload = tags[k]
+                    muxer.on_message(type_id, ts + offset[i], payload)
+                    k += 1
+                    if k == len(tags):
+                        k = 0
+                        offset[i] += duration_ms
+                at[i] = k
+                fed += args.burst
+            return fed
+
+        for _ in range(3):  # every muxer has a segment open
+            turn()
+        started = time.process_time()
+        messages = sum(turn() for _ in range(args.steps))
+        cpu = time.process_time() - started
+        for muxer in muxers:
+            muxer.on_unpublish()
+        per_stream_rate = len(tags) / (duration_ms / 1000.0)
+        print(f"{args.streams} muxers in turn, {args.burst} messages each, {messages} messages")
+        print(f"{cpu / messages * 1e6:.2f} us per message")
+        print(f"one live stream of this clip: {cpu / messages * per_stream_rate * 100:.3f}% of one core")
 
 
 def count_opcodes(muxer: HlsMuxer, tags: list[tuple[int, int, bytes]], offset: int) -> int:
