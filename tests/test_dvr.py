@@ -164,6 +164,29 @@ def test_segment_plan_cuts_12s_into_3s_files(ext: str, clip12: Path, tmp_path: P
     assert temps(tmp_path) == []
 
 
+def test_a_shorter_dvr_duration_set_by_a_reload_cuts_the_file_in_progress(clip12: Path, tmp_path: Path) -> None:
+    """Frames go straight to an FLV file until the cut is due; a reload that shortens dvr_duration moves the
+    cut of the file being written, as it did before (the due time is worked out again)."""
+    recorder = dvr_recorder_for(
+        settings(tmp_path, "[stream]-[timestamp].flv", dvr_plan="segment", dvr_duration=10), "v", "live", "cam"
+    )
+    assert recorder is not None
+    clock = iter(range(1_000_000))
+    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    recorder.on_publish()
+    for type_id, ts, payload in iter_flv_tags(clip12.read_bytes()):
+        if ts >= 1000 and recorder.settings.dvr_duration == 10:
+            recorder.settings = replace(recorder.settings, dvr_duration=2)
+        if type_id == TAG_SCRIPT:
+            recorder.on_metadata(payload)
+        else:
+            recorder.on_message(type_id, ts, payload)
+    recorder.on_unpublish()
+    durations = [probe(f)[1] for f in finals(tmp_path)]
+    assert durations[0] == pytest.approx(2.0, abs=0.2), durations
+    assert sum(durations) == pytest.approx(12.0, abs=1.0)
+
+
 def test_segment_plan_without_video_cuts_audio_only_streams(clip8: Path, tmp_path: Path) -> None:
     recorder = dvr_recorder_for(
         settings(tmp_path, "[timestamp].flv", dvr_plan="segment", dvr_duration=2), "v", "a", "s"

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 log = logging.getLogger("tidecast.files")
+
+_IOV_MAX = 1024  # buffers one writev takes (Linux)
 
 Done = Callable[[OSError | None], None]
 _Item = tuple[Callable[[], None], int, "Done | None", bool]
@@ -61,6 +64,18 @@ class Inline:
 
 
 INLINE = Inline()
+
+
+def write_all(fd: int, parts: Sequence[bytes | bytearray], size: int) -> None:
+    """All of `parts` (`size` bytes) to `fd`: one writev, the rest (a short write) one piece at a time."""
+    if len(parts) > _IOV_MAX:
+        parts = [b"".join(parts)]
+    written = os.writev(fd, parts)
+    if written < size:
+        with memoryview(b"".join(parts)) as whole:
+            rest = whole[written:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
 
 
 class FileWorker:

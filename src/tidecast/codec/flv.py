@@ -12,6 +12,10 @@ TAG_VIDEO = 9
 TAG_SCRIPT = 18
 
 _PREV = struct.Struct(">I")
+# A tag header (type and size, timestamp with its extension byte, stream id 0) and, after the body,
+# the PreviousTagSize: a writer that keeps the body where it is packs these two around it.
+TAG_HEADER = struct.Struct(">IIHB")
+PREVIOUS_TAG_SIZE = _PREV
 
 
 def flv_header(has_audio: bool, has_video: bool) -> bytes:

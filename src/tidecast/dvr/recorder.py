@@ -22,6 +22,7 @@ that feeds us: players are never disturbed by the recorder.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 import time
@@ -30,13 +31,16 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal, Protocol
 
 from tidecast.codec import aac, amf0, mp4
-from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, flv_header, flv_tag
+from tidecast.codec.flv import PREVIOUS_TAG_SIZE, TAG_AUDIO, TAG_HEADER, TAG_SCRIPT, TAG_VIDEO, flv_header
 from tidecast.dvr import paths
 from tidecast.errors import ProtocolError
+from tidecast.filework import write_all
 
 log = logging.getLogger("tidecast.dvr")
 
-FILE_BUFFER = 64 * 1024
+FILE_BUFFER = 64 * 1024  # MP4: the Python file's buffer
+# FLV: tags are gathered (header, body, size: the body is not copied) and written by one writev this big.
+FLV_WRITE = 128 * 1024
 MAX_JITTER_MS = 250
 DEFAULT_FRAME_MS = 10
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the write buffer to the kernel (tick)
@@ -103,24 +107,28 @@ def applies(dvr_apply: list[str], app: str, stream: str) -> bool:
 class _Jitter:
     """`time_jitter` for one file: full (from 0, monotonic, big jumps smoothed), zero (from 0), off."""
 
-    __slots__ = ("base", "last", "last_out", "mode")
+    __slots__ = ("base", "full", "last", "last_out", "mode")
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
+        self.full = mode == "full"
         self.base: int | None = None
         self.last: int | None = None
         self.last_out = 0
 
     def correct(self, ts: int) -> int:
-        if self.mode == "full":
-            if self.last is None:
+        if self.full:
+            last = self.last
+            if last is None:
                 out = 0
+            elif -MAX_JITTER_MS <= ts - last <= MAX_JITTER_MS:
+                out = self.last_out + ts - last
+                if out < 0:
+                    out = 0
             else:
-                delta = ts - self.last
-                if delta < -MAX_JITTER_MS or delta > MAX_JITTER_MS:
-                    delta = DEFAULT_FRAME_MS
-                out = max(0, self.last_out + delta)
-            self.last, self.last_out = ts, out
+                out = self.last_out + DEFAULT_FRAME_MS  # a jump: one frame on
+            self.last = ts
+            self.last_out = out
             return out
         if self.mode == "zero":
             if self.base is None:
@@ -135,12 +143,12 @@ class _Jitter:
 class _File:
     """One recording in progress, under its temporary name."""
 
-    def __init__(self, final: str) -> None:
+    def __init__(self, final: str, buffering: int = FILE_BUFFER) -> None:
         self.final = final
         self.display = final  # the name as dvr_path spells it
         self.temp = paths.temp_path(final)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        self.fh: IO[bytes] = open(self.temp, "wb", buffering=FILE_BUFFER)  # noqa: SIM115 - closed in finish/abort
+        self.fh: IO[bytes] = open(self.temp, "wb", buffering=buffering)  # noqa: SIM115 - closed in finish/abort
         self.media = 0  # media messages written
         self.first_ts: int | None = None
         self.last_ts = 0
@@ -155,6 +163,10 @@ class _File:
             self.last_ts = ts
 
     def write_metadata(self, payload: bytes) -> None: ...
+
+    def flush(self) -> None:
+        """Hand what is buffered to the kernel."""
+        self.fh.flush()
 
     def finish(self) -> None:
         """Complete the file under its temporary name (the caller renames it)."""
@@ -172,14 +184,25 @@ class _File:
 
 
 class _FlvFile(_File):
-    """FLV: the tags as they come; the metadata's duration and filesize are filled in when reaped."""
+    """FLV: the tags as they come; the metadata's duration and filesize are filled in when reaped.
+
+    Each tag is three buffers, its header, its body (the message's own bytes) and its size, gathered
+    until FLV_WRITE bytes are waiting and written by one writev: the body is copied once, by the kernel.
+    """
 
     def __init__(self, final: str) -> None:
-        super().__init__(final)
+        super().__init__(final, buffering=0)
+        self.fd = self.fh.fileno()
+        self.parts: list[bytes] = []
+        self.pending = 0  # bytes in parts
         # Both flags, as SRS writes them: which tracks will come is not known yet.
-        self.fh.write(flv_header(True, True))
+        self._put(flv_header(True, True))
         self.position = 13
         self.meta_patch: tuple[int, int] | None = None  # file offsets of the duration and filesize numbers
+
+    def _put(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.pending += len(data)
 
     def write_metadata(self, payload: bytes) -> None:
         body = payload
@@ -203,27 +226,47 @@ class _FlvFile(_File):
             duration_at = end - 8
             filesize_at = duration_at - 1 - 2 - len("duration") - 8
             self.meta_patch = (duration_at, filesize_at)
-        self._tag(TAG_SCRIPT, 0, body)
+        self.tag(TAG_SCRIPT, 0, body)
 
-    def _tag(self, type_id: int, ts: int, payload: bytes) -> None:
-        data = flv_tag(type_id, ts, payload)
-        self.fh.write(data)
-        self.position += len(data)
+    def tag(self, type_id: int, ts: int, payload: bytes) -> None:
+        """One tag (its header, the payload itself and its size), written once FLV_WRITE bytes wait."""
+        size = len(payload)
+        self.parts += (
+            TAG_HEADER.pack(type_id << 24 | size, (ts << 8 & 0xFFFFFF00) | (ts >> 24 & 0xFF), 0, 0),
+            payload,
+            PREVIOUS_TAG_SIZE.pack(size + 11),
+        )
+        self.position += size + 15
+        self.pending += size + 15
+        if self.pending >= FLV_WRITE:
+            self.flush()
+
+    def frame(self, type_id: int, ts: int, payload: bytes) -> None:
+        """A media tag: what `write` does, for a file that has media already (Recorder.on_message)."""
+        self.tag(type_id, ts, payload)
+        self.media += 1
+        if ts > self.last_ts:
+            self.last_ts = ts
 
     def write(self, type_id: int, ts: int, payload: bytes, media: bool = True) -> None:
-        self._tag(type_id, ts, payload)
+        self.tag(type_id, ts, payload)
         if media:
             self.media += 1
             self.note_time(ts)
 
+    def flush(self) -> None:
+        if self.parts:
+            parts, size = self.parts, self.pending
+            self.parts = []
+            self.pending = 0
+            write_all(self.fd, parts, size)
+
     def finish(self) -> None:
+        self.flush()
         if self.meta_patch is not None:
             duration_at, filesize_at = self.meta_patch
-            self.fh.flush()
-            self.fh.seek(duration_at)
-            self.fh.write(struct.pack(">d", self.duration_ms() / 1000.0))
-            self.fh.seek(filesize_at)
-            self.fh.write(struct.pack(">d", float(self.position)))
+            os.pwrite(self.fd, struct.pack(">d", self.duration_ms() / 1000.0), duration_at)
+            os.pwrite(self.fd, struct.pack(">d", float(self.position)), filesize_at)
         self.fh.close()
 
 
@@ -297,6 +340,12 @@ class Recorder:
         on_reaped: OnReaped | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.first_raw: int | None = None  # the stream's timestamp of the current file's first message
+        self._cut_at = math.inf  # messages before this stream timestamp cannot start a new segment
+        # The open FLV file once media went into it: coded audio frames, and (after a keyframe) coded
+        # video frames, go straight to it from on_message.
+        self._fast: _FlvFile | None = None
+        self._fast_video: _FlvFile | None = None
         self.settings = settings  # replaced on reload; read when the next file opens
         self.vhost, self.app, self.stream = vhost, app, stream
         self.on_reaped = on_reaped
@@ -319,8 +368,23 @@ class Recorder:
         self.skipped: set[str] = set()  # codecs MP4 cannot carry, logged once
         self.reaped: list[Reaped] = []
         self.opened_at = 0.0
-        self.first_raw: int | None = None  # the stream's timestamp of the current file's first message
         self.last_flush = 0.0
+
+    @property
+    def settings(self) -> DvrSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: DvrSettings) -> None:
+        self._settings = value
+        self._cut_at = self._cut_time()
+
+    def _cut_time(self) -> float:
+        """The stream timestamp from which the open file may be cut (dvr_plan segment); inf otherwise."""
+        s = self._settings
+        if self.first_raw is None or s.dvr_plan != "segment" or s.dvr_duration <= 0:
+            return math.inf
+        return self.first_raw + s.dvr_duration * 1000
 
     @property
     def name(self) -> str:
@@ -348,9 +412,22 @@ class Recorder:
             self._guard(lambda f: f.write_metadata(payload))
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
-        if not self.active:
-            return
         try:
+            # Nearly every message: a coded H.264 or AAC frame that cannot start a new segment, for an FLV
+            # file that has media already. It is written as _write would, without the classification.
+            if timestamp_ms < self._cut_at and len(payload) > 1 and payload[1] == 1:
+                if type_id == TAG_AUDIO:
+                    f = self._fast
+                    if f is not None and payload[0] >> 4 == 10:
+                        f.frame(TAG_AUDIO, self.jitter.correct(timestamp_ms), payload)
+                        return
+                elif type_id == TAG_VIDEO:
+                    f = self._fast_video
+                    if f is not None and (payload[0] == 0x27 or payload[0] == 0x17):
+                        f.frame(TAG_VIDEO, self.jitter.correct(timestamp_ms), payload)
+                        return
+            if not self.active:
+                return
             self._on_message(type_id, timestamp_ms, payload)
         except OSError as exc:
             self._disk_error(exc)
@@ -375,14 +452,14 @@ class Recorder:
         if f is None or now_wall - self.last_flush < FLUSH_INTERVAL:
             return
         self.last_flush = now_wall
-        self._guard(lambda f: f.fh.flush())
+        self._guard(lambda f: f.flush())
 
     def reap(self) -> Reaped | None:
         """Finish the current file and give it its final name; None if there was none or it held no media."""
         f = self.file
         if f is None:
             return None
-        self.file = None
+        self._forget_file()
         if f.media == 0:
             f.abort()
             return None
@@ -427,14 +504,19 @@ class Recorder:
             )
         if f is not None:
             f.abort()
-        self.file = None
+        self._forget_file()
         self.broken = True
         self.retry_at = self.clock() + RETRY_INTERVAL
 
     def _drop(self) -> None:
         if self.file is not None:
             self.file.abort()
-            self.file = None
+            self._forget_file()
+
+    def _forget_file(self) -> None:
+        self.file = self._fast = self._fast_video = None
+        self.first_raw = None
+        self._cut_at = math.inf
 
     def _open(self) -> _File | None:
         settings = self.settings
@@ -466,6 +548,7 @@ class Recorder:
         else:
             f = _FlvFile(final)
         f.display = paths.expand(paths.template_for(settings.dvr_path), self.vhost, self.app, self.stream, now)
+        self._forget_file()
         self.file = f
         if self.broken:
             self.broken = False
@@ -513,6 +596,7 @@ class Recorder:
             if f is None:
                 return
             self.first_raw = ts
+            self._cut_at = self._cut_time()
             is_header = (type_id == TAG_VIDEO and _is_video_header(payload)) or (
                 type_id == TAG_AUDIO and _is_audio_header(payload)
             )
@@ -529,6 +613,10 @@ class Recorder:
         if isinstance(f, _FlvFile):
             is_header = header or (_is_video_header(payload) if type_id == TAG_VIDEO else _is_audio_header(payload))
             f.write(type_id, ts, payload, media=not is_header)  # headers alone do not make a recording
+            if not is_header:
+                self._fast = f
+                if type_id == TAG_VIDEO and self.has_keyframe:
+                    self._fast_video = f
             return
         assert isinstance(f, _Mp4File)
         if type_id == TAG_VIDEO:

@@ -61,7 +61,7 @@ from tidecast.codec.mpegts import (
     TsMuxer,
 )
 from tidecast.errors import ProtocolError
-from tidecast.filework import INLINE, Done, FileWork
+from tidecast.filework import INLINE, Done, FileWork, write_all
 from tidecast.hls.playlist import (
     Entry,
     Playlist,
@@ -92,7 +92,6 @@ AUDIO_ONLY_PES_MS = 90
 # TS bytes handed to the file worker at a time. Each write is a system call, and each system call the
 # worker makes costs a GIL round trip with the event loop: fewer, larger writes (128 KiB a stream).
 FILE_BUFFER = 128 * 1024
-_IOV_MAX = 1024  # buffers one writev takes (Linux)
 ADTS_CACHE = 1024  # ADTS headers kept per stream, by frame size (AAC frames take a few hundred sizes)
 
 TMP = ".tmp"
@@ -238,7 +237,7 @@ class SegmentFile:
         if fd < 0:
             return  # the open (or an earlier write) failed, and said so
         try:
-            _write_all(fd, parts, size)
+            write_all(fd, parts, size)
         except OSError as exc:
             self._error = exc
             self._fd = -1
@@ -263,18 +262,6 @@ class SegmentFile:
         error = _remove(self.path)
         if error is not None:
             raise error
-
-
-def _write_all(fd: int, parts: list[bytes | bytearray], size: int) -> None:
-    """All of `parts` (`size` bytes) to `fd`: one writev, the rest (a short write) one piece at a time."""
-    if len(parts) > _IOV_MAX:
-        parts = [b"".join(parts)]
-    written = os.writev(fd, parts)
-    if written < size:
-        with memoryview(b"".join(parts)) as whole:
-            rest = whole[written:]
-            while rest:
-                rest = rest[os.write(fd, rest) :]
 
 
 def _close_quietly(fd: int) -> None:
@@ -828,7 +815,7 @@ class HlsMuxer:
         try:
             fd = self._open_fd(tmp)
             try:
-                _write_all(fd, [body], len(body))
+                write_all(fd, [body], len(body))
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
