@@ -166,7 +166,7 @@ class App:
         origin = OriginCluster(hub)
         dvr = self.dvr = DvrManager(lambda: hub.streams.values(), on_dvr=access.on_dvr)
         hub.observers += [hls, dvr, edge]
-        self.services.append(_Tick(dvr.tick, dvr.reload, dvr.close))
+        self.services.append(_Tick(dvr.tick, dvr.reload, dvr.shutdown))
         hub.gates += [edge, origin]
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]

@@ -10,12 +10,14 @@ cached `metadata`/`video_sh`/`audio_sh` packets. Origins record; edges do not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from tidecast.dvr.recorder import Reaped, Recorder, applies, dvr_recorder_for
+from tidecast.filework import INLINE, FileWork, FileWorker
 from tidecast.live.hub import StreamEvents
 
 log = logging.getLogger("tidecast.dvr")
@@ -23,6 +25,8 @@ log = logging.getLogger("tidecast.dvr")
 Key = tuple[str, str, str]
 # (the reaped file, the stream's publisher when the file was opened, or None): for on_dvr.
 OnDvr = Callable[[Reaped, Any], None]
+# How long a quit waits for the file worker to finish the last recordings.
+CLOSE_DRAIN_S = 5.0
 
 
 class _Packet(Protocol):
@@ -79,6 +83,18 @@ class DvrManager(StreamEvents):
         self.on_dvr = on_dvr
         self.recorders: dict[Key, Recorder] = {}
         self.publishers: dict[Key, Any] = {}
+        self._worker: FileWorker | None = None  # made with the first recorder (it needs the loop)
+
+    def _files(self) -> FileWork:
+        """The recordings' own file thread (a slow disk delays them, not the loop, nor HLS on another
+        disk); INLINE where no event loop runs (tools, tests)."""
+        if self._worker is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return INLINE
+            self._worker = FileWorker(loop.call_soon_threadsafe, name="tidecast-dvr-files", defer=loop.call_soon)
+        return self._worker
 
     # ------------------------------------------------------------ hub events
 
@@ -127,9 +143,23 @@ class DvrManager(StreamEvents):
                 self._detach(stream)
 
     def close(self) -> None:
-        """Drain or quit: every recording is reaped, so none is left under a temporary name."""
+        """Drain or quit: every recording is reaped, so none is left under a temporary name (the file
+        worker finishes them; `shutdown` waits for it)."""
         for recorder in list(self.recorders.values()):
             recorder.close()
+
+    async def shutdown(self) -> None:
+        """Quit: reap every recording and let the file worker finish them (for up to CLOSE_DRAIN_S: a disk
+        that does not answer does not hold the quit)."""
+        self.close()
+        worker = self._worker
+        if worker is None:
+            return
+        if not await worker.drain(CLOSE_DRAIN_S) or not worker.close(0.5):
+            log.warning(
+                "dvr: the disk took longer than %gs: the last recordings may be left under temporary names",
+                CLOSE_DRAIN_S,
+            )
 
     # ------------------------------------------------------------ internals
 
@@ -152,7 +182,9 @@ class DvrManager(StreamEvents):
             if on_dvr is not None:
                 on_dvr(item, publisher)
 
-        recorder = dvr_recorder_for(stream.settings.dvr, stream.vhost, stream.app, stream.name, reaped)
+        recorder = dvr_recorder_for(
+            stream.settings.dvr, stream.vhost, stream.app, stream.name, reaped, files=self._files()
+        )
         if recorder is None:
             return
         self.recorders[key] = recorder

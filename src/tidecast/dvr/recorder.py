@@ -28,19 +28,20 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Literal, Protocol
+from functools import partial
+from typing import Any, Literal, Protocol
 
 from tidecast.codec import aac, amf0, mp4
 from tidecast.codec.flv import PREVIOUS_TAG_SIZE, TAG_AUDIO, TAG_HEADER, TAG_SCRIPT, TAG_VIDEO, flv_header
 from tidecast.dvr import paths
 from tidecast.errors import ProtocolError
-from tidecast.filework import write_all
+from tidecast.filework import INLINE, Done, FileWork, write_all
 
 log = logging.getLogger("tidecast.dvr")
 
-FILE_BUFFER = 64 * 1024  # MP4: the Python file's buffer
-# FLV: tags are gathered (header, body, size: the body is not copied) and written by one writev this big.
-FLV_WRITE = 128 * 1024
+# Bytes gathered before they go to the file worker: each write is a system call (and, with the worker,
+# a GIL round trip), and the payloads are kept rather than copied meanwhile.
+WRITE_BUFFER = 128 * 1024
 MAX_JITTER_MS = 250
 DEFAULT_FRAME_MS = 10
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the write buffer to the kernel (tick)
@@ -141,17 +142,32 @@ class _Jitter:
 
 
 class _File:
-    """One recording in progress, under its temporary name."""
+    """One recording in progress, under its temporary name, written through a `FileWork`.
 
-    def __init__(self, final: str, buffering: int = FILE_BUFFER) -> None:
+    The buffers are the recorder's (the event loop's); the descriptor and every system call are the
+    worker's, in the order they were queued. Data are gathered (a message's payload is kept, not copied)
+    and handed over WRITE_BUFFER bytes at a time, or by `flush` (the recorder's tick), each piece at the
+    file offset it belongs to. With INLINE, errors raise in the caller; with a worker, `on_error` hears
+    of them on the loop.
+    """
+
+    def __init__(self, final: str, files: FileWork, on_error: FileError, opened_at: float) -> None:
         self.final = final
         self.display = final  # the name as dvr_path spells it
         self.temp = paths.temp_path(final)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        self.fh: IO[bytes] = open(self.temp, "wb", buffering=buffering)  # noqa: SIM115 - closed in finish/abort
+        self.files = files
+        self._on_error = on_error
+        self.opened_at = opened_at
+        self.fd = -1  # the worker's, and where its file position is:
+        self._at = 0
+        self.size = 0  # the worker's: the finished file's size
+        self.parts: list[bytes] = []
+        self.pending = 0  # bytes in parts
+        self.written = 0  # where the next flush goes in the file
         self.media = 0  # media messages written
         self.first_ts: int | None = None
         self.last_ts = 0
+        files.submit(self._open, done=self._failed, errors_only=True)
 
     def duration_ms(self) -> int:
         return 0 if self.first_ts is None else self.last_ts - self.first_ts
@@ -164,45 +180,131 @@ class _File:
 
     def write_metadata(self, payload: bytes) -> None: ...
 
-    def flush(self) -> None:
-        """Hand what is buffered to the kernel."""
-        self.fh.flush()
+    def _put(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.pending += len(data)
+        if self.pending >= WRITE_BUFFER:
+            self.flush()
 
-    def finish(self) -> None:
-        """Complete the file under its temporary name (the caller renames it)."""
-        self.fh.close()
+    def flush(self) -> None:
+        """Hand what is gathered to the worker."""
+        if self.parts:
+            parts, size, at = self.parts, self.pending, self.written
+            self.parts = []
+            self.pending = 0
+            self.written += size
+            self.files.submit(partial(self._write, parts, size, at), size, done=self._failed, errors_only=True)
+
+    def _put_at(self, data: bytes, offset: int) -> None:
+        """`data` at `offset` (a patch of what was written), after everything queued before it."""
+        self.files.submit(partial(self._patch, data, offset), len(data), done=self._failed, errors_only=True)
+
+    def _complete(self) -> None:
+        """The format's last writes, before the file is closed."""
+        self.flush()
+
+    def finish(self, done: Done) -> None:
+        """Complete the file, close it and give it its final name; `done` hears how it went (once the
+        worker did it). With INLINE, a failure raises here instead."""
+        self._complete()
+        self.files.submit(self._finish, done=done)
 
     def abort(self) -> None:
+        """Close and delete: the recording is dropped."""
+        self.parts = []
+        self.pending = 0
+        self.files.submit(self._abort)
+
+    def _failed(self, error: OSError | None) -> None:
+        if error is not None:
+            self._on_error(self, error)
+
+    # What follows runs in the worker.
+
+    def _open(self) -> None:
+        os.makedirs(os.path.dirname(self.final), exist_ok=True)
+        self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+    def _write(self, parts: list[bytes], size: int, offset: int) -> None:
+        """Appends go where the last one ended (plain writev: a file being recorded is written in order);
+        the file position moves only to leave a hole (MP4's reserved moov space)."""
+        fd = self.fd
+        if fd < 0:
+            return  # the open (or an earlier write) failed, and said so
         try:
-            self.fh.close()
+            if offset != self._at:
+                os.lseek(fd, offset, os.SEEK_SET)
+            write_all(fd, parts, size)
+            self._at = offset + size
         except OSError:
-            pass
+            self.fd = -1
+            _close_quietly(fd)
+            raise
+
+    def _patch(self, data: bytes, offset: int) -> None:
+        fd = self.fd
+        if fd < 0:
+            return
         try:
-            os.unlink(self.temp)
+            with memoryview(data) as rest:
+                while rest:
+                    n = os.pwrite(fd, rest, offset)
+                    rest = rest[n:]
+                    offset += n
         except OSError:
-            pass
+            self.fd = -1
+            _close_quietly(fd)
+            raise
+
+    def _finish(self) -> None:
+        fd, self.fd = self.fd, -1
+        try:
+            if fd < 0:
+                raise OSError(f"{self.temp} was not written")
+            os.close(fd)
+            self.size = os.path.getsize(self.temp)
+            os.replace(self.temp, self.final)
+        except OSError:
+            _remove_quietly(self.temp)
+            raise
+
+    def _abort(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            _close_quietly(fd)
+        _remove_quietly(self.temp)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # it failed already; the file goes anyway
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+FileError = Callable[[_File, OSError], None]
 
 
 class _FlvFile(_File):
     """FLV: the tags as they come; the metadata's duration and filesize are filled in when reaped.
 
-    Each tag is three buffers, its header, its body (the message's own bytes) and its size, gathered
-    until FLV_WRITE bytes are waiting and written by one writev: the body is copied once, by the kernel.
+    Each tag is three buffers, its header, its body (the message's own bytes) and its size: the body is
+    copied once, by the kernel's writev.
     """
 
-    def __init__(self, final: str) -> None:
-        super().__init__(final, buffering=0)
-        self.fd = self.fh.fileno()
-        self.parts: list[bytes] = []
-        self.pending = 0  # bytes in parts
+    def __init__(self, final: str, files: FileWork, on_error: FileError, opened_at: float) -> None:
+        super().__init__(final, files, on_error, opened_at)
         # Both flags, as SRS writes them: which tracks will come is not known yet.
         self._put(flv_header(True, True))
         self.position = 13
         self.meta_patch: tuple[int, int] | None = None  # file offsets of the duration and filesize numbers
-
-    def _put(self, data: bytes) -> None:
-        self.parts.append(data)
-        self.pending += len(data)
 
     def write_metadata(self, payload: bytes) -> None:
         body = payload
@@ -229,7 +331,7 @@ class _FlvFile(_File):
         self.tag(TAG_SCRIPT, 0, body)
 
     def tag(self, type_id: int, ts: int, payload: bytes) -> None:
-        """One tag (its header, the payload itself and its size), written once FLV_WRITE bytes wait."""
+        """One tag (its header, the payload itself and its size)."""
         size = len(payload)
         self.parts += (
             TAG_HEADER.pack(type_id << 24 | size, (ts << 8 & 0xFFFFFF00) | (ts >> 24 & 0xFF), 0, 0),
@@ -238,7 +340,7 @@ class _FlvFile(_File):
         )
         self.position += size + 15
         self.pending += size + 15
-        if self.pending >= FLV_WRITE:
+        if self.pending >= WRITE_BUFFER:
             self.flush()
 
     def frame(self, type_id: int, ts: int, payload: bytes) -> None:
@@ -254,37 +356,38 @@ class _FlvFile(_File):
             self.media += 1
             self.note_time(ts)
 
-    def flush(self) -> None:
-        if self.parts:
-            parts, size = self.parts, self.pending
-            self.parts = []
-            self.pending = 0
-            write_all(self.fd, parts, size)
-
-    def finish(self) -> None:
+    def _complete(self) -> None:
         self.flush()
         if self.meta_patch is not None:
             duration_at, filesize_at = self.meta_patch
-            os.pwrite(self.fd, struct.pack(">d", self.duration_ms() / 1000.0), duration_at)
-            os.pwrite(self.fd, struct.pack(">d", float(self.position)), filesize_at)
-        self.fh.close()
+            self._put_at(struct.pack(">d", self.duration_ms() / 1000.0), duration_at)
+            self._put_at(struct.pack(">d", float(self.position)), filesize_at)
 
 
 class _Mp4File(_File):
     """MP4: sample data appended in one mdat, the sample tables kept by codec.mp4 and written last."""
 
-    def __init__(self, final: str, reserve: int, tracks: dict[str, mp4.TrackSpec]) -> None:
-        super().__init__(final)
+    def __init__(
+        self,
+        final: str,
+        reserve: int,
+        tracks: dict[str, mp4.TrackSpec],
+        files: FileWork,
+        on_error: FileError,
+        opened_at: float,
+    ) -> None:
+        super().__init__(final, files, on_error, opened_at)
         self.mp4 = mp4.ProgressiveMp4(reserve)
         header = self.mp4.header()
         if self.mp4.reserve:
             # The reserved space as a hole: no megabytes of zeros written per file where the
             # filesystem is sparse; the free box reads as zeros either way.
-            self.fh.write(header[: self.mp4.reserve_offset + 8])
-            self.fh.seek(self.mp4.mdat_header_offset)
-            self.fh.write(header[self.mp4.mdat_header_offset :])
+            self._put(header[: self.mp4.reserve_offset + 8])
+            self.flush()
+            self.written = self.mp4.mdat_header_offset
+            self._put(header[self.mp4.mdat_header_offset :])
         else:
-            self.fh.write(header)
+            self._put(header)
         for key, spec in tracks.items():
             self.set_track(key, spec)
         self.audio_next: int | None = None
@@ -295,7 +398,7 @@ class _Mp4File(_File):
 
     def write_video(self, ts: int, cts: int, body: bytes, sync: bool) -> None:
         self.mp4.add("video", ts, cts, len(body), sync)
-        self.fh.write(body)
+        self._put(body)
         self.media += 1
         self.note_time(ts)
 
@@ -308,21 +411,19 @@ class _Mp4File(_File):
             at = expected
         self.audio_next = at + frame if frame else None
         self.mp4.add("audio", at, 0, len(body), True)
-        self.fh.write(body)
+        self._put(body)
         self.media += 1
         self.note_time(ts)
 
-    def finish(self) -> None:
+    def _complete(self) -> None:
         moov = self.mp4.moov()
         fitted = self.mp4.in_reserve(moov)
         if fitted is None:
-            self.fh.write(moov)
-        self.fh.seek(self.mp4.mdat_header_offset)
-        self.fh.write(self.mp4.mdat_header())
+            self._put(moov)
+        self.flush()
+        self._put_at(self.mp4.mdat_header(), self.mp4.mdat_header_offset)
         if fitted is not None:
-            self.fh.seek(self.mp4.reserve_offset)
-            self.fh.write(fitted)
-        self.fh.close()
+            self._put_at(fitted, self.mp4.reserve_offset)
 
 
 # ---------------------------------------------------------------- the recorder
@@ -339,7 +440,11 @@ class Recorder:
         stream: str,
         on_reaped: OnReaped | None = None,
         clock: Callable[[], float] = time.time,
+        files: FileWork = INLINE,
     ) -> None:
+        # Who does the file system calls: the DVR's worker thread in the server (a slow disk then delays
+        # the recordings, not the loop), or INLINE (tools, tests: errors raise where they happen).
+        self.files = files
         self.first_raw: int | None = None  # the stream's timestamp of the current file's first message
         self._cut_at = math.inf  # messages before this stream timestamp cannot start a new segment
         # The open FLV file once media went into it: coded audio frames, and (after a keyframe) coded
@@ -454,31 +559,37 @@ class Recorder:
         self.last_flush = now_wall
         self._guard(lambda f: f.flush())
 
-    def reap(self) -> Reaped | None:
-        """Finish the current file and give it its final name; None if there was none or it held no media."""
+    def reap(self) -> None:
+        """Finish the current file and give it its final name (reported once that is done); a file that
+        holds no media is dropped."""
         f = self.file
         if f is None:
-            return None
+            return
         self._forget_file()
         if f.media == 0:
             f.abort()
-            return None
+            return
         try:
-            f.finish()
-            size = os.path.getsize(f.temp)
-            os.replace(f.temp, f.final)
-        except OSError as exc:
+            f.finish(partial(self._finished, f))
+        except OSError as exc:  # INLINE
             self._disk_error(exc, f)
-            return None
-        reaped = Reaped(f.final, f.display, self.vhost, self.app, self.stream, f.duration_ms(), size, self.opened_at)
+
+    def _finished(self, f: _File, error: OSError | None) -> None:
+        if error is not None:
+            self._disk_error(error, f)
+            return
+        reaped = Reaped(f.final, f.display, self.vhost, self.app, self.stream, f.duration_ms(), f.size, f.opened_at)
         self.reaped.append(reaped)
-        log.info("dvr: %s: reaped %s (%d ms, %d bytes)", self.name, f.final, reaped.duration_ms, size)
+        log.info("dvr: %s: reaped %s (%d ms, %d bytes)", self.name, f.final, reaped.duration_ms, f.size)
         if self.on_reaped is not None:
             try:
                 self.on_reaped(reaped)
             except Exception:
                 log.exception("dvr: %s: on_reaped for %s failed", self.name, f.final)
-        return reaped
+
+    def _file_error(self, f: _File, error: OSError) -> None:
+        """The worker could not open or write `f`: it is dropped (if it is still the one being written)."""
+        self._disk_error(error, f)
 
     # ------------------------------------------------------------ internals
 
@@ -504,7 +615,8 @@ class Recorder:
             )
         if f is not None:
             f.abort()
-        self._forget_file()
+        if f is None or f is self.file:
+            self._forget_file()
         self.broken = True
         self.retry_at = self.clock() + RETRY_INTERVAL
 
@@ -544,9 +656,9 @@ class Recorder:
                 else:
                     reserve = RESERVE_SESSION
             tracks = {k: v for k, v in (("video", self.video_track), ("audio", self.audio_track)) if v is not None}
-            f = _Mp4File(final, reserve, tracks)
+            f = _Mp4File(final, reserve, tracks, self.files, self._file_error, now)
         else:
-            f = _FlvFile(final)
+            f = _FlvFile(final, self.files, self._file_error, now)
         f.display = paths.expand(paths.template_for(settings.dvr_path), self.vhost, self.app, self.stream, now)
         self._forget_file()
         self.file = f
@@ -719,6 +831,7 @@ def dvr_recorder_for(
     stream: str,
     on_reaped: OnReaped | None = None,
     clock: Callable[[], float] = time.time,
+    files: FileWork = INLINE,
 ) -> Recorder | None:
     """A recorder for this stream, or None when DVR is off, dvr_apply leaves it out, or its path would
     leave the DVR directory (logged)."""
@@ -729,4 +842,4 @@ def dvr_recorder_for(
     except paths.DvrPathError as exc:
         log.error("%s", exc)
         return None
-    return Recorder(settings, vhost, app, stream, on_reaped, clock)
+    return Recorder(settings, vhost, app, stream, on_reaped, clock, files)
