@@ -51,6 +51,9 @@ RESERVE_PER_SECOND = 2048
 RESERVE_BASE = 64 * 1024
 RESERVE_SESSION = 4 * 1024 * 1024  # a session has no known length: about two hours at 30 fps
 RETRY_INTERVAL = 5.0  # seconds before a file that could not be written is tried again
+# Bytes the file worker may hold for a disk that does not keep up (every recording of the process) before
+# recordings in progress are dropped: about 7 s of 300 streams at 1 Mbps, as for HLS.
+MAX_FILE_BACKLOG = 256 * 1024 * 1024
 
 
 class DvrSettings(Protocol):
@@ -552,11 +555,16 @@ class Recorder:
         self.on_unpublish()
 
     def tick(self, now_wall: float) -> None:
-        """Periodic: hand buffered data to the kernel, so a reader of the temp file (or a crash) loses little."""
+        """Periodic: hand buffered data to the kernel, so a reader of the temp file (or a crash) loses little;
+        and drop the recording while the disk is too far behind, rather than hold its bytes without bound."""
         f = self.file
         if f is None or now_wall - self.last_flush < FLUSH_INTERVAL:
             return
         self.last_flush = now_wall
+        backlog = self.files.backlog()
+        if backlog > MAX_FILE_BACKLOG:
+            self._disk_error(OSError(f"the disk is {backlog / 2**20:.0f} MiB behind"), f)
+            return
         self._guard(lambda f: f.flush())
 
     def reap(self) -> None:
@@ -635,6 +643,10 @@ class Recorder:
         now = self.clock()
         if self.broken and now < self.retry_at:
             return None  # not a mkdir and an open per message while the disk is failing
+        if self.files.backlog() > MAX_FILE_BACKLOG:
+            self.broken = True  # the disk is still behind: not a file that would be dropped again at once
+            self.retry_at = now + RETRY_INTERVAL
+            return None
         try:
             final = paths.file_path(settings.dvr_path, self.vhost, self.app, self.stream, now)
         except paths.DvrPathError as exc:
