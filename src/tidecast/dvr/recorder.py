@@ -14,9 +14,15 @@ and after a kill -9 only a temporary name is left. An MP4 is valid and
 seekable once renamed: its moov is written at the end, or with
 `dvr_mp4_faststart` into space reserved before the media when it fits.
 
-Disk errors (full, unwritable directory) are logged once per stream with the
-path, the file in progress is dropped, and nothing is raised into the stream
-that feeds us: players are never disturbed by the recorder.
+In the server the system calls are made by the DVR's file worker thread
+(`tidecast.filework`), in order: a disk that stalls delays the recordings, not
+the event loop. Bytes wait for it in memory (the payloads themselves, not
+copies), up to MAX_FILE_BACKLOG for every recording of the process; past that
+the files in progress are dropped until the disk catches up.
+
+Disk errors (full, unwritable directory, too far behind) are logged once per
+stream with the path, the file in progress is dropped, and nothing is raised
+into the stream that feeds us: players are never disturbed by the recorder.
 """
 
 from __future__ import annotations
