@@ -78,6 +78,25 @@ def write_all(fd: int, parts: Sequence[bytes | bytearray], size: int) -> None:
                 rest = rest[os.write(fd, rest) :]
 
 
+def close_quietly(fd: int) -> None:
+    """Close a descriptor whose file has failed already (it goes anyway): a second error says nothing new."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def remove_file(path: str) -> OSError | None:
+    """Delete a file; one that is not there is fine. Returns the error for the caller to report."""
+    try:
+        os.remove(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        return exc
+    return None
+
+
 class FileWorker:
     """A daemon thread running file operations in submission order; see the module docstring."""
 

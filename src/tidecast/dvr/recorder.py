@@ -41,7 +41,7 @@ from tidecast.codec import aac, amf0, mp4
 from tidecast.codec.flv import PREVIOUS_TAG_SIZE, TAG_AUDIO, TAG_HEADER, TAG_SCRIPT, TAG_VIDEO, flv_header
 from tidecast.dvr import paths
 from tidecast.errors import ProtocolError
-from tidecast.filework import INLINE, Done, FileWork, write_all
+from tidecast.filework import INLINE, Done, FileWork, close_quietly, remove_file, write_all
 
 log = logging.getLogger("tidecast.dvr")
 
@@ -247,7 +247,7 @@ class _File:
             self._at = offset + size
         except OSError:
             self.fd = -1
-            _close_quietly(fd)
+            close_quietly(fd)
             raise
 
     def _patch(self, data: bytes, offset: int) -> None:
@@ -262,7 +262,7 @@ class _File:
                     offset += n
         except OSError:
             self.fd = -1
-            _close_quietly(fd)
+            close_quietly(fd)
             raise
 
     def _finish(self) -> None:
@@ -274,28 +274,14 @@ class _File:
             self.size = os.path.getsize(self.temp)
             os.replace(self.temp, self.final)
         except OSError:
-            _remove_quietly(self.temp)
+            remove_file(self.temp)
             raise
 
     def _abort(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            _close_quietly(fd)
-        _remove_quietly(self.temp)
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # it failed already; the file goes anyway
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+            close_quietly(fd)
+        remove_file(self.temp)
 
 
 FileError = Callable[[_File, OSError], None]

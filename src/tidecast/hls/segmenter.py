@@ -61,7 +61,7 @@ from tidecast.codec.mpegts import (
     TsMuxer,
 )
 from tidecast.errors import ProtocolError
-from tidecast.filework import INLINE, Done, FileWork, write_all
+from tidecast.filework import INLINE, Done, FileWork, close_quietly, remove_file, write_all
 from tidecast.hls.playlist import (
     Entry,
     Playlist,
@@ -241,7 +241,7 @@ class SegmentFile:
         except OSError as exc:
             self._error = exc
             self._fd = -1
-            _close_quietly(fd)
+            close_quietly(fd)
             raise
 
     def _finish(self, final: str) -> None:
@@ -252,23 +252,16 @@ class SegmentFile:
             os.close(fd)
             os.replace(self.path, final)
         except OSError:
-            _remove(self.path)
+            remove_file(self.path)
             raise
 
     def _discard(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            _close_quietly(fd)
-        error = _remove(self.path)
+            close_quietly(fd)
+        error = remove_file(self.path)
         if error is not None:
             raise error
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # it failed already; the file goes anyway
 
 
 class HlsMuxer:
@@ -822,7 +815,7 @@ class HlsMuxer:
             os.replace(tmp, path)
             self._written = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
-            _remove(tmp)
+            remove_file(tmp)
             raise
 
     def _playlist_failed(self, error: OSError | None) -> None:
@@ -834,7 +827,7 @@ class HlsMuxer:
         # shared hls_path, which writes the playlist now and has taken over the segments ours listed: it
         # lists them on, or deletes them when no player can hold a playlist naming them.
         paths = [m3u8, m3u8 + TMP, *listed] if self._playlist_is_ours() else []
-        errors = [error for path in [*paths, *doomed] if (error := _remove(path)) is not None]
+        errors = [error for path in [*paths, *doomed] if (error := remove_file(path)) is not None]
         if errors:
             raise errors[0]
 
@@ -958,17 +951,6 @@ class HlsMuxer:
 
 
 def _unlink(path: str) -> None:
-    error = _remove(path)
+    error = remove_file(path)
     if error is not None:
         raise error
-
-
-def _remove(path: str) -> OSError | None:
-    """Delete a file; one that is not there is fine. Returns the error for the caller to report."""
-    try:
-        os.remove(path)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        return exc
-    return None
