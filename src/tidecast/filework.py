@@ -160,6 +160,10 @@ class FileWorker:
             await asyncio.sleep(0.01)
         return False
 
+    async def shutdown(self, timeout: float) -> bool:
+        """A quit: `drain` for up to `timeout`, then `close`; False when the disk did not let it finish."""
+        return await self.drain(timeout) and self.close(0.5)
+
     def close(self, timeout: float) -> bool:
         """Run what is queued, then stop; False when the disk did not let it finish within `timeout`."""
         self._hand_over()

@@ -155,7 +155,7 @@ class DvrManager(StreamEvents):
         worker = self._worker
         if worker is None:
             return
-        if not await worker.drain(CLOSE_DRAIN_S) or not worker.close(0.5):
+        if not await worker.shutdown(CLOSE_DRAIN_S):
             log.warning(
                 "dvr: the disk took longer than %gs: the last recordings may be left under temporary names",
                 CLOSE_DRAIN_S,

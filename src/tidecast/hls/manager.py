@@ -191,7 +191,7 @@ class HlsManager(StreamEvents):
         files = self._files
         if files is None:
             return
-        if not await files.drain(CLOSE_DRAIN_S) or not files.close(0.5):
+        if not await files.shutdown(CLOSE_DRAIN_S):
             log.warning(
                 "hls: the disk took longer than %gs: the last segments or playlists may be missing",
                 CLOSE_DRAIN_S,
