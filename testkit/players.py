@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from testkit.helpers import TidecastProcess
@@ -129,3 +130,36 @@ def keeps_up(player: Player, start: float, end: float, ratio: float = 0.9) -> bo
 def first_media_after(player: Player, since: float) -> float | None:
     arrivals = [arrival for _, arrival in player.timestamps() if arrival >= since]
     return min(arrivals) if arrivals else None
+
+
+def serving_while(srv: TidecastProcess, stream: str, seconds: float) -> tuple[list[float], bool]:
+    """For `seconds`: an RTMP player of `stream`, and the API asked every 0.25 s (each time the stream must
+    still be published). Returns how long each API answer took, and whether the player kept up (from 1 s
+    in): what a server whose disk is blocked must go on doing."""
+    player = RtmpPlayer.on(srv, stream)
+    try:
+        start = time.monotonic()
+        api_waits = []
+        while time.monotonic() - start < seconds:
+            asked = time.monotonic()
+            streams = srv.api_json("/api/v1/streams")["streams"]
+            api_waits.append(time.monotonic() - asked)
+            assert any(s["name"] == stream and s["publish"]["active"] for s in streams)
+            time.sleep(0.25)
+        return api_waits, keeps_up(player, start + 1.0, time.monotonic())
+    finally:
+        player.close()
+
+
+def read_fifo(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
+    """A thread that opens the named pipe for reading (which unblocks a writer's open) and reads it to its
+    end; the list gets what it read."""
+    got: list[bytes] = []
+
+    def drain() -> None:
+        with open(fifo, "rb") as reader:
+            got.append(reader.read())
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    return thread, got

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from testkit.helpers import Publisher, TidecastProcess, wait_stream_live
-from testkit.players import RtmpPlayer, keeps_up
+from testkit.players import read_fifo, serving_while
 
 from tidecast.codec.flv import TAG_AUDIO, TAG_VIDEO, iter_flv_tags
 
@@ -25,11 +24,6 @@ Factory = Callable[..., TidecastProcess]
 
 DVR = "dvr {{ enabled on; dvr_plan session; dvr_path {path}/[app]/[stream].flv; }}"
 BLOCKED_S = 4.0
-
-
-def _drain(fifo: Path, got: list[bytes]) -> None:
-    with open(fifo, "rb") as reader:  # unblocks the worker's open
-        got.append(reader.read())
 
 
 def test_blocked_recording_stalls_the_file_but_not_players_or_api(
@@ -42,24 +36,10 @@ def test_blocked_recording_stalls_the_file_but_not_players_or_api(
     srv = tidecast(vhost=DVR.format(path=rec))
     with Publisher(clip, f"{srv.rtmp}/live/nas"):
         wait_stream_live(srv, "nas")
-        player = RtmpPlayer.on(srv, "nas")
-        try:
-            start = time.monotonic()
-            api_waits = []
-            while time.monotonic() - start < BLOCKED_S:
-                asked = time.monotonic()
-                streams = srv.api_json("/api/v1/streams")["streams"]
-                api_waits.append(time.monotonic() - asked)
-                assert any(s["name"] == "nas" and s["publish"]["active"] for s in streams)
-                time.sleep(0.25)
-            end = time.monotonic()
-            assert max(api_waits) < 1.0, f"the API took {max(api_waits):.2f}s while the DVR disk was blocked"
-            assert keeps_up(player, start + 1.0, end), "a player starved while the DVR disk was blocked"
-        finally:
-            player.close()
-        got: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(fifo, got), daemon=True)
-        reader.start()
+        api_waits, kept_up = serving_while(srv, "nas", BLOCKED_S)
+        assert max(api_waits) < 1.0, f"the API took {max(api_waits):.2f}s while the DVR disk was blocked"
+        assert kept_up, "a player starved while the DVR disk was blocked"
+        reader, got = read_fifo(fifo)
         # Once the disk answers, what was gathered meanwhile is written, in order, from the FLV header on.
         time.sleep(2.0)
     # The publisher has gone: the recording is closed, so the pipe's reader sees its end. (Its metadata
@@ -106,9 +86,7 @@ def test_a_disk_far_behind_drops_the_recording_instead_of_holding_its_bytes(
             await asyncio.sleep(0)
         assert recorder.file is None, "the recording was dropped"
         assert worker.backlog() > 16 * 1024, "the worker still waits for the blocked disk"
-        got: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(fifo, got), daemon=True)
-        reader.start()  # the disk answers: what was queued is written, then the dropped file is deleted
+        reader, _ = read_fifo(fifo)  # the disk answers: what was queued is written, then the dropped file goes
         assert await worker.drain(10.0)
         worker.close(1.0)
         reader.join(5)
