@@ -52,6 +52,15 @@ def make_clip(path: Path, seconds: int, kbps: int) -> None:
     )  # fmt: skip
 
 
+def clip_tags(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[tuple[int, int, bytes]]]:
+    """--clip, or a clip made in `tmp` from --seconds and --kbps, and its tags."""
+    clip = args.clip
+    if clip is None:
+        clip = tmp / "clip.flv"
+        make_clip(clip, args.seconds, args.kbps)
+    return clip, FlvReader().feed(clip.read_bytes())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10, help="times the clip is muxed")
@@ -69,11 +78,7 @@ def main() -> None:
         many(args)
         return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        clip = args.clip
-        if clip is None:
-            clip = Path(tmp) / "clip.flv"
-            make_clip(clip, args.seconds, args.kbps)
-        tags = FlvReader().feed(clip.read_bytes())
+        clip, tags = clip_tags(args, Path(tmp))
         media_bytes = sum(len(payload) for _, _, payload in tags)
         duration = (tags[-1][1] - tags[0][1]) / 1000.0 + 0.04
         muxer = HlsMuxer(Settings(hls_path=str(Path(tmp) / "hls"), hls_fragment=args.fragment), "v", "live", "bench")
@@ -108,11 +113,7 @@ def main() -> None:
 def many(args: argparse.Namespace) -> None:
     """--streams: N muxers in turn, a burst each, CPU time per message."""
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        clip = args.clip
-        if clip is None:
-            clip = Path(tmp) / "clip.flv"
-            make_clip(clip, args.seconds, args.kbps)
-        tags = FlvReader().feed(clip.read_bytes())
+        _, tags = clip_tags(args, Path(tmp))
         duration_ms = tags[-1][1] - tags[0][1] + 40
         headers = [tag for tag in tags[:10] if tag[2][1:2] == b"\x00"]  # the sequence headers
         hls = Settings(hls_path=str(Path(tmp) / "hls"), hls_fragment=args.fragment)
