@@ -15,7 +15,7 @@ of the window is deleted only after the playlist stopped naming it - and
 only after one more playlist duration, so a player holding the previous
 playlist can still fetch it (RFC 8216 6.2.2). An nginx reading the same
 volume never serves a partial or dangling file. Segment data goes to disk as
-it comes (a 64 KiB write buffer, no segment in memory). File errors are logged
+it comes (FILE_BUFFER at a time, no whole segment in memory). File errors are logged
 once per publish and never reach the live fan-out that calls us.
 
 No EXT-X-ENDLIST on unpublish: as in SRS, a live stream that stopped may be
