@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from tidecast.errors import ProtocolError
 
-SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-SAMPLES_PER_FRAME = 1024  # at the core (AAC-LC) rate, also for HE-AAC signalled implicitly
+SAMPLE_RATES: Final = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+SAMPLES_PER_FRAME: Final = 1024  # at the core (AAC-LC) rate, also for HE-AAC signalled implicitly
 
-_U32 = struct.Struct(">I")
+_U32: Final = struct.Struct(">I")
 
 
 @dataclass(frozen=True)

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from tidecast.errors import ProtocolError
 
-START_CODE = b"\x00\x00\x00\x01"
-AUD = START_CODE + b"\x09\xf0"  # access unit delimiter, primary_pic_type 7 (any slice type)
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-NAL_AUD = 9
+START_CODE: Final = b"\x00\x00\x00\x01"
+AUD: Final = START_CODE + b"\x09\xf0"  # access unit delimiter, primary_pic_type 7 (any slice type)
+NAL_IDR: Final = 5
+NAL_SPS: Final = 7
+NAL_PPS: Final = 8
+NAL_AUD: Final = 9
 
-_U32 = struct.Struct(">I")
+_U32: Final = struct.Struct(">I")
 
 # SPS and PPS bytes one sequence header may carry. Real ones are a few hundred
 # bytes; all of them go before every IDR picture in HLS, so a huge set would
 # multiply every keyframe an attacker sends.
-MAX_PARAMETER_SETS_BYTES = 16 * 1024
+MAX_PARAMETER_SETS_BYTES: Final = 16 * 1024
 
 # Profiles whose SPS carries chroma format, bit depths and scaling lists (H.264 7.3.2.1.1).
-_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+_HIGH_PROFILES: Final = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 
 
 @dataclass
@@ -103,7 +104,7 @@ def nal_types(nals: list[bytes]) -> int:
     return mask
 
 
-_AUD_START = AUD + START_CODE
+_AUD_START: Final = AUD + START_CODE
 
 
 def single_nal_prefix(data: bytes, config: AvcConfig, keyframe: bool, start: int) -> bytes | None:
@@ -169,7 +170,7 @@ def has_parameter_sets(data: bytes, length_size: int, start: int = 0) -> tuple[b
 # parse_sps reads the fields up to frame cropping, which H.264 places within
 # the first ~2 kB even with every scaling list present; what follows (VUI) is
 # never read, so only this much is unescaped and looked at.
-SPS_PARSE_LIMIT = 4096
+SPS_PARSE_LIMIT: Final = 4096
 
 
 class _Bits:

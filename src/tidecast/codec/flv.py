@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Final
 
 from tidecast.errors import ProtocolError
 
-TAG_AUDIO = 8
-TAG_VIDEO = 9
-TAG_SCRIPT = 18
+TAG_AUDIO: Final = 8
+TAG_VIDEO: Final = 9
+TAG_SCRIPT: Final = 18
 
-_PREV = struct.Struct(">I")
+_PREV: Final = struct.Struct(">I")
 # A tag header (type and size, timestamp with its extension byte, stream id 0) and, after the body,
 # the PreviousTagSize: a writer that keeps the body where it is packs these two around it.
-TAG_HEADER = struct.Struct(">IIHB")
-PREVIOUS_TAG_SIZE = _PREV
+TAG_HEADER: Final = struct.Struct(">IIHB")
+PREVIOUS_TAG_SIZE: Final = _PREV
 
 
 def flv_header(has_audio: bool, has_video: bool) -> bytes:

@@ -28,23 +28,24 @@ import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from tidecast.codec import aac, avc
 from tidecast.errors import ProtocolError
 
-MOVIE_TIMESCALE = 1000
-_U32_MAX = 0xFFFFFFFF
+MOVIE_TIMESCALE: Final = 1000
+_U32_MAX: Final = 0xFFFFFFFF
 
 # trun sample flags (ISO 14496-12 8.8.3.1): a sync sample depends on nothing;
 # any other video sample depends on others and is not a sync sample.
-SYNC_SAMPLE_FLAGS = 0x02000000
-NON_SYNC_SAMPLE_FLAGS = 0x01010000
+SYNC_SAMPLE_FLAGS: Final = 0x02000000
+NON_SYNC_SAMPLE_FLAGS: Final = 0x01010000
 
 # Sample-entry FourCC → the box its configuration record goes in.
-VIDEO_CONFIG_BOX = {"avc1": b"avcC", "hvc1": b"hvcC", "hev1": b"hvcC", "av01": b"av1C", "vp09": b"vpcC"}
-AUDIO_CODECS = ("mp4a", "Opus")
+VIDEO_CONFIG_BOX: Final = {"avc1": b"avcC", "hvc1": b"hvcC", "hev1": b"hvcC", "av01": b"av1C", "vp09": b"vpcC"}
+AUDIO_CODECS: Final = ("mp4a", "Opus")
 
-_IDENTITY_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+_IDENTITY_MATRIX: Final = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 
 
 def box(kind: bytes, *parts: bytes) -> bytes:
@@ -216,7 +217,7 @@ def _media_header(track: TrackSpec) -> bytes:
     return full_box(b"smhd", 0, 0, b"\x00" * 4)
 
 
-_DINF = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
+_DINF: Final = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
 
 
 def _stsd(entries: Iterable[bytes]) -> bytes:

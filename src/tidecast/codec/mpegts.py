@@ -15,20 +15,21 @@ adaptation field, as the standard asks) are built by hand.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-PACKET_SIZE = 188
-PAYLOAD_SIZE = 184
-PAT_PID = 0x0000
-PMT_PID = 0x1001
-VIDEO_PID = 0x100
-AUDIO_PID = 0x101
-STREAM_TYPE_H264 = 0x1B
-STREAM_TYPE_HEVC = 0x24  # ISO/IEC 13818-1 Table 2-34; what SRS 6 and ffmpeg write for H.265
-STREAM_TYPE_AAC = 0x0F
-VIDEO_STREAM_ID = 0xE0
-AUDIO_STREAM_ID = 0xC0
-PROGRAM_NUMBER = 1
-CLOCK = 90_000  # PTS/DTS/PCR base units per second
+PACKET_SIZE: Final = 188
+PAYLOAD_SIZE: Final = 184
+PAT_PID: Final = 0x0000
+PMT_PID: Final = 0x1001
+VIDEO_PID: Final = 0x100
+AUDIO_PID: Final = 0x101
+STREAM_TYPE_H264: Final = 0x1B
+STREAM_TYPE_HEVC: Final = 0x24  # ISO/IEC 13818-1 Table 2-34; what SRS 6 and ffmpeg write for H.265
+STREAM_TYPE_AAC: Final = 0x0F
+VIDEO_STREAM_ID: Final = 0xE0
+AUDIO_STREAM_ID: Final = 0xC0
+PROGRAM_NUMBER: Final = 1
+CLOCK: Final = 90_000  # PTS/DTS/PCR base units per second
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -41,7 +42,7 @@ def _crc_table() -> tuple[int, ...]:
     return tuple(table)
 
 
-_CRC_TABLE = _crc_table()
+_CRC_TABLE: Final = _crc_table()
 
 
 def crc32_mpeg2(data: bytes) -> int:
@@ -52,14 +53,14 @@ def crc32_mpeg2(data: bytes) -> int:
     return crc
 
 
-_MASK33 = 0x1FFFFFFFF
-_PTS = struct.Struct(">BHH")
-_PES_PTS = struct.Struct(">IHBBBBHH")
-_PES_PTS_DTS = struct.Struct(">IHBBBBHHBHH")
-_TS_PCR = struct.Struct(">BBBBBBIH")  # packet header, adaptation field length and flags, PCR
-_PCR = struct.Struct(">IH")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
+_MASK33: Final = 0x1FFFFFFFF
+_PTS: Final = struct.Struct(">BHH")
+_PES_PTS: Final = struct.Struct(">IHBBBBHH")
+_PES_PTS_DTS: Final = struct.Struct(">IHBBBBHHBHH")
+_TS_PCR: Final = struct.Struct(">BBBBBBIH")  # packet header, adaptation field length and flags, PCR
+_PCR: Final = struct.Struct(">IH")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
 
 
 def encode_timestamp(prefix: int, value: int) -> bytes:
@@ -89,7 +90,7 @@ def _section(table_id: int, body: bytes) -> bytes:
 
 # Middle packets of a PES are sliced by one Struct call; Structs of up to _GROUP
 # chunks are made on first use and kept (there are at most _GROUP of them).
-_GROUP = 64
+_GROUP: Final = 64
 _CHUNKERS: dict[int, struct.Struct] = {}
 
 
@@ -134,10 +135,10 @@ def _stuffing(room: int) -> bytes:
     return bytes((room - 1, 0x00)) + b"\xff" * (room - 2)
 
 
-_STUFFING = [b""] + [_stuffing(room) for room in range(1, PAYLOAD_SIZE)]
+_STUFFING: Final = [b""] + [_stuffing(room) for room in range(1, PAYLOAD_SIZE)]
 # The 4th header byte of payload-only packets, counters 0, 1, ... 15, 0, ... (adaptation_field_control 01):
 # a PES's run of counters is one slice of it (a 1 MiB frame has about 5,700 packets).
-_CC_RUN = bytes(0x10 | (i & 0x0F) for i in range(16 * 512))
+_CC_RUN: Final = bytes(0x10 | (i & 0x0F) for i in range(16 * 512))
 
 
 def _cc_run(first: int, n: int) -> bytes:
@@ -147,7 +148,7 @@ def _cc_run(first: int, n: int) -> bytes:
     return (_CC_RUN[:16] * ((first + n) // 16 + 1))[first : first + n]
 
 
-_CC_RUN_MAX = len(_CC_RUN) - 16  # runs shorter than this are one slice of _CC_RUN, whatever the first counter
+_CC_RUN_MAX: Final = len(_CC_RUN) - 16  # runs shorter than this are one slice of _CC_RUN, whatever the first counter
 
 
 class TsMuxer:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from tidecast.codec import aac, amf0, mp4
 from tidecast.codec.flv import PREVIOUS_TAG_SIZE, TAG_AUDIO, TAG_HEADER, TAG_SCRIPT, TAG_VIDEO, flv_header
@@ -47,16 +47,16 @@ log = logging.getLogger("tidecast.dvr")
 
 # Bytes gathered before they go to the file worker: each write is a system call (and, with the worker,
 # a GIL round trip), and the payloads are kept rather than copied meanwhile.
-WRITE_BUFFER = 128 * 1024
-MAX_JITTER_MS = 250
-DEFAULT_FRAME_MS = 10
-FLUSH_INTERVAL = 1.0  # seconds between flushes of the write buffer to the kernel (tick)
+WRITE_BUFFER: Final = 128 * 1024
+MAX_JITTER_MS: Final = 250
+DEFAULT_FRAME_MS: Final = 10
+FLUSH_INTERVAL: Final = 1.0  # seconds between flushes of the write buffer to the kernel (tick)
 # Reserved moov space for fast start: bytes per second of media (about 50 video + 47 audio
 # samples a second at ~16 and ~8 table bytes each, with room to spare), plus a fixed part.
-RESERVE_PER_SECOND = 2048
-RESERVE_BASE = 64 * 1024
-RESERVE_SESSION = 4 * 1024 * 1024  # a session has no known length: about two hours at 30 fps
-RETRY_INTERVAL = 5.0  # seconds before a file that could not be written is tried again
+RESERVE_PER_SECOND: Final = 2048
+RESERVE_BASE: Final = 64 * 1024
+RESERVE_SESSION: Final = 4 * 1024 * 1024  # a session has no known length: about two hours at 30 fps
+RETRY_INTERVAL: Final = 5.0  # seconds before a file that could not be written is tried again
 # Bytes the file worker may hold for a disk that does not keep up (every recording of the process) before
 # recordings in progress are dropped: about 7 s of 300 streams at 1 Mbps, as for HLS.
 MAX_FILE_BACKLOG = 256 * 1024 * 1024

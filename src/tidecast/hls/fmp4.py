@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from typing import Final
 
 from tidecast.codec import video as v
 from tidecast.codec.audio import SEQUENCE_START, classify_audio
@@ -46,13 +47,13 @@ from tidecast.live.codecs import describe_video
 
 log = logging.getLogger("tidecast.hls")
 
-VIDEO_TIMESCALE = 90_000
-PLAIN_FRAGMENT_MS = 1000
+VIDEO_TIMESCALE: Final = 90_000
+PLAIN_FRAGMENT_MS: Final = 1000
 # Parts are kept in memory for this many target durations from the end (the playlist lists
 # them for three; one more for a player that fetched the previous playlist).
-PART_MEMORY_TARGETS = 4
+PART_MEMORY_TARGETS: Final = 4
 
-_FOURCC = {v.AVC: "avc1", v.HEVC: "hvc1", v.AV1: "av01", v.VP9: "vp09"}
+_FOURCC: Final = {v.AVC: "avc1", v.HEVC: "hvc1", v.AV1: "av01", v.VP9: "vp09"}
 
 Pending = list[tuple[int, bytes, bool, int]]  # (dts, data, sync, cts) in the track's timescale
 
@@ -63,8 +64,6 @@ class Fmp4Muxer(HlsMuxer):
 
     # Its segments need the init segment of their own publish (EXT-X-MAP): a leftover is not continued.
     CONTINUES_LEFTOVERS = False
-    # Its own _video and _audio, without the MPEG-TS muxer's inline paths.
-    on_message = HlsMuxer._on_message
 
     def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str, store: HlsStore | None = None) -> None:
         super().__init__(settings, vhost, app, stream)
@@ -87,6 +86,10 @@ class Fmp4Muxer(HlsMuxer):
         self.segment_pdt = 0.0
         self.segment_discontinuity = False
         self.live: LiveHls | None = None
+
+    def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        # Its own _video and _audio, without the MPEG-TS muxer's inline paths.
+        self._on_message(type_id, timestamp_ms, payload)
 
     # ------------------------------------------------------------ settings
 

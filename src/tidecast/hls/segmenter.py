@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import IO, Protocol
+from typing import IO, Final, Protocol
 
 from tidecast.codec import aac, avc, hevc
 from tidecast.codec import video as v
@@ -79,26 +79,26 @@ log = logging.getLogger("tidecast.hls")
 
 # Timestamps in the TS start 1 s in rather than at 0, so composition offsets and
 # the PCR lag below never make a clock value negative.
-PTS_OFFSET = 90_000
+PTS_OFFSET: Final = 90_000
 # The PCR runs this far behind the DTS it travels with (90 kHz units), so audio
 # PES written a little after the video of the same instant still arrive "early".
-PCR_DELAY = 45_000
+PCR_DELAY: Final = 45_000
 # PCR at least this often (90 kHz units): ISO 13818-1 asks for 100 ms at most.
-PCR_INTERVAL = 9_000
+PCR_INTERVAL: Final = 9_000
 # AAC frames are gathered into one PES (as ffmpeg does) for this many milliseconds:
 # fewer, fuller packets. Audio-only streams carry the PCR on audio, so keep it under 100 ms.
-AUDIO_PES_MS = 200
-AUDIO_ONLY_PES_MS = 90
+AUDIO_PES_MS: Final = 200
+AUDIO_ONLY_PES_MS: Final = 90
 # TS bytes handed to the file worker at a time. Each write is a system call, and each system call the
 # worker makes costs a GIL round trip with the event loop: fewer, larger writes (128 KiB a stream).
-FILE_BUFFER = 128 * 1024
-ADTS_CACHE = 1024  # ADTS headers kept per stream, by frame size (AAC frames take a few hundred sizes)
+FILE_BUFFER: Final = 128 * 1024
+ADTS_CACHE: Final = 1024  # ADTS headers kept per stream, by frame size (AAC frames take a few hundred sizes)
 
-TMP = ".tmp"
+TMP: Final = ".tmp"
 # A segment still open after this many fragment durations of wall time is cut (never under the minimum).
-WALL_CUT_FACTOR = 3.0
-WALL_CUT_MIN_S = 10.0
-MAX_LEFTOVER_PLAYLIST = 1024 * 1024  # what is read of a crashed run's playlist
+WALL_CUT_FACTOR: Final = 3.0
+WALL_CUT_MIN_S: Final = 10.0
+MAX_LEFTOVER_PLAYLIST: Final = 1024 * 1024  # what is read of a crashed run's playlist
 # Bytes the file worker may hold for a disk that does not keep up (all streams of the process) before
 # new segments are skipped: about 7 s of 300 streams at 1 Mbps.
 MAX_FILE_BACKLOG = 256 * 1024 * 1024
@@ -149,7 +149,7 @@ def expand(template: str, vhost: str, app: str, stream: str, seq: int | None = N
     return stream_path(template, vhost, app, stream, seq, now)
 
 
-_VARIABLES = {
+_VARIABLES: Final = {
     "[seq]": r"\d+",
     "[timestamp]": r"\d+",
     "[2006]": r"\d{4}",
@@ -160,7 +160,7 @@ _VARIABLES = {
     "[05]": r"\d{2}",
     "[999]": r"\d{3}",
 }
-_VARIABLE_SPLIT = re.compile("(" + "|".join(re.escape(v) for v in _VARIABLES) + ")")
+_VARIABLE_SPLIT: Final = re.compile("(" + "|".join(re.escape(v) for v in _VARIABLES) + ")")
 
 
 def segment_files(hls_path: str, template: str, vhost: str, app: str, stream: str) -> list[str]:

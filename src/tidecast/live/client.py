@@ -6,11 +6,11 @@ import secrets
 import string
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from tidecast.config.model import DEFAULT_VHOST
 
-_ALPHABET = string.ascii_lowercase + string.digits
+_ALPHABET: Final = string.ascii_lowercase + string.digits
 
 
 def new_client_id() -> str:

@@ -10,18 +10,26 @@ API.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from tidecast.codec import av1, avc, hevc, vp9
 from tidecast.codec import video as v
 from tidecast.codec.audio import AAC, FLAC, OPUS, classify_audio
 from tidecast.errors import ProtocolError
 
-_AVC_PROFILES = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High", 110: "High10", 122: "High422", 244: "High444"}
-_AAC_PROFILES = {1: "Main", 2: "LC", 3: "SSR", 5: "HE", 29: "HEv2"}
-_AAC_RATES = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350]
-_NAMES = {v.AVC: "H264", v.HEVC: "HEVC", v.AV1: "AV1", v.VP9: "VP9", v.VP8: "VP8", v.VVC: "VVC"}
-_AUDIO_NAMES = {
+_AVC_PROFILES: Final = {
+    66: "Baseline",
+    77: "Main",
+    88: "Extended",
+    100: "High",
+    110: "High10",
+    122: "High422",
+    244: "High444",
+}
+_AAC_PROFILES: Final = {1: "Main", 2: "LC", 3: "SSR", 5: "HE", 29: "HEv2"}
+_AAC_RATES: Final = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350]
+_NAMES: Final = {v.AVC: "H264", v.HEVC: "HEVC", v.AV1: "AV1", v.VP9: "VP9", v.VP8: "VP8", v.VVC: "VVC"}
+_AUDIO_NAMES: Final = {
     AAC: "AAC",
     OPUS: "Opus",
     FLAC: "FLAC",
@@ -33,7 +41,7 @@ _AUDIO_NAMES = {
     "pcmu": "PCMU",
     "nellymoser": "Nellymoser",
 }
-_LEGACY_AUDIO = {2: "MP3", 11: "Speex", 7: "PCMA", 8: "PCMU", 13: "Opus"}  # 13: SRS's pre-E-RTMP Opus id
+_LEGACY_AUDIO: Final = {2: "MP3", 11: "Speex", 7: "PCMA", 8: "PCMU", 13: "Opus"}  # 13: SRS's pre-E-RTMP Opus id
 
 
 def _video(codec: str, profile: str = "", level: str = "", width: int = 0, height: int = 0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tidecast import SERVER_NAME, __version__
 from tidecast.codec import amf0
@@ -24,14 +24,14 @@ from tidecast.live.player import OutputFormat, Player
 if TYPE_CHECKING:
     from tidecast.config import Vhost
 
-MAX_JITTER_MS = 250
-DEFAULT_FRAME_MS = 10
+MAX_JITTER_MS: Final = 250
+DEFAULT_FRAME_MS: Final = 10
 # Distinct player timelines per stream: each costs a few header bytes per packet and a batch per flush.
 # Past this, a joiner shares the newest timeline and starts a little after 0.
-MAX_TIMELINES = 32
+MAX_TIMELINES: Final = 32
 # A joiner whose first packet is at most this far into the newest timeline shares it (starting there, not
 # at 0): a crowd joining over a few seconds costs one batch per flush, not one per keyframe it joined on.
-TIMELINE_SHARE_MS = 5000
+TIMELINE_SHARE_MS: Final = 5000
 _stream_ids = itertools.count(1)
 
 
@@ -129,6 +129,9 @@ class LiveStream:
         self.publisher: Client | None = None
         self.players: list[Player] = []
         self.sinks: list[MediaSink] = []
+        # What an output format keeps for the stream's lifetime (net/mp4: one shared Mp4Format), by the
+        # format's name; it goes with the stream.
+        self.format_state: dict[str, object] = {}
         self.metadata: Packet | None = None
         self.metadata_values: Any = None
         self.video_sh: Packet | None = None

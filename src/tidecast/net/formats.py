@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import Final
 
 from tidecast.live.packet import TAG_AUDIO, TAG_VIDEO, Packet
 from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import encode_message, media_body, media_head
 from tidecast.rtmp.session import STREAM_ID, encode_status, status_info
 
-_CSID = {TAG_AUDIO: C.CSID_AUDIO, TAG_VIDEO: C.CSID_VIDEO}
-_EXTENDED = C.EXTENDED_TIMESTAMP
-_U32 = struct.Struct(">I")
+_CSID: Final = {TAG_AUDIO: C.CSID_AUDIO, TAG_VIDEO: C.CSID_VIDEO}
+_EXTENDED: Final = C.EXTENDED_TIMESTAMP
+_U32: Final = struct.Struct(">I")
 
 
 class _RtmpBody:
@@ -32,7 +33,7 @@ class _RtmpBody:
         return media_body(_CSID.get(packet.type_id, C.CSID_DATA), packet.payload, packet.chunk_size)
 
 
-_RTMP_BODY = _RtmpBody()
+_RTMP_BODY: Final = _RtmpBody()
 
 
 class RtmpFormat:
@@ -108,5 +109,5 @@ class FlvFormat:
         return b""
 
 
-RTMP = RtmpFormat()
-FLV = FlvFormat()
+RTMP: Final = RtmpFormat()
+FLV: Final = FlvFormat()

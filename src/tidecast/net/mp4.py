@@ -11,7 +11,6 @@ tfdt, so a shared fragment needs no per-player state.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable
 
 from tidecast.codec.mp4 import (
@@ -61,7 +60,6 @@ class Mp4Format:
     """
 
     __slots__ = (
-        "__weakref__",
         "_audio_sh",
         "_init",
         "_init_key",
@@ -218,14 +216,11 @@ def _kind(type_id: int) -> str:
     return "video" if type_id == TAG_VIDEO else "audio"
 
 
-_formats: weakref.WeakKeyDictionary[LiveStream, Mp4Format] = weakref.WeakKeyDictionary()
-
-
 def format_for(stream: LiveStream) -> Mp4Format:
     """The stream's MP4 format, shared by all its MP4 players (one batch per flush for all of them)."""
-    fmt = _formats.get(stream)
-    if fmt is None:
-        fmt = _formats[stream] = Mp4Format()
+    fmt = stream.format_state.get(PLAYER_KIND)
+    if not isinstance(fmt, Mp4Format):
+        fmt = stream.format_state[PLAYER_KIND] = Mp4Format()
     return fmt
 
 

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Final
 
 from tidecast.errors import ProtocolError
 from tidecast.rtmp import constants as C
 
-_U32 = struct.Struct(">I")
-_U32LE = struct.Struct("<I")
-_HEAD = struct.Struct(">II")
-_TS_EXTENDED = C.EXTENDED_TIMESTAMP
-_HEADER_SIZES = (11, 7, 3, 0)
-_FAST_HEADER = (12, 8, 4)  # basic header byte + message header, by type
-_NO_LIMIT = 1 << 62
-_MARKERS = tuple(bytes((0xC0 | csid,)) for csid in range(64))  # the one-byte type-3 header of chunk streams 2-63
-_JOIN_MIN = 16 * 1024  # a read at least this large is joined to a leftover rather than appended to it
+_U32: Final = struct.Struct(">I")
+_U32LE: Final = struct.Struct("<I")
+_HEAD: Final = struct.Struct(">II")
+_TS_EXTENDED: Final = C.EXTENDED_TIMESTAMP
+_HEADER_SIZES: Final = (11, 7, 3, 0)
+_FAST_HEADER: Final = (12, 8, 4)  # basic header byte + message header, by type
+_NO_LIMIT: Final = 1 << 62
+_MARKERS: Final = tuple(bytes((0xC0 | csid,)) for csid in range(64))  # the one-byte type-3 header of chunk streams 2-63
+_JOIN_MIN: Final = 16 * 1024  # a read at least this large is joined to a leftover rather than appended to it
 
 
 class ChunkError(ProtocolError):
@@ -102,7 +103,7 @@ class ChunkDecoder:
         """Bytes held for messages not yet complete, the receive buffer included."""
         return self._unfinished + len(self._buf)
 
-    def feed(self, data: bytes, max_messages: int | None = None) -> list[Message]:
+    def feed(self, data: bytes | bytearray, max_messages: int | None = None) -> list[Message]:
         """The messages `data` completes, in order; at most `max_messages` (0: none, only buffer `data`).
 
         What is left once `max_messages` are out stays in the receive buffer (`held_back` says so) and
@@ -154,7 +155,7 @@ class ChunkDecoder:
             self._over_budget()
         return out
 
-    def _feed_after_leftover(self, data: bytes, need: int, out: list[Message], limit: int) -> list[Message]:
+    def _feed_after_leftover(self, data: bytes | bytearray, need: int, out: list[Message], limit: int) -> list[Message]:
         """The receive buffer's chunk completed by the first `need` bytes of `data`, then `data` from
         there, uncopied."""
         buf = self._buf
@@ -513,8 +514,8 @@ def _basic_header(fmt: int, csid: int) -> bytes:
     return bytes(((fmt << 6) | 1, rest & 0xFF, rest >> 8))
 
 
-_BASIC0 = [_basic_header(0, i) for i in range(64)]
-_BASIC3 = [_basic_header(3, i) for i in range(64)]
+_BASIC0: Final = [_basic_header(0, i) for i in range(64)]
+_BASIC3: Final = [_basic_header(3, i) for i in range(64)]
 
 
 def _unchunk(staged: bytearray, first: int, chunk_size: int, marker: bytes, continuations: int) -> bytes | None:

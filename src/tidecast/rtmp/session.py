@@ -21,7 +21,7 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from tidecast.codec import amf0
 from tidecast.codec.amf_common import MAX_VALUES
@@ -30,10 +30,10 @@ from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import ChunkDecoder, ChunkEncoder, Message, encode_message
 from tidecast.rtmp.handshake import ClientHandshake, ServerHandshake
 
-STREAM_ID = 1
-DEFAULT_WINDOW_ACK_SIZE = 2_500_000
-_U32 = struct.Struct(">I")
-_U16 = struct.Struct(">H")
+STREAM_ID: Final = 1
+DEFAULT_WINDOW_ACK_SIZE: Final = 2_500_000
+_U32: Final = struct.Struct(">I")
+_U16: Final = struct.Struct(">H")
 
 
 class SessionError(ProtocolError):
@@ -53,12 +53,12 @@ class State(enum.Enum):
 
 # Fields of connect's command object that the server uses as text (names, URLs,
 # hook arguments); anything else in them is refused rather than stringified.
-CONNECT_STRING_FIELDS = ("app", "tcUrl", "pageUrl", "swfUrl", "flashVer")
+CONNECT_STRING_FIELDS: Final = ("app", "tcUrl", "pageUrl", "swfUrl", "flashVer")
 # Values one command may decode to (references counted as what they refer
 # to). A connect has a dozen; this is what an unauthenticated peer can make
 # each command message cost.
-MAX_COMMAND_VALUES = 10_000
-_STARTED = (State.CONNECTED, State.PUBLISHING, State.PLAYING)
+MAX_COMMAND_VALUES: Final = 10_000
+_STARTED: Final = (State.CONNECTED, State.PUBLISHING, State.PLAYING)
 
 
 # ---------------------------------------------------------------- events
@@ -281,10 +281,12 @@ class RtmpSession:
         decoder.media_sink = self.media_sink
         try:
             if self._waiting is not None:
-                self._resume(events, limit)
+                # The returned flag, not `self._waiting` re-read: the check above narrowed its type, and
+                # the compiled build trusts that narrowing.
+                still_waiting = self._resume(events, limit)
                 if events:
                     decoder.media_sink = None  # the adapter has yet to see these
-                room = 0 if self._waiting is not None else max(1, limit - len(events))
+                room = 0 if still_waiting else max(1, limit - len(events))
                 messages = self._decoder.feed(data, room)
             else:
                 messages = self._decoder.feed(data, limit or None)
@@ -315,7 +317,9 @@ class RtmpSession:
                 self._dispatch(msg, events)
                 media = self.client or self._state is State.PUBLISHING
 
-    def _resume(self, events: list[Event], limit: int) -> None:
+    def _resume(self, events: list[Event], limit: int) -> bool:
+        """Go on with the aggregate (and the messages after it) a turn's budget interrupted; True when
+        it is interrupted again."""
         assert self._waiting is not None
         aggregate, rest = self._waiting
         self._waiting = None
@@ -323,8 +327,13 @@ class RtmpSession:
             aggregate.split(self, events, limit)
             if not aggregate.done:
                 self._waiting = (aggregate, rest)
-                return
+                return True
         self._handle(rest, events, limit)
+        return self._aggregate_waiting()
+
+    def _aggregate_waiting(self) -> bool:
+        # A call, so the `None` assigned above does not narrow what _handle may have set since.
+        return self._waiting is not None
 
     def _receive_early(self, data: bytes) -> list[Event]:
         """The handshake (and what follows it in the same read), or input after the session closed."""
@@ -681,7 +690,7 @@ def _num_arg(args: list[Any], i: int, default: float) -> float:
     return float(args[i]) if len(args) > i and isinstance(args[i], (int, float)) else default
 
 
-_AGG_HEADER = struct.Struct(">BBHBBHB")  # type, size(3), ts(3), ts_ext, stream id(3)
+_AGG_HEADER: Final = struct.Struct(">BBHBBHB")  # type, size(3), ts(3), ts_ext, stream id(3)
 
 
 class _Aggregate:
