@@ -23,6 +23,7 @@ from tidecast import __version__
 from tidecast.access import AccessControl, HookCaller
 from tidecast.cluster.edge import EdgeManager
 from tidecast.cluster.origin import OriginCluster
+from tidecast.compiled import compiled_modules, stale_extensions
 from tidecast.config import Config, ConfigError, Listen, load_config
 from tidecast.config.watch import ConfigWatcher, auto_reload_enabled
 from tidecast.dvr.manager import DvrManager
@@ -200,13 +201,16 @@ class App:
         self._start_watcher()
         self.ready = True
         log.info(
-            "tidecast %s ready: rtmp %s, api %s, http %s, pid %d",
+            "tidecast %s ready: rtmp %s, api %s, http %s, pid %d, %s",
             __version__,
             " ".join(str(x) for x in self.config.listen),
             self.config.http_api.listen if self.config.http_api.enabled else "off",
             self.config.http_server.listen if self.config.http_server.enabled else "off",
             os.getpid(),
+            f"compiled ({len(compiled_modules())} modules)" if compiled_modules() else "pure Python",
         )
+        for stale in stale_extensions():
+            log.warning("compiled module %s: its changes do not run; rebuild, or delete the .so", stale)
 
     async def _open_rtmp(self, listen: Listen) -> asyncio.AbstractServer:
         server = await self.loop.create_server(

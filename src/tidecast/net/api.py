@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from tidecast import __version__
+from tidecast.compiled import compiled_modules
 from tidecast.live.client import Client
 from tidecast.live.player import Player
 from tidecast.live.stream import LiveStream
@@ -230,6 +231,7 @@ class Api:
             "now_ms": int(time.time() * 1000),
             "self": {
                 "version": __version__,
+                "compiled": bool(compiled_modules()),  # tidecast: the mypyc build of the hot path
                 "pid": os.getpid(),
                 "ppid": os.getppid(),
                 "argv": " ".join(sys.argv),
