@@ -102,7 +102,7 @@ class Run:
         argv = ["prlimit", f"--nofile={nofile}:{nofile}", "taskset", "-c", self.cores,
                 sys.executable, "-m", "tidecast", "serve", "-c", str(conf)]  # fmt: skip
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(B.REPO / "src"), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(B.REPO / "src")) if p)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it
         proc = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()

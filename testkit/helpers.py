@@ -19,6 +19,14 @@ from typing import Any
 from testkit.media import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_python_path() -> str:
+    """PYTHONPATH for a child process: the build under test first (the caller's PYTHONPATH: the compiled
+    build in CI, scripts/test.sh), then this checkout's sources."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT / "src")) if p)
+
+
 __all__ = ["ROOT", "Publisher", "TidecastProcess", "free_port", "http_get", "http_json", "make_clip", "wait_for"]
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit.helpers import ROOT
+from testkit.helpers import ROOT, child_python_path
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is needed (scripts/test.sh installs it)"),
@@ -32,7 +32,7 @@ from clusterbed.report import analyse  # noqa: E402
 
 
 def _run_bed(out: Path, *args: str) -> tuple[dict, str]:  # type: ignore[type-arg]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": child_python_path()}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "clusterbed"), "--out", str(out), *args],
         capture_output=True,
@@ -106,7 +106,7 @@ def test_loopback_mode_and_the_analysis_of_a_cut(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="namespaces need root and iproute2")
 def test_namespaces_are_removed_even_when_the_run_fails(tmp_path: Path) -> None:
     """A bad flag value after start-up makes the bed fail; it must still remove what it made."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": child_python_path()}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "clusterbed"), "--out", str(tmp_path), "--players", "2",
          "--net", "netns", "--ops", "baseline", "--streams", "0"],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit.helpers import decode_errors, ffprobe_json, make_clip
+from testkit.helpers import child_python_path, decode_errors, ffprobe_json, make_clip
 
 from tidecast.codec import amf0
 from tidecast.codec.flv import TAG_SCRIPT, TAG_VIDEO, iter_flv_tags
@@ -24,8 +24,6 @@ from tidecast.config import Cluster, ConfigError, Dvr, Vhost, parse_text
 from tidecast.dvr import Reaped, Recorder, applies, dvr_recorder_for
 from tidecast.dvr import paths as dvr_paths
 from tidecast.dvr.manager import DvrManager
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +335,7 @@ def test_kill_9_while_recording_leaves_only_a_temp_file(ext: str, clip12: Path, 
     proc = subprocess.Popen(
         [sys.executable, "-c", RECORD_SCRIPT, str(tmp_path), ext, str(clip12)],
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": SRC},
+        env={**os.environ, "PYTHONPATH": child_python_path()},
     )
     try:
         assert proc.stdout is not None
@@ -397,7 +395,7 @@ def test_a_full_disk_mid_recording_is_logged_once_and_leaves_no_final_file(
     out = subprocess.run(
         [sys.executable, "-c", DISK_FULL_SCRIPT, str(tmp_path), ext, str(clip8)],
         capture_output=True,
-        env={**os.environ, "PYTHONPATH": SRC},
+        env={**os.environ, "PYTHONPATH": child_python_path()},
         timeout=30,
     )
     assert out.stdout.strip() == b"fed every message", out.stderr

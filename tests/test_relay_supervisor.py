@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from testkit.helpers import ROOT, wait_for
+from testkit.helpers import child_python_path, wait_for
 
 from tidecast.relay.supervisor import RestartPolicy, Supervised, Supervisor
 
@@ -150,7 +150,7 @@ PARENT = textwrap.dedent(
 def test_no_ffmpeg_outlives_a_kill_9_of_its_supervising_parent(tmp_path: Path, loop: str) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": child_python_path()}
     parent = subprocess.Popen([sys.executable, str(script), loop], stdout=subprocess.PIPE, env=env, text=True)
     try:
         assert parent.stdout is not None

@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from testkit.helpers import ROOT, Publisher, TidecastProcess, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, child_python_path, wait_stream_live
 from testkit.players import RtmpPlayer
 
 Factory = Callable[..., TidecastProcess]
 
 
 def status(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": child_python_path()}
     out = subprocess.run(
         [sys.executable, "-m", "tidecast", "status", *args],
         capture_output=True,
