@@ -18,6 +18,8 @@
 #   TIDECAST_SYSTEM_SITE=1  virtualenv with --system-site-packages: dependencies
 #                           the interpreter already has are reused, not downloaded
 #                           (the tests use this; the image does not)
+#   TIDECAST_COMPILE=1      compile the per-message path with mypyc (setup.py); needs
+#                           a C compiler and the Python headers (the image does this)
 set -eu
 
 if [ $# -lt 1 ]; then
