@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from testkit.helpers import TidecastProcess, http_get
+
 from tidecast.compiled import MODULES, compiled_modules, stale_extensions
 
 EXPECT_COMPILED = os.environ.get("TIDECAST_EXPECT_COMPILED") == "1"
