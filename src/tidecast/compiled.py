@@ -2,8 +2,8 @@
 
 `TIDECAST_COMPILE=1 pip install .` compiles the modules listed here with mypyc (setup.py reads this
 list). They are ordinary Python sources, type-checked with mypy, and run unchanged as Python without
-the build; compiled, the chunk parser, the stream's fan-out, the TS muxer and the DVR writer cost
-about half as much CPU per message (docs/performance.md, "The compiled build").
+the build. Compiled, the chunk parser takes 1.8-2.6x less time per message, the TS muxer a quarter
+less, and a server ingesting 1,000 streams about 30 % less CPU (docs/performance.md, "The compiled build").
 
 This module imports nothing from tidecast, so setup.py can read it before the package is installed.
 """
