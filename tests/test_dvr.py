@@ -55,6 +55,12 @@ def feed(recorder: Recorder, clip: Path, pace: float = 0.0, start: int = 0) -> N
     recorder.on_unpublish()
 
 
+def step_clock(recorder: Recorder) -> None:
+    """A wall clock one second later at each reading: a distinct [timestamp] for each file."""
+    clock = iter(range(1_000_000))
+    recorder.clock = lambda: 1_700_000_000 + next(clock)
+
+
 def finals(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
@@ -142,8 +148,7 @@ def test_segment_plan_cuts_12s_into_3s_files(ext: str, clip12: Path, tmp_path: P
         settings(tmp_path, f"[stream]-[timestamp].{ext}", dvr_plan="segment", dvr_duration=3), "v", "live", "cam"
     )
     assert recorder is not None
-    clock = iter(range(1_000_000))
-    recorder.clock = lambda: 1_700_000_000 + next(clock)  # distinct [timestamp] for each file
+    step_clock(recorder)
     feed(recorder, clip12)
     files = finals(tmp_path)
     assert len(files) >= 3
@@ -169,8 +174,7 @@ def test_a_shorter_dvr_duration_set_by_a_reload_cuts_the_file_in_progress(clip12
         settings(tmp_path, "[stream]-[timestamp].flv", dvr_plan="segment", dvr_duration=10), "v", "live", "cam"
     )
     assert recorder is not None
-    clock = iter(range(1_000_000))
-    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    step_clock(recorder)
     recorder.on_publish()
     for type_id, ts, payload in iter_flv_tags(clip12.read_bytes()):
         if ts >= 1000 and recorder.settings.dvr_duration == 10:
@@ -190,8 +194,7 @@ def test_segment_plan_without_video_cuts_audio_only_streams(clip8: Path, tmp_pat
         settings(tmp_path, "[timestamp].flv", dvr_plan="segment", dvr_duration=2), "v", "a", "s"
     )
     assert recorder is not None
-    clock = iter(range(1_000_000))
-    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    step_clock(recorder)
     recorder.on_publish()
     for type_id, ts, payload in iter_flv_tags(clip8.read_bytes()):
         if type_id == 8:
@@ -284,8 +287,7 @@ def test_a_reader_polling_the_directory_never_sees_a_partial_file(clip12: Path, 
         settings(tmp_path, "[stream]-[timestamp].mp4", dvr_plan="segment", dvr_duration=2), "v", "live", "cam"
     )
     assert recorder is not None
-    clock = iter(range(1_000_000))
-    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    step_clock(recorder)
     seen: dict[str, int] = {}
     done = threading.Event()
 
@@ -440,8 +442,7 @@ def test_a_reload_to_mp4_applies_from_the_next_segment(clip12: Path, tmp_path: P
     flv = settings(tmp_path, "[timestamp].flv", dvr_plan="segment", dvr_duration=4)
     recorder = dvr_recorder_for(flv, "v", "live", "cam")
     assert recorder is not None
-    clock = iter(range(1_000_000))
-    recorder.clock = lambda: 1_700_000_000 + next(clock)
+    step_clock(recorder)
     tags = list(iter_flv_tags(clip12.read_bytes()))
     recorder.on_publish()
     for i, (type_id, ts, payload) in enumerate(tags):
