@@ -17,7 +17,7 @@ from setuptools import setup
 
 
 def _ext_modules() -> list[Any]:
-    if os.environ.get("TIDECAST_COMPILE", "").lower() not in ("1", "on", "yes", "true"):
+    if not runpy.run_path(os.path.join("buildsys", "tidecast_build.py"))["compile_requested"]():
         return []
     if any(command in sys.argv for command in ("egg_info", "dist_info")):
         return []  # metadata only: the same without the ten seconds mypyc's analysis takes

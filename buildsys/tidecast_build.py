@@ -12,8 +12,13 @@ from setuptools.build_meta import *  # noqa: F403  (the backend's other hooks, u
 _COMPILER = ["mypy>=1.10"]
 
 
+def compile_requested() -> bool:
+    """TIDECAST_COMPILE asks for the compiled build (setup.py asks this too)."""
+    return os.environ.get("TIDECAST_COMPILE", "").lower() in ("1", "on", "yes", "true")
+
+
 def _extra() -> list[str]:
-    return _COMPILER if os.environ.get("TIDECAST_COMPILE", "").lower() in ("1", "on", "yes", "true") else []
+    return _COMPILER if compile_requested() else []
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
