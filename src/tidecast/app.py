@@ -200,6 +200,7 @@ class App:
         self._install_signals()
         self._start_watcher()
         self.ready = True
+        compiled = compiled_modules()
         log.info(
             "tidecast %s ready: rtmp %s, api %s, http %s, pid %d, %s",
             __version__,
@@ -207,7 +208,7 @@ class App:
             self.config.http_api.listen if self.config.http_api.enabled else "off",
             self.config.http_server.listen if self.config.http_server.enabled else "off",
             os.getpid(),
-            f"compiled ({len(compiled_modules())} modules)" if compiled_modules() else "pure Python",
+            f"compiled ({len(compiled)} modules)" if compiled else "pure Python",
         )
         for stale in stale_extensions():
             log.warning("compiled module %s: its changes do not run; rebuild, or delete the .so", stale)

@@ -161,7 +161,8 @@ class FileWorker:
         return False
 
     async def shutdown(self, timeout: float) -> bool:
-        """A quit: `drain` for up to `timeout`, then `close`; False when the disk did not let it finish."""
+        """A quit: `drain` for up to `timeout`, then `close`; False when the disk did not let it finish
+        (then the thread is left to die with the process: closing would only wait on the same disk)."""
         return await self.drain(timeout) and self.close(0.5)
 
     def close(self, timeout: float) -> bool:
