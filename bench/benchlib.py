@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -71,6 +72,16 @@ ACK_EVERY = 1_000_000
 # the load one callback per message per player. Set by `Ramp(rcvlowat=...)`.
 RCVLOWAT = 32 * 1024
 _U32 = struct.Struct(">I")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# timeout(1) and CI stop a bench with SIGTERM, whose default action skips every `with` block: the
+# temporary directories were left behind (killed `hls_mux.py --dir /dev/shm/x` runs once held 13 GB of
+# segments in RAM). As SystemExit the clean-up runs, servers stopped and directories removed.
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 # ---------------------------------------------------------------- machine set-up
