@@ -46,7 +46,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import tidecast
 from tidecast.codec.flv import FlvReader, iter_flv_tags
+from tidecast.compiled import compiled_modules
 from tidecast.rtmp import constants as C
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message, encode_message
@@ -71,6 +73,16 @@ ACK_EVERY = 1_000_000
 # server that writes every message separately (nginx-rtmp) would otherwise cost
 # the load one callback per message per player. Set by `Ramp(rcvlowat=...)`.
 RCVLOWAT = 32 * 1024
+# A counting player's receive buffer in bytes (0: the kernel's autotuning). Linux clamps the TCP window
+# to SO_RCVLOWAT when raising the low-water mark grows an autotuned buffer, so a mark of 128 KB with
+# autotuning stalls the sender at every wake-up; a fixed buffer of several marks does not. `--rcvbuf`.
+RCVBUF = 0
+_SO_RCVBUFFORCE = 33  # not in Python's socket module
+# Counting players take their bytes with recv(MSG_TRUNC): Linux's TCP drops them
+# from the socket without copying them out, so the load does not pay the copy
+# the server already paid once per player (about an eighth of the load's CPU).
+# --copy-reads in fanout.py and multicore.py turns it off, to compare.
+DISCARD = hasattr(socket, "MSG_TRUNC") and sys.platform == "linux"
 _U32 = struct.Struct(">I")
 
 
@@ -146,6 +158,9 @@ def machine_facts() -> dict[str, Any]:
         "mem_mb": mem,
         "kernel": os.uname().release,
         "python": sys.version.split()[0],
+        # The servers this tool starts import tidecast from the same path (they inherit PYTHONPATH).
+        "tidecast": str(Path(tidecast.__file__).parent),
+        "tidecast_build": "compiled" if compiled_modules() else "pure Python",
     }
 
 
@@ -605,18 +620,22 @@ class _Player(asyncio.BufferedProtocol):
         self.counting = False
         self.closed = False
         self.closing = False
+        self.discard: socket.socket | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _SHARED_VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.counting:
-            self.stats.bytes += nbytes
+            self.count(nbytes)
             return
         try:
             self.feed(bytes(_SHARED[:nbytes]))
         except Exception as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
+
+    def count(self, nbytes: int) -> None:
+        self.stats.bytes += nbytes
 
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
@@ -629,11 +648,49 @@ class _Player(asyncio.BufferedProtocol):
 
     def start_counting(self) -> None:
         self.counting = True
-        if RCVLOWAT > 1 and self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return
+        if RCVBUF > 0:
+            try:  # SO_RCVBUFFORCE (Linux, root) goes past net.core.rmem_max, which caps SO_RCVBUF
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF)
+            except OSError:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if RCVLOWAT > 1:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+        if DISCARD and self.transport is not None:
+            # The transport stops reading (it still writes the acknowledgements); a duplicate of its
+            # descriptor is watched instead, as the event loop does not let one descriptor have two readers.
+            self.transport.pause_reading()
+            self.discard = socket.socket(fileno=os.dup(sock.fileno()))
+            asyncio.get_running_loop().add_reader(self.discard.fileno(), self._discard_ready)
+
+    def _discard_ready(self) -> None:
+        assert self.discard is not None
+        try:
+            nbytes = self.discard.recv_into(_SHARED_VIEW, len(_SHARED), socket.MSG_TRUNC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._stop_discarding()
+            self.connection_lost(exc)
+            self.close()
+            return
+        if nbytes == 0:  # the server closed: the paused transport would not notice
+            self._stop_discarding()
+            self.connection_lost(None)
+            self.close()
+            return
+        self.count(nbytes)
+
+    def _stop_discarding(self) -> None:
+        if self.discard is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.discard.fileno())
+            self.discard.close()
+            self.discard = None
 
     def fail(self, error: str) -> None:
         if not self.stats.error:
@@ -644,6 +701,7 @@ class _Player(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self.closing = True
+        self._stop_discarding()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
@@ -665,18 +723,15 @@ class RtmpPlayer(_Player):
         self.acked = 0
         transport.writelines(self.session.data_to_send())  # type: ignore[attr-defined]
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.counting:
-            stats = self.stats
-            stats.bytes += nbytes
-            if stats.bytes - self.acked >= ACK_EVERY:
-                self.acked = stats.bytes
-                assert self.transport is not None
-                self.transport.write(
-                    encode_message(C.CSID_PROTOCOL, C.ACKNOWLEDGEMENT, 0, 0, _U32.pack(stats.bytes & 0xFFFFFFFF), 128)
-                )
-            return
-        super().buffer_updated(nbytes)
+    def count(self, nbytes: int) -> None:
+        stats = self.stats
+        stats.bytes += nbytes
+        if stats.bytes - self.acked >= ACK_EVERY:
+            self.acked = stats.bytes
+            assert self.transport is not None
+            self.transport.write(
+                encode_message(C.CSID_PROTOCOL, C.ACKNOWLEDGEMENT, 0, 0, _U32.pack(stats.bytes & 0xFFFFFFFF), 128)
+            )
 
     def feed(self, data: bytes) -> None:
         now = time.monotonic()

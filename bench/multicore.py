@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where the JSON goes")
     p.add_argument("--tag", default="", help="a word added to the output file name")
     p.add_argument("--rcvlowat", type=int, default=B.RCVLOWAT, help="SO_RCVLOWAT of counting players (32768)")
+    p.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF of counting players (0: autotuned)")
+    p.add_argument(
+        "--copy-reads", action="store_true", help="counting players copy their bytes out (as before 2026-12-02)"
+    )
     p.add_argument("--min-latency", action="store_true", help="min_latency on: a write per message (costlier)")
     return p.parse_args(argv)
 
@@ -193,6 +197,8 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     args = parse_args()
     B.RCVLOWAT = args.rcvlowat
+    B.RCVBUF = args.rcvbuf
+    B.DISCARD = B.DISCARD and not args.copy_reads
     print(B.pin_load(args.load_core), "|", B.use_uvloop(), "| fd limit", B.raise_fd_limit())
     return asyncio.run(main_async(args))
 
