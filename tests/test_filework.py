@@ -15,7 +15,9 @@ from tidecast import config
 from tidecast.codec.flv import FlvReader
 from tidecast.filework import INLINE, FileWorker
 from tidecast.hls import segmenter
+from tidecast.hls.fmp4 import Fmp4Muxer
 from tidecast.hls.segmenter import HlsMuxer
+from tidecast.hls.store import HlsStore
 
 
 @pytest.mark.parametrize("batched", [False, True])
@@ -82,8 +84,9 @@ def test_inline_raises_where_it_runs() -> None:
         INLINE.submit(lambda: open("/nonexistent-dir/x", "rb").close())
 
 
+@pytest.mark.parametrize("variant", ["mpegts", "lowlatency"])
 def test_muxer_skips_segments_while_the_disk_is_behind(
-    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variant: str
 ) -> None:
     tags = [t for t in FlvReader().feed(clip.read_bytes()) if t[0] in (8, 9)]
     limit = 60_000
@@ -93,9 +96,13 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
     async def scenario() -> None:
         files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
         settings = dataclasses.replace(
-            config.Hls(enabled=True, hls_dispose=0.0), hls_path=str(tmp_path), hls_fragment=1.0
+            config.Hls(enabled=True, hls_dispose=0.0, hls_variant=variant), hls_path=str(tmp_path), hls_fragment=1.0
         )
-        muxer = HlsMuxer(settings, "v", "live", "behind", files)
+        muxer = (
+            HlsMuxer(settings, "v", "live", "behind", files)
+            if variant == "mpegts"
+            else Fmp4Muxer(settings, "v", "live", "behind", HlsStore(), files)
+        )
         muxer.on_publish()
         release = threading.Event()
         files.submit(release.wait)  # the disk stops answering

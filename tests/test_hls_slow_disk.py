@@ -17,22 +17,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import m3u8
-from testkit.helpers import Publisher, TidecastProcess, wait_for, wait_stream_live
+import pytest
+from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
 from testkit.players import read_fifo, serving_while
 
 Factory = Callable[..., TidecastProcess]
 
 HLS = "hls {{ enabled on; hls_fragment 1; hls_window 20; hls_path {path}; }}"
+# Served by tidecast's own HTTP server (its root is ./html), which low-latency HLS needs.
+FMP4 = "hls {{ enabled on; hls_variant {variant}; hls_part 0.2; hls_fragment 1; hls_window 20; hls_path ./html; }}"
 BLOCKED_S = 4.0
 
 
-def _listed(playlist: Path) -> list[int]:
+def _listed(playlist: Path, suffix: str = ".ts") -> list[int]:
     try:
         text = playlist.read_text()
     except FileNotFoundError:
         return []
     names = [seg.uri for seg in m3u8.loads(text).segments]
-    return [int(m.group(1)) for name in names if (m := re.search(r"-(\d+)\.ts$", name))]
+    return [int(m.group(1)) for name in names if (m := re.search(rf"-(\d+){re.escape(suffix)}$", name))]
 
 
 @contextlib.contextmanager
@@ -95,3 +98,45 @@ def test_a_segment_the_disk_refuses_is_listed_as_a_gap(tidecast: Factory, clip: 
         if number != refused:
             assert not seg.gap_tag and (hls_dir / "live" / seg.uri).is_file()
     assert f"gap-{refused}.ts" in srv.log() and "file error" in srv.log()
+
+
+@pytest.mark.parametrize("variant", ["fmp4", "lowlatency"])
+def test_blocked_fmp4_segment_write_stalls_the_disk_playlist_only(tidecast: Factory, clip: Path, variant: str) -> None:
+    """fMP4 segments, init segments and playlists go through the same file worker. With low latency the
+    in-memory playlist goes on past the blocked segment, and every segment it names is served from memory."""
+    srv = tidecast(vhost=FMP4.format(variant=variant))
+    folder = srv.html / "live"
+    disk = folder / "cmaf.m3u8"
+    with Publisher(clip, f"{srv.rtmp}/live/cmaf"):
+        wait_stream_live(srv, "cmaf")
+        wait_for(lambda: _listed(disk, ".m4s"), timeout=10, what="a first segment")
+        blocked = max(_listed(disk, ".m4s")) + 2
+        fifo = folder / f"cmaf-{blocked}.m4s.tmp"
+        os.mkfifo(fifo)
+        wait_for((folder / f"cmaf-{blocked - 1}.m4s").exists, timeout=10, what="the segment before the blocked one")
+        time.sleep(1.5)
+        stuck = max(_listed(disk, ".m4s"))
+        assert stuck < blocked, "the segment behind the named pipe was listed: nothing blocked"
+
+        api_waits, kept_up = serving_while(srv, "cmaf", BLOCKED_S)
+        assert max(_listed(disk, ".m4s")) == stuck, "the disk playlist went on while its disk was blocked"
+        assert max(api_waits) < 1.0, f"the API took {max(api_waits):.2f}s while HLS was blocked"
+        assert kept_up, "a player starved while HLS was blocked"
+        if variant == "lowlatency":
+            status, body, _ = http_get(f"{srv.http}/live/cmaf.m3u8")
+            assert status == 200
+            named = [int(n) for n in re.findall(r"#EXTINF:[\d.]+,\s*\ncmaf-(\d+)\.m4s", body.decode())]
+            assert named == list(range(named[0], named[-1] + 1)), f"the in-memory playlist has holes: {named}"
+            assert named[-1] > blocked + 1, f"the in-memory playlist stopped at {named[-1]} (blocked {blocked})"
+            for number in (blocked, named[-1]):
+                status, data, _ = http_get(f"{srv.http}/live/cmaf-{number}.m4s")
+                assert status == 200 and data[4:8] == b"moof", f"segment {number}: HTTP {status} {data[:8]!r}"
+            status, data, _ = http_get(f"{srv.http}/live/cmaf-init-0.mp4")
+            assert status == 200 and data[4:8] == b"ftyp", f"the init segment: HTTP {status}"
+
+        reader, got = read_fifo(fifo)
+        wait_for(lambda: max(_listed(disk, ".m4s")) > blocked + 1, timeout=15, what="the disk playlist to catch up")
+        reader.join(10)
+        assert got and got[0][4:8] == b"moof", f"the blocked segment's bytes: {got[0][:8] if got else got!r}"
+        listed = _listed(disk, ".m4s")
+        assert listed == list(range(listed[0], listed[-1] + 1)), f"sequence numbers with holes: {listed}"

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from functools import partial
 from typing import Final
 
 from tidecast.codec import video as v
@@ -39,10 +40,11 @@ from tidecast.codec.mp4 import (
     media_fragment,
     video_track_from_flv,
 )
+from tidecast.filework import INLINE, FileWork, remove_file, write_all
 from tidecast.hls.ll import Fmp4Segment, Part, render_fmp4, render_ll
 from tidecast.hls.playlist import Segment
 from tidecast.hls.segmenter import TMP, HlsMuxer, HlsSettings
-from tidecast.hls.store import HlsStore, LiveHls, PartRef
+from tidecast.hls.store import WHOLE_SEGMENT, HlsStore, LiveHls, PartRef
 from tidecast.live.codecs import describe_video
 
 log = logging.getLogger("tidecast.hls")
@@ -65,8 +67,16 @@ class Fmp4Muxer(HlsMuxer):
     # Its segments need the init segment of their own publish (EXT-X-MAP): a leftover is not continued.
     CONTINUES_LEFTOVERS = False
 
-    def __init__(self, settings: HlsSettings, vhost: str, app: str, stream: str, store: HlsStore | None = None) -> None:
-        super().__init__(settings, vhost, app, stream)
+    def __init__(
+        self,
+        settings: HlsSettings,
+        vhost: str,
+        app: str,
+        stream: str,
+        store: HlsStore | None = None,
+        files: FileWork = INLINE,
+    ) -> None:
+        super().__init__(settings, vhost, app, stream, files)
         self.store = store
         self.video_spec: TrackSpec | None = None
         self.audio_spec: TrackSpec | None = None
@@ -86,6 +96,7 @@ class Fmp4Muxer(HlsMuxer):
         self.segment_pdt = 0.0
         self.segment_discontinuity = False
         self.live: LiveHls | None = None
+        self.closing: list[Fmp4Segment] = []  # low latency: closed, not yet renamed into place by the worker
 
     def on_message(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
         # Its own _video and _audio, without the MPEG-TS muxer's inline paths.
@@ -108,6 +119,10 @@ class Fmp4Muxer(HlsMuxer):
 
     def _store_key(self) -> str:
         return os.path.relpath(self.m3u8_path, self.settings.hls_path).replace(os.sep, "/")
+
+    def _store_path(self, path: str) -> str:
+        """A file's name in the store: its path under hls_path, as a URL names it."""
+        return os.path.relpath(path, self.settings.hls_path).replace(os.sep, "/")
 
     def _part_uri(self, index: int) -> str:
         # Parts are served by tidecast itself: relative to the playlist even with hls_entry_prefix.
@@ -143,6 +158,7 @@ class Fmp4Muxer(HlsMuxer):
             if self.store is not None:
                 self.store.remove(self._store_key())
             self.live = None
+            self.closing = []  # their renames are answered to a generation that is gone
         return disposed
 
     # ------------------------------------------------------------ media
@@ -339,7 +355,7 @@ class Fmp4Muxer(HlsMuxer):
                 parts=self.parts,
             )
             current.duration_ms = sum(p.duration_ms for p in self.parts)
-        segments = self._fmp4_segments()
+        segments = self._live_segments()
         args = (segments, current, self._hint_uri(), self._part_ms() / 1000, self.settings.hls_fragment)
         pl = self.playlist
         text, target = render_ll(*args, pl.longest_ms, pl.discontinuity_sequence)
@@ -353,6 +369,8 @@ class Fmp4Muxer(HlsMuxer):
     # ------------------------------------------------------------ segments and files
 
     def _open_segment(self, ts: int) -> None:
+        if self._disk_behind():
+            return  # as MPEG-TS: bounded memory while the disk is away; the next keyframe tries again
         tracks = self._tracks()
         if tracks != self.init_tracks:
             self._write_init(tracks)
@@ -381,22 +399,44 @@ class Fmp4Muxer(HlsMuxer):
             self.next_discontinuity = bool(self.playlist.segments) or self.next_discontinuity
         path = f"{os.path.splitext(self.m3u8_path)[0]}-init-{self.init_count}.mp4"
         self.init_count += 1
-        try:
-            with self._create(path + TMP) as f:
-                f.write(data)
-            os.replace(path + TMP, path)
-        except OSError:
-            self._delete(path + TMP)
-            raise
+        # Through the file worker, as the segments: a stalled disk must not stop the event loop at a
+        # publish's first keyframe. The worker runs in order, so the init is in place before the segment
+        # (and the playlist) that name it; inline (tools, tests) an error is raised here, as before.
+        self.files.submit(partial(self._store_init, data, path), len(data), done=self._init_failed, errors_only=True)
+        if self.store is not None and self.live is not None:
+            self.store.inits[self._store_path(path)] = (self.live, data)
         self.init_tracks = tracks
         self.init_path = path
         self.init_paths.append(path)
         self.init_uri = os.path.relpath(path, os.path.dirname(self.m3u8_path)).replace(os.sep, "/")
         self._prune_inits()
 
+    def _store_init(self, data: bytes, path: str) -> None:
+        # In the worker.
+        tmp = path + TMP
+        try:
+            fd = self._open_fd(tmp)
+            try:
+                write_all(fd, [data], len(data))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            remove_file(tmp)
+            raise
+
+    def _init_failed(self, error: OSError | None) -> None:
+        """The worker could not write an init segment: the open segment, which names it, is dropped, and
+        the next one (at the next keyframe) writes the init again under a new number."""
+        if error is None:
+            return
+        self.init_tracks = (None, None)
+        self._abandon_segment()
+        self._report(f"file error: {error}", error)
+
     def _prune_inits(self) -> None:
         """Delete init segments no listed or to-be-deleted segment needs any more."""
-        needed = {self.init_uri} | {s.map_uri for s in self._fmp4_segments()}
+        needed = {self.init_uri} | {s.map_uri for s in self._live_segments()}
         keep = []
         for path in self.init_paths:
             uri = os.path.relpath(path, os.path.dirname(self.m3u8_path)).replace(os.sep, "/")
@@ -404,6 +444,8 @@ class Fmp4Muxer(HlsMuxer):
                 keep.append(path)
             else:
                 self._delete(path)
+                if self.store is not None:
+                    self.store.inits.pop(self._store_path(path), None)
         self.init_paths = keep
 
     def _close_segment(self, end_ts: int) -> None:
@@ -414,14 +456,25 @@ class Fmp4Muxer(HlsMuxer):
         except OSError:
             self._abandon_segment()
             raise
-        super()._close_segment(end_ts)
-        if self.live is not None:
+        sequence, path, closing = self.sequence, self.file_path, len(self.closing)
+        try:
+            super()._close_segment(end_ts)
+        except OSError:
+            del self.closing[closing:]  # an inline rename failed: the segment was not made
+            raise
+        if self.live is not None and self.store is not None:
+            # Listed in the in-memory playlist now, on disk once the file worker has renamed it: meanwhile
+            # (and while its parts are kept) the segment is served from its parts.
+            self.store.files[self._store_path(path)] = PartRef(self.live, sequence, WHOLE_SEGMENT)
             memory = PART_MEMORY_TARGETS * self.live.target * 1000
             kept = 0
-            for seg in reversed(self._fmp4_segments()):
+            for seg in reversed(self._live_segments()):
                 kept += seg.duration_ms
                 if kept > memory:
-                    self._forget_parts(seg.sequence)
+                    # Not the parts of a segment the disk does not have yet (the worker's queue holds
+                    # the same bytes): while the disk is away, memory is the only copy a player can get.
+                    waiting = self.closing[0].sequence if self.closing else seg.sequence + 1
+                    self._forget_parts(min(seg.sequence, waiting - 1))
                     break
 
     def _forget_parts(self, up_to: int) -> None:
@@ -436,7 +489,7 @@ class Fmp4Muxer(HlsMuxer):
                 del files[path]
 
     def _segment(self, duration: int) -> Segment:
-        return Fmp4Segment(
+        segment = Fmp4Segment(
             self.sequence,
             self.file_path,
             self._uri(self.file_path),
@@ -446,6 +499,19 @@ class Fmp4Muxer(HlsMuxer):
             pdt=self.segment_pdt,
             parts=self.parts,
         )
+        if self.live is not None:
+            self.closing.append(segment)
+        return segment
+
+    def _segment_written(self, segment: Segment, generation: int, error: OSError | None) -> None:
+        if segment in self.closing:
+            self.closing.remove(segment)
+        super()._segment_written(segment, generation, error)
+
+    def _live_segments(self) -> list[Fmp4Segment]:
+        """What the in-memory playlist lists: the segments on disk, then those the file worker is still
+        renaming (the disk playlist names them once they are in place; players get them from memory)."""
+        return self._fmp4_segments() + self.closing
 
     def _render(self) -> str:
         pl = self.playlist

@@ -4,11 +4,11 @@ A muxer outlives its LiveStream: after the publisher leaves, its files stay
 for `hls_dispose` seconds, and a republish continues the same playlist with a
 discontinuity.
 
-MPEG-TS muxers write through one file worker thread per process
-(tidecast.filework): a disk or NFS volume that stalls then delays the HLS
-files, not the publishers, players and API the event loop serves. fMP4
-(and low-latency) muxers write inline: their in-memory playlists follow the
-segment on disk step by step.
+Muxers write through one file worker thread per process (tidecast.filework):
+a disk or NFS volume that stalls then delays the HLS files, not the
+publishers, players and API the event loop serves. Low-latency HLS serves
+what its in-memory playlist names (parts, init segments, the recent
+segments) from memory, so it never waits for the disk either.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class HlsManager(StreamEvents):
         self.muxers: dict[Key, HlsMuxer] = {}
         self.publishers: dict[Key, Any] = {}  # kept after unpublish: the last segment is written after it
         self.store = HlsStore()  # low-latency playlists and parts, served by net/llhls.py
-        self._files: FileWorker | None = None  # made with the first MPEG-TS muxer (it needs the loop)
+        self._files: FileWorker | None = None  # made with the first muxer (it needs the loop)
 
     def _file_worker(self) -> FileWorker:
         if self._files is None:
@@ -128,7 +128,9 @@ class HlsManager(StreamEvents):
             if variant == "mpegts":
                 muxer = HlsMuxer(stream.settings.hls, stream.vhost, stream.app, stream.name, self._file_worker())
             else:
-                muxer = Fmp4Muxer(stream.settings.hls, stream.vhost, stream.app, stream.name, self.store)
+                muxer = Fmp4Muxer(
+                    stream.settings.hls, stream.vhost, stream.app, stream.name, self.store, self._file_worker()
+                )
             if not inside(stream.settings.hls.hls_path, muxer.m3u8_path):
                 log.error(
                     "hls: %s/%s/%s would write %s outside hls_path %s; not muxing it (check hls_m3u8_file)",

@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import IO, Final, Protocol
+from typing import Final, Protocol
 
 from tidecast.codec import aac, avc, hevc
 from tidecast.codec import video as v
@@ -664,10 +664,6 @@ class HlsMuxer:
         return self.last_ts
 
     # ------------------------------------------------------------ segments and files
-
-    def _create(self, path: str, buffering: int = -1) -> IO[bytes]:
-        """`_open_fd` as a Python file (fMP4 init segments)."""
-        return os.fdopen(self._open_fd(path), "wb", buffering=buffering)
 
     def _open_file(self, path: str) -> SegmentFile:
         """The segment file at `path`, written through the file worker (unbuffered: SegmentFile buffers)."""

@@ -1,4 +1,4 @@
-"""Low-latency HLS in memory: each stream's playlist text and partial segments, and blocking reloads.
+"""Low-latency HLS in memory: each stream's playlist text, parts, init segments and blocking reloads.
 
 The muxer (hls/fmp4.py) pushes a new playlist and part into a `LiveHls` as
 it cuts them; HTTP requests read from it. A blocking reload
@@ -66,6 +66,16 @@ class LiveHls:
                 if not future.done():
                     future.set_result(None)
 
+    def segment(self, msn: int) -> bytes | None:
+        """Segment msn from its parts (the file is exactly their concatenation), or None when they are
+        gone from memory; what the disk may not have yet while the file worker is behind."""
+        parts = []
+        index = 0
+        while (part := self.parts.get((msn, index))) is not None:
+            parts.append(part)
+            index += 1
+        return b"".join(parts) if parts else None
+
     def stop(self) -> None:
         """The publisher left: nothing awaited will come, so answer every waiter now (with what there is)."""
         self.publishing = False
@@ -98,7 +108,10 @@ class HlsStore:
 
     def __init__(self) -> None:
         self.playlists: dict[str, LiveHls] = {}
+        # Part URIs, and (index WHOLE_SEGMENT) the recent segments, whose parts are still in memory.
         self.files: dict[str, PartRef] = {}
+        # Init segments by path, with their stream: served from here, so a player never waits for the disk.
+        self.inits: dict[str, tuple[LiveHls, bytes]] = {}
 
     def stream(self, key: str) -> LiveHls:
         live = self.playlists.get(key)
@@ -113,3 +126,5 @@ class HlsStore:
             live.parts.clear()
             for path in [p for p, ref in self.files.items() if ref.live is live]:
                 del self.files[path]
+            for path in [p for p, (owner, _) in self.inits.items() if owner is live]:
+                del self.inits[path]

@@ -1,8 +1,9 @@
 """Serving low-latency HLS from memory: playlists with blocking reloads and delta updates, and parts.
 
 `LlHlsHandler` is called by the static handler (net/http.py) before it looks
-at the disk; it answers for the playlists and part URIs in the `HlsStore`
-and returns None for anything else (segments and init segments are files).
+at the disk; it answers for the playlists, parts, init segments and recent
+segments in the `HlsStore` (the file worker may not have put them on disk
+yet) and returns None for anything else (older segments are files).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class LlHlsHandler:
         if live is not None and live.text:
             return await self._playlist(request, rel)
         ref = self.store.files.get(rel)
+        if ref is not None and ref.index == WHOLE_SEGMENT:
+            # A recent segment: from its parts while the disk may lag behind (the file worker renames it).
+            whole = ref.live.segment(ref.msn)
+            if whole is None:
+                return None
+            return web.Response(body=whole, content_type=PART_TYPE, headers=_PART_HEADERS)
         if ref is not None:
             data = ref.live.parts.get((ref.msn, ref.index))
             if data is None and await ref.live.wait(ref.msn, ref.index, HOLD_TARGETS * ref.live.target):
@@ -54,6 +61,9 @@ class LlHlsHandler:
             if data is None:
                 raise web.HTTPNotFound(text=f"part {rel} is gone or never came\n", headers=CORS)
             return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
+        init = self.store.inits.get(rel)
+        if init is not None:
+            return web.Response(body=init[1], content_type=PART_TYPE, headers=_PART_HEADERS)
         return None
 
     async def _playlist(self, request: web.Request, rel: str) -> web.StreamResponse:
