@@ -635,6 +635,7 @@ class _Player(asyncio.BufferedProtocol):
             self.fail(f"{type(exc).__name__}: {exc}")
 
     def count(self, nbytes: int) -> None:
+        """Bytes a counting player took, from its transport or from the discarding reader."""
         self.stats.bytes += nbytes
 
     def feed(self, data: bytes) -> None:
@@ -674,16 +675,21 @@ class _Player(asyncio.BufferedProtocol):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._stop_discarding()
-            self.connection_lost(exc)
-            self.close()
+            self._discard_ended(exc)
             return
         if nbytes == 0:  # the server closed: the paused transport would not notice
-            self._stop_discarding()
-            self.connection_lost(None)
-            self.close()
+            self._discard_ended(None)
             return
         self.count(nbytes)
+
+    def _discard_ended(self, exc: Exception | None) -> None:
+        """The server closed (or reset) the connection under the discarding reader: say so, and let the
+        transport close and call connection_lost, once, as it does for a reading player."""
+        self._stop_discarding()
+        if not self.stats.error and not self.closing:
+            self.stats.error = f"closed by the server: {exc}" if exc else "closed by the server"
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
     def _stop_discarding(self) -> None:
         if self.discard is not None:

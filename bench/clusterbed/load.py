@@ -83,10 +83,10 @@ class RtmpPlayer(benchlib.RtmpPlayer, _Tracked):
         super().connection_lost(exc)
         self.lost.set()
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.counting:
-            self._mark(time.monotonic())
-        super().buffer_updated(nbytes)
+    def count(self, nbytes: int) -> None:
+        # Every read a counting player takes, whether through its transport or the discarding reader.
+        self._mark(time.monotonic())
+        super().count(nbytes)
 
     def feed(self, data: bytes) -> None:
         was = self.ready.done()
@@ -105,10 +105,10 @@ class FlvPlayer(benchlib.FlvPlayer, _Tracked):
         super().connection_lost(exc)
         self.lost.set()
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.counting:
-            self._mark(time.monotonic())
-        super().buffer_updated(nbytes)
+    def count(self, nbytes: int) -> None:
+        # Every read a counting player takes, whether through its transport or the discarding reader.
+        self._mark(time.monotonic())
+        super().count(nbytes)
 
     def feed(self, data: bytes) -> None:
         was = self.ready.done()
