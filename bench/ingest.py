@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--hls-fragment", type=float, default=2.0, help="hls_fragment of the HLS runs (2; SRS default 10)")
     p.add_argument("--hls-window", type=float, default=10.0, help="hls_window of the HLS runs (10; SRS default 60)")
+    p.add_argument(
+        "--hls-variant", default="mpegts", choices=["mpegts", "fmp4", "lowlatency"], help="hls_variant (mpegts)"
+    )
     p.add_argument("--mr", choices=("off", "on", "both"), default="off", help="merged read (mr on): off, on, both")
     p.add_argument("--mr-latency", type=int, default=350, help="mr_latency in ms when --mr is on (350, SRS's default)")
     p.add_argument(
@@ -100,7 +103,7 @@ def hls_files(path: Path) -> tuple[int, int]:
         for f in path.rglob("*"):
             if f.suffix == ".m3u8":
                 playlists += 1
-            elif f.suffix == ".ts":
+            elif f.suffix in (".ts", ".m4s"):
                 segments += 1
     return playlists, segments
 
@@ -126,7 +129,7 @@ async def run_mode(
     if hls:
         body = (
             f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment {args.hls_fragment:g};"
-            f" hls_window {args.hls_window:g}; }}\n"
+            f" hls_window {args.hls_window:g}; hls_variant {args.hls_variant}; }}\n"
         )
     if dvr:
         # One session-long recording per stream, as `dvr_plan session` (SRS's default plan) writes it.
