@@ -712,6 +712,7 @@ class _Player(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_discarding()  # the duplicate must not keep the socket open after its transport
         self.closed = True
         if not self.stats.error and not self.closing:
             self.stats.error = f"closed by the server: {exc}" if exc else "closed by the server"

@@ -9,9 +9,11 @@ played again quickly, and nothing was left behind on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,16 +33,30 @@ from clusterbed import netbed  # noqa: E402
 from clusterbed.report import analyse  # noqa: E402
 
 
-def _run_bed(out: Path, *args: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+def _bed(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the bed in a session of its own. Past `timeout` it gets SIGTERM, so that its clean-up removes
+    the pods, HAProxy and namespaces it made, then the whole group SIGKILL. A plain `run(timeout=)` kills
+    the bed alone and leaves its pods running: they broke every later run on the machine."""
     env = {**os.environ, "PYTHONPATH": child_python_path()}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "clusterbed"), "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=env,
-        cwd=ROOT,
+    cmd = [sys.executable, str(ROOT / "bench" / "clusterbed"), *args]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the cluster bed took over {timeout:.0f}s; stdout: {stdout[-2000:]} stderr: {stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _run_bed(out: Path, *args: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+    proc = _bed(["--out", str(out), *args], timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [path] = out.glob("clusterbed-*.json")
     return json.loads(path.read_text()), proc.stdout
@@ -106,12 +122,10 @@ def test_loopback_mode_and_the_analysis_of_a_cut(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="namespaces need root and iproute2")
 def test_namespaces_are_removed_even_when_the_run_fails(tmp_path: Path) -> None:
     """A bad flag value after start-up makes the bed fail; it must still remove what it made."""
-    env = {**os.environ, "PYTHONPATH": child_python_path()}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "clusterbed"), "--out", str(tmp_path), "--players", "2",
-         "--net", "netns", "--ops", "baseline", "--streams", "0"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
-    )  # fmt: skip
+    proc = _bed(
+        ["--out", str(tmp_path), "--players", "2", "--net", "netns", "--ops", "baseline", "--streams", "0"],
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert netbed.leftovers() == []
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
