@@ -40,7 +40,7 @@ from tidecast.codec.mp4 import (
     media_fragment,
     video_track_from_flv,
 )
-from tidecast.filework import INLINE, FileWork, remove_file, write_all
+from tidecast.filework import INLINE, FileWork
 from tidecast.hls.ll import Fmp4Segment, Part, render_fmp4, render_ll
 from tidecast.hls.playlist import Segment
 from tidecast.hls.segmenter import TMP, HlsMuxer, HlsSettings
@@ -118,7 +118,7 @@ class Fmp4Muxer(HlsMuxer):
         return template[: -len(".ts")] + ".m4s" if template.endswith(".ts") else template
 
     def _store_key(self) -> str:
-        return os.path.relpath(self.m3u8_path, self.settings.hls_path).replace(os.sep, "/")
+        return self._store_path(self.m3u8_path)
 
     def _store_path(self, path: str) -> str:
         """A file's name in the store: its path under hls_path, as a URL names it."""
@@ -330,8 +330,8 @@ class Fmp4Muxer(HlsMuxer):
             return
         index = len(self.parts)
         uri = self._part_uri(index)
-        key = os.path.relpath(os.path.join(os.path.dirname(self.m3u8_path), uri), self.settings.hls_path)
-        self.store.files[key.replace(os.sep, "/")] = PartRef(self.live, self.sequence, index)
+        key = self._store_path(os.path.join(os.path.dirname(self.m3u8_path), uri))
+        self.store.files[key] = PartRef(self.live, self.sequence, index)
 
     def _hint_uri(self) -> str | None:
         if self.file is None or not self.publishing:
@@ -412,18 +412,7 @@ class Fmp4Muxer(HlsMuxer):
         self._prune_inits()
 
     def _store_init(self, data: bytes, path: str) -> None:
-        # In the worker.
-        tmp = path + TMP
-        try:
-            fd = self._open_fd(tmp)
-            try:
-                write_all(fd, [data], len(data))
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
-            remove_file(tmp)
-            raise
+        self._replace_file(data, path)  # in the worker
 
     def _init_failed(self, error: OSError | None) -> None:
         """The worker could not write an init segment: the open segment, which names it, is dropped, and

@@ -800,19 +800,25 @@ class HlsMuxer:
 
     def _store_playlist(self, body: bytes, path: str) -> None:
         # In the worker: the playlist's rename follows the renames of the segments it names.
+        st = self._replace_file(body, path)
+        self._written = (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+    def _replace_file(self, data: bytes, path: str) -> os.stat_result:
+        """In the worker: `data` under a temporary name, then renamed to `path`, so a reader gets the old
+        file or the new one; the new file's stat."""
         tmp = path + TMP
         try:
             fd = self._open_fd(tmp)
             try:
-                write_all(fd, [body], len(body))
+                write_all(fd, [data], len(data))
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            self._written = (st.st_dev, st.st_ino, st.st_mtime_ns)
         except OSError:
             remove_file(tmp)
             raise
+        return st
 
     def _playlist_failed(self, error: OSError | None) -> None:
         if error is not None:
