@@ -100,7 +100,11 @@ def test_directory_is_always_consistent_for_a_sharing_nginx(tidecast: Factory, c
     # Dispose removes this stream's files after hls_dispose (3 s) idle, and nothing else.
     keep = playlist.parent / "keep.txt"
     keep.write_text("not ours")
-    wait_for(lambda: not playlist.exists(), timeout=15, what="hls_dispose")
+    # The worker deletes the playlist first (no reader is left naming a missing segment), then the
+    # segments, in one step that a busy machine may split: wait for the step, not its first unlink.
+    wait_for(
+        lambda: not playlist.exists() and not list(playlist.parent.glob("nas-*.ts")), timeout=15, what="hls_dispose"
+    )
     assert not list(playlist.parent.glob("nas-*.ts"))
     assert keep.exists()
 
