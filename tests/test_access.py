@@ -211,7 +211,7 @@ def test_environment_overrides_for_hooks(tmp_path: Path) -> None:
     hooks = load_config(str(path), env=env).vhost("__defaultVhost__").http_hooks
     assert hooks.enabled and hooks.on_publish == ["http://a:8085/p", "https://b/p"]
     assert hooks.on_play == ["http://a:8085/play"] and hooks.timeout == 3.0
-    # Unlike other SRS_VHOST_* names, the hook variables apply to every vhost, as SRS reads them.
+    # The hook variables apply to every vhost, as SRS reads them: a named vhost cannot be left open.
     path.write_text("listen 1935;\nvhost named { http_hooks { on_stop http://file/; } }\nvhost other { }\n")
     config = load_config(str(path), env=env)
     for name in ("named", "other", "__defaultVhost__"):

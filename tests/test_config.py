@@ -534,9 +534,12 @@ def test_environment_overrides_win_over_the_file(tmp_path: Path) -> None:
     assert vhost.hls.enabled and vhost.hls.hls_fragment == 2.0 and vhost.cluster.origin == ["a:1935", "b:1935"]
 
 
-def test_environment_vhost_names_apply_to_the_default_vhost_only() -> None:
-    config = parse_text("listen 1935;\nvhost v { }\n", env={"SRS_VHOST_PLAY_GOP_CACHE": "off"})
-    assert config.vhost("__defaultVhost__").play.gop_cache is False and config.vhost("v").play.gop_cache is True
+def test_environment_vhost_names_apply_to_every_vhost_as_in_srs() -> None:
+    # SRS's vhost getters read SRS_VHOST_* before the vhost's block: the variable wins in every vhost.
+    text = "listen 1935;\nvhost v { play { gop_cache on; } tcp_nodelay off; }\n"
+    config = parse_text(text, env={"SRS_VHOST_PLAY_GOP_CACHE": "off", "SRS_VHOST_TCP_NODELAY": "on"})
+    for name in ("__defaultVhost__", "v", "not.in.the.file"):
+        assert config.vhost(name).play.gop_cache is False and config.vhost(name).tcp_nodelay is True, name
 
 
 def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:

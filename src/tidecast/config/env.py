@@ -1,11 +1,10 @@
 """`SRS_*` environment overrides: the directive path uppercased, `.` → `_`; they win over the file.
 
 `SRS_LISTEN=1935`, `SRS_HTTP_API_RAW_API_ENABLED=on`, and vhost-level names
-such as `SRS_VHOST_HLS_HLS_FRAGMENT=2`, which apply to `__defaultVhost__`;
-`SRS_VHOST_HTTP_HOOKS_*` and `SRS_VHOST_SIGNED_URL_*` apply to every vhost, as
-SRS applies its hook variables, so that a variable meant to protect the server
-cannot leave a named vhost open. Names SRS has but tidecast does not model are
-ignored.
+such as `SRS_VHOST_HLS_HLS_FRAGMENT=2`, which apply to every vhost, as SRS reads
+them (its vhost getters consult the variable before the vhost's own block), and
+to `__defaultVhost__`, which they create when the file has none. Names SRS has
+but tidecast does not model are ignored.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ def _routes(block: Block, prefix: str, path: tuple[str, ...]) -> Iterator[tuple[
 
 ROOT_ROUTES = dict(_routes(ROOT, "SRS_", ()))
 VHOST_ROUTES = dict(_routes(VHOST, "SRS_VHOST_", ()))
-EVERY_VHOST_BLOCKS = frozenset({"http_hooks", "signed_url"})
 
 
 def apply_env(config: Config, env: Mapping[str, str]) -> list[str]:
@@ -44,10 +42,8 @@ def apply_env(config: Config, env: Mapping[str, str]) -> list[str]:
             route = VHOST_ROUTES.get(key)
             if route is None:
                 continue
-            default = config.vhosts.setdefault(DEFAULT_VHOST, Vhost())
-            targets = [(default, f"vhost {DEFAULT_VHOST} (environment)")]
-            if route[0] and route[0][0] in EVERY_VHOST_BLOCKS:
-                targets += [(v, f"vhost {v.name} (environment)") for v in config.vhosts.values() if v is not default]
+            config.vhosts.setdefault(DEFAULT_VHOST, Vhost())
+            targets = [(v, f"vhost {v.name} (environment)") for v in config.vhosts.values()]
         path, name, reader = route
         value = env[key].strip()
         args = value.split() if reader in MULTI_VALUE else [value]
