@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--copy-reads", action="store_true", help="counting players copy their bytes out (as before 2026-12-02)"
     )
     p.add_argument("--min-latency", action="store_true", help="tidecast: min_latency on in the vhost")
+    p.add_argument("--tcp-nodelay", action="store_true", help="tidecast: tcp_nodelay on in the vhost (Nagle off)")
     return p.parse_args(argv)
 
 
@@ -116,7 +117,7 @@ async def measure_server(
         server = B.Server("attached", args.server_pid, None, None)
     elif name == "tidecast":
         rtmp, api, http = B.free_port(), B.free_port(), B.free_port()
-        body = "min_latency on;\n" if args.min_latency else ""
+        body = ("min_latency on;\n" if args.min_latency else "") + ("tcp_nodelay on;\n" if args.tcp_nodelay else "")
         config = B.tidecast_config(rtmp, api, http, body)
         server = B.start_tidecast(config, workdir / "tidecast", rtmp)
         target = B.Target("127.0.0.1", rtmp, http, "live", stream)

@@ -2,9 +2,10 @@
 
     python bench/latency.py --players 10 --window 30
 
-For each mode (--modes default,min): starts an origin and an edge tidecast
+For each mode (--modes default,min,min-nagle): starts an origin and an edge tidecast
 (both pinned to core 0; the edge's vhost has `cluster { mode remote; origin
-127.0.0.1:ORIGIN; }`, and mode `min` puts `min_latency on;` in both vhosts),
+127.0.0.1:ORIGIN; }`; mode `min` puts `min_latency on; tcp_nodelay on;` in both
+vhosts, as SRS's min.delay.com example does, and `min-nagle` `min_latency on;` alone),
 publishes a ~1 Mbps H.264+AAC clip at real time to the origin, and plays it with
 --players players on the edge and as many straight from the origin. Every
 player parses every message; the latency of a video frame is its arrival time
@@ -30,7 +31,7 @@ import benchlib as B
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modes", default="default,min", help="comma list of default,min (default both)")
+    p.add_argument("--modes", default="default,min", help="comma list of default,min,min-nagle (default,min)")
     p.add_argument("--protocol", choices=("rtmp", "flv"), default="rtmp", help="how the players play (rtmp)")
     p.add_argument("--players", type=int, default=10, help="players on the edge, and as many on the origin (10)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after the players start before measuring (5)")
@@ -50,8 +51,11 @@ def stats(values: list[float]) -> dict[str, Any]:
     return out
 
 
+MODES = {"default": "", "min": "min_latency on;\ntcp_nodelay on;\n", "min-nagle": "min_latency on;\n"}
+
+
 async def run_mode(mode: str, args: argparse.Namespace, clip: B.Clip, tmp: Path) -> dict[str, Any]:
-    body = "min_latency on;\n" if mode == "min" else ""
+    body = MODES[mode]
     o_rtmp, o_api, o_http = B.free_port(), B.free_port(), B.free_port()
     e_rtmp, e_api, e_http = B.free_port(), B.free_port(), B.free_port()
     origin = B.start_tidecast(B.tidecast_config(o_rtmp, o_api, o_http, body), tmp / f"{mode}-origin", o_rtmp)
@@ -83,7 +87,7 @@ async def run_mode(mode: str, args: argparse.Namespace, clip: B.Clip, tmp: Path)
         t0 = time.monotonic()
         await asyncio.sleep(args.window)
         t1 = time.monotonic()
-        result: dict[str, Any] = {"mode": mode, "min_latency": mode == "min", "paths": {}}
+        result: dict[str, Any] = {"mode": mode, "min_latency": mode != "default", "paths": {}}
         samples: dict[str, list[float]] = {}
         for path, group in players.items():
             lat: list[float] = []
@@ -141,8 +145,8 @@ def plot_cdf(path: Path, results: list[dict[str, Any]], protocol: str) -> str:
 
 async def main_async(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if any(m not in ("default", "min") for m in modes):
-        raise SystemExit("--modes: default, min")
+    if any(m not in MODES for m in modes):
+        raise SystemExit(f"--modes: {', '.join(MODES)}")
     if not 1 <= args.players <= 500:
         raise SystemExit("--players: 1..500")
     clip = B.Clip(B.make_clip(args.clip))

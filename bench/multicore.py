@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--copy-reads", action="store_true", help="counting players copy their bytes out (as before 2026-12-02)"
     )
     p.add_argument("--min-latency", action="store_true", help="min_latency on: a write per message (costlier)")
+    p.add_argument("--tcp-nodelay", action="store_true", help="tcp_nodelay on: Nagle off on players' sockets")
     return p.parse_args(argv)
 
 

@@ -52,6 +52,7 @@ class Player(Client):
         "paused",
         "queue",
         "queued_bytes",
+        "set_nodelay",
         "timeline",
         "transport",
         "wait_keyframe",
@@ -78,6 +79,9 @@ class Player(Client):
         self.congested_since = 0.0  # when it last left sync; 0 while in sync
         self.on_leave: Callable[[], None] | None = None
         self.timeline: tuple[int, int] | None = None  # the stream's key of the timeline it shares
+        # Turns Nagle's algorithm off (True) or on for the player's socket: the vhost's `tcp_nodelay`,
+        # applied on joining and on reload. None for a player without a TCP socket of its own.
+        self.set_nodelay: Callable[[bool], None] | None = None
 
     def write(self, data: bytes) -> None:
         if data:

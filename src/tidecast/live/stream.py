@@ -170,6 +170,10 @@ class LiveStream:
         return self.publisher is not None
 
     def apply_settings(self, settings: Vhost) -> None:
+        if settings.tcp_nodelay != self.settings.tcp_nodelay:
+            for player in self.players:
+                if player.set_nodelay is not None:
+                    player.set_nodelay(settings.tcp_nodelay)
         self.settings = settings
         self._read_settings()
         self.jitter.set_mode(settings.play.time_jitter)
@@ -401,6 +405,8 @@ class LiveStream:
         everyone else at the next flush. (Flushing here instead made every join
         write to every player: thousands joining at once cost O(N²) writes.)
         """
+        if player.set_nodelay is not None:
+            player.set_nodelay(self.settings.tcp_nodelay)
         burst: list[Packet] = [p for p in (self.metadata, self.video_sh, self.audio_sh) if p is not None]
         gop = self.gop_packets()
         if gop and self.pending:

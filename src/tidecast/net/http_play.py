@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -28,7 +29,7 @@ from tidecast.live.names import sanitize
 from tidecast.live.player import OutputFormat, Player
 from tidecast.live.stream import LiveStream
 from tidecast.log import connection_id
-from tidecast.net.sockets import close_transport
+from tidecast.net.sockets import close_transport, set_nodelay
 
 log = logging.getLogger("tidecast.http")
 
@@ -126,6 +127,7 @@ async def serve_http_play(
             leave()
 
         player = Player(cid, request.remote or "", fmt.kind, transport, kick, _UNSET)
+        player.set_nodelay = partial(set_nodelay, transport)
         player.tc_url = str(request.url)
         player.query = request.query_string
         player.page_url = request.headers.get("Referer", "")

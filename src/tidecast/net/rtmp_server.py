@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from tidecast import SERVER_NAME, __version__
@@ -26,7 +27,7 @@ from tidecast.log import RateLimitedLogger, connection_id
 from tidecast.net import readmerge
 from tidecast.net.counted import Admission
 from tidecast.net.formats import RTMP
-from tidecast.net.sockets import close_transport, media_transport
+from tidecast.net.sockets import close_transport, media_transport, set_nodelay
 from tidecast.net.urls import advertised_ip, rtmp_target
 from tidecast.rtmp import session as S
 from tidecast.rtmp.chunk import Message
@@ -413,6 +414,7 @@ class RtmpConnection(asyncio.Protocol):
         assert self.transport is not None
         player = self._describe(Player(self.cid, self.ip, "rtmp-play", self.transport, self.close, RTMP))
         assert isinstance(player, Player)
+        player.set_nodelay = partial(set_nodelay, self.transport)
         result = await self.hub.play(target, player, "rtmp")
         if isinstance(result, Refusal):
             self.session.reject_play("NetStream.Play.Rejected", result.reason)

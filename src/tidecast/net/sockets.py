@@ -9,16 +9,25 @@ from typing import cast
 
 
 def media_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
-    """The transport as a stream transport, with Nagle off: merged writes already batch, and
-    delaying the last partial segment of a batch would only add latency."""
+    """The transport as a stream transport, with Nagle off for the handshake and commands (each
+    answer is awaited, so nothing is gained by holding one back). A player's socket then gets its
+    vhost's `tcp_nodelay` when it joins a stream."""
+    set_nodelay(transport, True)
+    # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
+    return cast(asyncio.Transport, transport)
+
+
+def set_nodelay(transport: asyncio.BaseTransport, on: bool) -> None:
+    """TCP_NODELAY on (Nagle off) or off. Off, as SRS's `tcp_nodelay off` default leaves it, the kernel
+    holds a small write while earlier bytes are unacknowledged and sends it with the next ones: with
+    `min_latency on` (a write per message) that makes fewer, fuller TCP segments, for up to a
+    delayed-ACK time (about 40 ms) of latency."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if on else 0)
         except OSError:
-            pass
-    # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
-    return cast(asyncio.Transport, transport)
+            pass  # not TCP (a Unix socket), or already closed
 
 
 # close() lets what is buffered go out first, so a connection closed on a peer that reads nothing
