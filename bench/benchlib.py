@@ -83,6 +83,23 @@ _SO_RCVBUFFORCE = 33  # not in Python's socket module
 # the server already paid once per player (about an eighth of the load's CPU).
 # --copy-reads in fanout.py and multicore.py turns it off, to compare.
 DISCARD = hasattr(socket, "MSG_TRUNC") and sys.platform == "linux"
+FD_RESERVE = 1000  # descriptors a discarding player leaves free: /proc readings, the API, probes, logs
+# A discarding player holds two descriptors. So that the players of the run's last step still get a
+# socket, only so many duplicates are made: players past them copy their reads (plan_players sets it).
+PLANNED_PLAYERS = 0
+_DUPS = [0]
+
+
+def plan_players(most: int) -> None:
+    """The most players this run will hold at once: duplicates are kept to what leaves them room."""
+    global PLANNED_PLAYERS
+    PLANNED_PLAYERS = most
+
+
+def max_duplicates() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE - PLANNED_PLAYERS
+
+
 _U32 = struct.Struct(">I")
 
 
@@ -664,9 +681,18 @@ class _Player(asyncio.BufferedProtocol):
         if DISCARD and self.transport is not None:
             # The transport stops reading (it still writes the acknowledgements); a duplicate of its
             # descriptor is watched instead, as the event loop does not let one descriptor have two readers.
+            # A duplicate is a second descriptor per player: near the fd limit, players copy their reads
+            # (descriptors are numbered lowest first, so the new one's number is about how many are open).
+            if _DUPS[0] >= max_duplicates():
+                return
+            dup = os.dup(sock.fileno())
+            if dup >= resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE:
+                os.close(dup)
+                return
+            _DUPS[0] += 1
             self.transport.pause_reading()
-            self.discard = socket.socket(fileno=os.dup(sock.fileno()))
-            asyncio.get_running_loop().add_reader(self.discard.fileno(), self._discard_ready)
+            self.discard = socket.socket(fileno=dup)
+            asyncio.get_running_loop().add_reader(dup, self._discard_ready)
 
     def _discard_ready(self) -> None:
         assert self.discard is not None
@@ -697,6 +723,7 @@ class _Player(asyncio.BufferedProtocol):
                 asyncio.get_running_loop().remove_reader(self.discard.fileno())
             self.discard.close()
             self.discard = None
+            _DUPS[0] -= 1
 
     def fail(self, error: str) -> None:
         if not self.stats.error:

@@ -225,6 +225,10 @@ async def measure_window(
     keeping = sum(1 for p, r in zip(players, rates, strict=True) if r >= need and not p.closed)
     row["keepup_pct"] = round(100.0 * keeping / n, 2)
     row["setup_failures"] = sum(1 for p in players if p.stats.setup_s is None)
+    # Players that copy their reads although DISCARD is on: the fd limit left no room for their duplicates.
+    row["copying_players"] = sum(
+        1 for p in players if not p.probe and getattr(p, "discard", None) is None and not p.closed
+    )
     row["closed_after_setup"] = sum(1 for p in players if p.stats.setup_s is not None and p.closed)
     ordered = sorted(rates)
     row["player_kbps_min"] = round(ordered[0] * 8 / 1000, 1) if ordered else None
@@ -254,6 +258,8 @@ async def measure_window(
 def print_row(label: str, r: dict[str, Any]) -> None:
     lat = f"p50/p95/p99 {r['latency_p50_ms']}/{r['latency_p95_ms']}/{r['latency_p99_ms']} ms"
     warn = "  << LOAD SATURATED: figures void" if r["load_saturated"] else ""
+    if B.DISCARD and r.get("copying_players"):
+        warn += f"  ({r['copying_players']} players copy their reads: no fds left to duplicate)"
     print(
         f"{label:10} N={r['players']:5}  cpu {r['server_cpu_pct']:5}%  keep-up {r['keepup_pct']:6}%  "
         f"fail {r['setup_failures']}+{r['closed_after_setup']}  lat {lat}  "
@@ -296,6 +302,7 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def main_async(args: argparse.Namespace) -> int:
     counts = sorted({int(x) for x in args.players.split(",") if x.strip()})
+    B.plan_players(counts[-1] if counts else 0)
     if not counts or counts[-1] > 18000:
         raise SystemExit("--players: counts between 1 and 18000 (one load process, fd limit 20000)")
     if args.window <= 0 or args.window > 120:
