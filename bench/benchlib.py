@@ -85,19 +85,10 @@ _SO_RCVBUFFORCE = 33  # not in Python's socket module
 DISCARD = hasattr(socket, "MSG_TRUNC") and sys.platform == "linux"
 FD_RESERVE = 1000  # descriptors a discarding player leaves free: /proc readings, the API, probes, logs
 # A discarding player holds two descriptors. So that the players of the run's last step still get a
-# socket, only so many duplicates are made: players past them copy their reads (plan_players sets it).
+# socket, only so many duplicates are made: players past them copy their reads. fanout.py and
+# multicore.py set this to the run's largest step, as they set RCVLOWAT.
 PLANNED_PLAYERS = 0
-_DUPS = [0]
-
-
-def plan_players(most: int) -> None:
-    """The most players this run will hold at once: duplicates are kept to what leaves them room."""
-    global PLANNED_PLAYERS
-    PLANNED_PLAYERS = most
-
-
-def max_duplicates() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE - PLANNED_PLAYERS
+_duplicates = 0  # discarding players' duplicate descriptors now open
 
 
 _U32 = struct.Struct(">I")
@@ -665,6 +656,7 @@ class _Player(asyncio.BufferedProtocol):
             self.ready.set_result(None)
 
     def start_counting(self) -> None:
+        global _duplicates
         self.counting = True
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         if sock is None:
@@ -681,15 +673,11 @@ class _Player(asyncio.BufferedProtocol):
         if DISCARD and self.transport is not None:
             # The transport stops reading (it still writes the acknowledgements); a duplicate of its
             # descriptor is watched instead, as the event loop does not let one descriptor have two readers.
-            # A duplicate is a second descriptor per player: near the fd limit, players copy their reads
-            # (descriptors are numbered lowest first, so the new one's number is about how many are open).
-            if _DUPS[0] >= max_duplicates():
+            # A duplicate is a second descriptor per player: past the budget, players copy their reads.
+            if _duplicates >= resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE - PLANNED_PLAYERS:
                 return
             dup = os.dup(sock.fileno())
-            if dup >= resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE:
-                os.close(dup)
-                return
-            _DUPS[0] += 1
+            _duplicates += 1
             self.transport.pause_reading()
             self.discard = socket.socket(fileno=dup)
             asyncio.get_running_loop().add_reader(dup, self._discard_ready)
@@ -718,12 +706,13 @@ class _Player(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def _stop_discarding(self) -> None:
+        global _duplicates
         if self.discard is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self.discard.fileno())
             self.discard.close()
             self.discard = None
-            _DUPS[0] -= 1
+            _duplicates -= 1
 
     def fail(self, error: str) -> None:
         if not self.stats.error:

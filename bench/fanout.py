@@ -302,7 +302,7 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def main_async(args: argparse.Namespace) -> int:
     counts = sorted({int(x) for x in args.players.split(",") if x.strip()})
-    B.plan_players(counts[-1] if counts else 0)
+    B.PLANNED_PLAYERS = counts[-1] if counts else 0
     if not counts or counts[-1] > 18000:
         raise SystemExit("--players: counts between 1 and 18000 (one load process, fd limit 20000)")
     if args.window <= 0 or args.window > 120:

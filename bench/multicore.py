@@ -143,7 +143,7 @@ ORIGINAL_PRINT = fanout.print_row
 
 async def main_async(args: argparse.Namespace) -> int:
     counts = sorted({int(x) for x in args.players.split(",") if x.strip()})
-    B.plan_players(counts[-1] if counts else 0)
+    B.PLANNED_PLAYERS = counts[-1] if counts else 0
     if not counts or counts[-1] > 12000:
         raise SystemExit("--players: counts between 1 and 12000")
     clip = B.Clip(B.make_clip(args.clip))
