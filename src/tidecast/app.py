@@ -32,6 +32,7 @@ from tidecast.live.hub import Hub
 from tidecast.log import SRS_LEVELS, RateLimitedLogger, reopen_log_files
 from tidecast.multi.node import WorkerNode, relay_config
 from tidecast.multi.role import WorkerRole
+from tidecast.net import acceptor
 from tidecast.net.hls_admission import HlsAdmission
 from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http import HlsServing, start_http
@@ -78,8 +79,8 @@ class App:
         self.started = time.time()
         self.hub = Hub(config, self.loop, server_id=f"vid-{os.getpid():x}{int(self.started) % 100000:05d}")
         self.connections: set[object] = set()
-        self.rtmp_listeners: dict[Listen, asyncio.AbstractServer] = {}
-        self.http_listeners: list[asyncio.AbstractServer] = []
+        self.rtmp_listeners: dict[Listen, acceptor.Acceptor] = {}
+        self.http_listeners: list[acceptor.Acceptor] = []
         self.http_runners: list[web.AppRunner] = []
         self.ready = False
         self.draining = False
@@ -213,14 +214,13 @@ class App:
         for stale in stale_extensions():
             log.warning("compiled module %s: its changes do not run; rebuild, or delete the .so", stale)
 
-    async def _open_rtmp(self, listen: Listen) -> asyncio.AbstractServer:
-        server = await self.loop.create_server(
+    async def _open_rtmp(self, listen: Listen) -> acceptor.Acceptor:
+        server = acceptor.listen(
             lambda: RtmpConnection(self.hub, self),
             listen.host,
             listen.port,
-            reuse_address=True,
-            reuse_port=self.role is not None or None,  # workers share the port; the kernel spreads connections
-            backlog=1024,
+            f"RTMP {listen}",
+            reuse_port=self.role is not None,  # workers share the port; the kernel spreads connections
         )
         self.rtmp_listeners[listen] = server
         log.info("RTMP listen at %s", listen)

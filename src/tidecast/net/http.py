@@ -27,6 +27,7 @@ from tidecast.live.hub import Hub
 from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
 from tidecast.log import RateLimitedLogger
+from tidecast.net import acceptor
 from tidecast.net.api import Api
 from tidecast.net.console import console_routes
 from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
@@ -364,12 +365,11 @@ async def start_http(
     hls: HlsServing | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
-) -> tuple[list[asyncio.AbstractServer], list[web.AppRunner]]:
+) -> tuple[list[acceptor.Acceptor], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
     `reuse_port`: the workers of one server bind the same ports (SO_REUSEPORT)."""
-    loop = asyncio.get_running_loop()
-    listeners: list[asyncio.AbstractServer] = []
+    listeners: list[acceptor.Acceptor] = []
     runners: list[web.AppRunner] = []
     for listen, app, kind in build_apps(server, cluster, hls, api_middlewares):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
@@ -377,9 +377,7 @@ async def start_http(
         runners.append(runner)
         assert runner.server is not None
         factory = counted_factory(server, runner.server, kind)
-        listener = await loop.create_server(
-            factory, listen.host, listen.port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
-        )
+        listener = acceptor.listen(factory, listen.host, listen.port, f"HTTP {listen}", reuse_port=reuse_port)
         listeners.append(listener)
         log.info("HTTP listen at %s", listen)
     return listeners, runners
