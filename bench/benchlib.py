@@ -283,6 +283,40 @@ class CoreMeter:
         return out
 
 
+# The kernel's own account of connections and packets it dropped or resent: on loopback a saturated core
+# drops SYNs when a listen queue is full and packets when its backlog queue is, and either shows up as
+# set-ups that time out. These are machine-wide counters, so a row's deltas include every process's.
+KERNEL_COUNTERS = ("ListenOverflows", "TCPSynRetrans", "TCPTimeouts")
+
+
+def kernel_counters() -> dict[str, int]:
+    """TcpExt counters from /proc/net/netstat and softnet_stat's dropped packets, summed over cores."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+                out.update({k: int(table[k]) for k in KERNEL_COUNTERS if k in table})
+        with open("/proc/net/softnet_stat") as f:
+            out["softnet_dropped"] = sum(int(line.split()[1], 16) for line in f if line.strip())
+    except OSError:
+        pass  # not Linux: the rows simply lack these
+    return out
+
+
+class KernelMeter:
+    """Deltas of `kernel_counters` between its creation and `deltas()`."""
+
+    def __init__(self) -> None:
+        self.t0 = kernel_counters()
+
+    def deltas(self) -> dict[str, int]:
+        t1 = kernel_counters()
+        return {k: v - self.t0.get(k, 0) for k, v in t1.items()}
+
+
 class LoopLag:
     """How late a 10 ms timer fires in this process: a busy load tool delays what it timestamps."""
 

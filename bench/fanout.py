@@ -148,6 +148,7 @@ async def measure_server(
         for n in counts:
             t_ramp = time.monotonic()
             ramp_cpu = B.CpuMeter(server.pid) if server.pid else None
+            kernel = B.KernelMeter()
             await ramp.grow(n)
             ramp_s = time.monotonic() - t_ramp
             ramp_cpu_pct = round(ramp_cpu.percent(), 1) if ramp_cpu else None
@@ -155,6 +156,7 @@ async def measure_server(
             row = await measure_window(args, clip, n, server, publisher, ramp, sendlog, rss0, lag)
             row["ramp_s"] = round(ramp_s, 1)
             row["ramp_server_cpu_pct"] = ramp_cpu_pct
+            row["kernel_during_ramp_and_window"] = kernel.deltas()
             rows.append(row)
             print_row(label, row)
             if n in profile_at and server.pid and name != "nginx":
@@ -255,6 +257,14 @@ async def measure_window(
     return row
 
 
+def kernel_drops(r: dict[str, Any]) -> str:
+    """What the kernel dropped or resent during the ramp and the window, when it did."""
+    counts = {k: v for k, v in (r.get("kernel_during_ramp_and_window") or {}).items() if v}
+    if not counts:
+        return ""
+    return "  kernel " + " ".join(f"{k} +{v}" for k, v in sorted(counts.items()))
+
+
 def print_row(label: str, r: dict[str, Any]) -> None:
     lat = f"p50/p95/p99 {r['latency_p50_ms']}/{r['latency_p95_ms']}/{r['latency_p99_ms']} ms"
     warn = "  << LOAD SATURATED: figures void" if r["load_saturated"] else ""
@@ -266,7 +276,7 @@ def print_row(label: str, r: dict[str, Any]) -> None:
         f"rss/player {r.get('rss_per_player_kb')} KB  load {r['load_cpu_pct']}% (pub {r['publisher_cpu_pct']}%, "
         f"lag p99 {r['load_lag_p99_ms']} ms)  cores {r['core0_busy_pct']}/{r['core1_busy_pct']}%  "
         f"pub {r['publisher_kbps']} kbps  min/med {r['player_kbps_min']}/{r['player_kbps_median']} kbps  "
-        f"ramp {r.get('ramp_s')} s at cpu {r.get('ramp_server_cpu_pct')}%{warn}",
+        f"ramp {r.get('ramp_s')} s at cpu {r.get('ramp_server_cpu_pct')}%{kernel_drops(r)}{warn}",
         flush=True,
     )
 
