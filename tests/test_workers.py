@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -260,6 +261,31 @@ def test_kill9_worker_is_restarted_and_others_play_on(server: TidecastProcess, c
 
 def _eof(player: RtmpPlayer) -> bool:
     return not player.thread.is_alive()
+
+
+def test_an_api_answer_names_the_workers_that_did_not_answer(server: TidecastProcess) -> None:
+    # A stopped (or saturated) worker used to vanish from /api/v1/streams and /clients without a word.
+    pids = worker_pids(server)
+    victim = 1
+
+    def answer() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{server.api}/api/v1/streams", timeout=6) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except OSError:
+            return None  # the kernel gave this connection to the stopped worker: try another
+
+    assert "workers_missing" not in (wait_for(answer, 10, what="an answer") or {})
+    os.kill(pids[victim], signal.SIGSTOP)
+    try:
+        doc = wait_for(answer, 40, what="an answer from the running worker")
+        assert doc["code"] == 0
+        assert doc["workers_missing"] == [victim]
+    finally:
+        os.kill(pids[victim], signal.SIGCONT)
+    wait_for(lambda: (d := answer()) is not None and "workers_missing" not in d, 20, what="the full view again")
+    assert worker_pids(server)[victim] == pids[victim]  # it was not taken for dead and restarted
 
 
 def test_sighup_and_api_reload_reach_every_worker(server: TidecastProcess) -> None:

@@ -260,6 +260,11 @@ class Aggregator:
             if name in own:
                 body[name] = own[name]
         body.update(fields)
+        # A worker that did not answer in FETCH_TIMEOUT_S (saturated, stopped, being restarted) is left out
+        # of the lists: say which, so a partial view is never taken for the whole server's.
+        missing = [s.index for s, d in answers if d is None]
+        if missing:
+            body["workers_missing"] = missing
         text = json.dumps(body, ensure_ascii=False)
         callback = request.query.get("callback")
         if callback:
