@@ -134,7 +134,7 @@ _FULL_TABLE = textwrap.dedent(
         port = server.sockets[0].getsockname()[1]
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
-        probe = os.dup(0)
+        probe = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: the next accept would get it
         os.close(probe)
         resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))  # the next descriptor is past the limit
         ticks = 0
