@@ -646,6 +646,7 @@ class PlayerStats:
     setup_s: float | None = None
     error: str = ""
     bytes: int = 0
+    last_read: float = 0.0  # when `bytes` last grew: the window's rate is taken between two reads
     stage: str = "tcp"  # how far the set-up got: tcp, handshake, connect, createStream, play, playing
     frames: list[tuple[int, float]] = field(default_factory=list)  # (crc32 of video payload, arrival)
 
@@ -668,6 +669,7 @@ class _Player(asyncio.BufferedProtocol):
         return _SHARED_VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.stats.last_read = time.monotonic()
         if self.counting:
             self.count(nbytes)
             return
@@ -728,6 +730,7 @@ class _Player(asyncio.BufferedProtocol):
         if nbytes == 0:  # the server closed: the paused transport would not notice
             self._discard_ended(None)
             return
+        self.stats.last_read = time.monotonic()
         self.count(nbytes)
 
     def _discard_ended(self, exc: Exception | None) -> None:

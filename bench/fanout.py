@@ -204,10 +204,10 @@ async def measure_window(
     cores = B.CoreMeter()
     lag.take()
     t0 = time.monotonic()
-    bytes0 = [p.stats.bytes for p in players]
+    bytes0 = [(p.stats.bytes, p.stats.last_read) for p in players]
     await asyncio.sleep(args.window)
     t1 = time.monotonic()
-    bytes1 = [p.stats.bytes for p in players]
+    bytes1 = [(p.stats.bytes, p.stats.last_read) for p in players]
     row: dict[str, Any] = {"players": n}
     row["server_cpu_pct"] = round(server_cpu.percent(), 1) if server_cpu else None
     row["load_cpu_pct"] = round(load_cpu.percent(), 1)
@@ -221,9 +221,30 @@ async def measure_window(
     sendlog.load_file(publisher.log, clip)
     rate = sendlog.media_rate(t0, t1)
     row["publisher_kbps"] = round(rate * 8 / 1000, 1)
+    lat: list[float] = []
+    probes = [p for p in players if p.probe and not p.closed]
+    for p in probes:
+        lat.extend(sendlog.latencies(clip, p.stats.frames, t0, t1))
+        p.stats.frames = [f for f in p.stats.frames if f[1] >= t1]
+    row["probes"] = len(probes)
+    row["latency_samples"] = len(lat)
+    for q in (50, 95, 99):
+        v = B.percentile(lat, q)
+        row[f"latency_p{q}_ms"] = round(v * 1000, 1) if v is not None else None
     span = t1 - t0
-    need = args.threshold * rate
-    rates = [(b1 - b0) / span for b0, b1 in zip(bytes0, bytes1, strict=True)]
+    # Players receive the window's media about their latency later than the publisher sent it. Over a short
+    # window the clip's bitrate is not flat (a keyframe a second), so their bytes are compared with what the
+    # publisher sent over the same window shifted by the probes' median latency, not over the window itself.
+    shift = B.percentile(lat, 50) or 0.0
+    need = args.threshold * sendlog.media_rate(t0 - shift, t1 - shift)
+    # A player takes its media a batch (mw_latency) at a time, so what it read inside the window is a whole
+    # number of batches: over 5 s that is 14 or 15 of them, and every player in step read 10 % less than
+    # the publisher sent. The rate is taken between its first and last reads of the window instead, over no
+    # less than the window less a second, so one that stopped reading early still falls short.
+    rates = [
+        (b1 - b0) / max(r1 - r0, span - 1.0) if r1 > r0 else 0.0
+        for (b0, r0), (b1, r1) in zip(bytes0, bytes1, strict=True)
+    ]
     keeping = sum(1 for p, r in zip(players, rates, strict=True) if r >= need and not p.closed)
     row["keepup_pct"] = round(100.0 * keeping / n, 2)
     row["setup_failures"] = sum(1 for p in players if p.stats.setup_s is None)
@@ -237,16 +258,6 @@ async def measure_window(
     row["player_kbps_median"] = round(ordered[len(ordered) // 2] * 8 / 1000, 1) if ordered else None
     setups = [p.stats.setup_s for p in players if p.stats.setup_s is not None]
     row["setup_p95_ms"] = round(1000 * (B.percentile(setups, 95) or 0), 1)
-    lat: list[float] = []
-    probes = [p for p in players if p.probe and not p.closed]
-    for p in probes:
-        lat.extend(sendlog.latencies(clip, p.stats.frames, t0, t1))
-        p.stats.frames = [f for f in p.stats.frames if f[1] >= t1]
-    row["probes"] = len(probes)
-    row["latency_samples"] = len(lat)
-    for q in (50, 95, 99):
-        v = B.percentile(lat, q)
-        row[f"latency_p{q}_ms"] = round(v * 1000, 1) if v is not None else None
     if server.pid:
         rss = B.rss_bytes(B.process_tree(server.pid))
         row["server_rss_mb"] = round(rss / 2**20, 1)
