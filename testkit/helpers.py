@@ -61,8 +61,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_port(host)
 
 
-def http_get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes, dict[str, str]]:
-    req = urllib.request.Request(url, method=method)
+def http_get(
+    url: str, timeout: float = 5.0, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read(), dict(resp.headers)

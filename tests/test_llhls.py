@@ -79,6 +79,35 @@ def test_playlist_has_parts_hint_and_server_control(tidecast: Factory, clip: Pat
         assert not list((hls_dir / "live").glob("*.part*"))
 
 
+def test_parts_inits_and_recent_segments_from_memory_honour_byte_ranges(
+    tidecast: Factory, clip: Path, tmp_path: Path
+) -> None:
+    # They used to ignore Range and send everything with a 200, unlike the same files served from disk.
+    srv, _ = _server(tidecast, tmp_path)
+    with Publisher(clip, f"{srv.rtmp}/live/rg"):
+        wait_stream_live(srv, "rg")
+        text = _wait_playlist(srv, "rg", 2)
+        part = re.findall(r'#EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)"', text)[-1]
+        init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text)
+        assert init is not None
+        for name in (part, init.group(1)):
+            url = f"{srv.http}/live/{name}"
+            status, whole, headers = http_get(url)
+            assert status == 200 and headers["Accept-Ranges"] == "bytes"
+            size = len(whole)
+            status, body, headers = http_get(url, headers={"Range": "bytes=0-99"})
+            assert (status, body, headers["Content-Range"]) == (206, whole[:100], f"bytes 0-99/{size}")
+            status, body, headers = http_get(url, headers={"Range": "bytes=-50"})
+            tail = (206, whole[-50:], f"bytes {size - 50}-{size - 1}/{size}")
+            assert (status, body, headers["Content-Range"]) == tail
+            status, body, _ = http_get(url, headers={"Range": f"bytes=100-{size + 1000}"})
+            assert (status, body) == (206, whole[100:])  # a last byte past the end means to the end
+            status, _, headers = http_get(url, headers={"Range": f"bytes={size}-"})
+            assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+            status, _, headers = http_get(url, headers={"Range": "bytes=0-1,5-9"})  # as the disk's files answer
+            assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+
+
 def test_blocking_reload_holds_until_the_segment_and_part_exist(tidecast: Factory, clip: Path, tmp_path: Path) -> None:
     srv, _ = _server(tidecast, tmp_path)
     with Publisher(clip, f"{srv.rtmp}/live/bl"):

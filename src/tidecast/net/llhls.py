@@ -35,7 +35,35 @@ def _int(request: web.Request, name: str) -> int | None:
 
 
 _PLAYLIST_HEADERS = {**CORS, "Cache-Control": "no-cache"}
-_PART_HEADERS = {**CORS, "Cache-Control": "max-age=60"}
+_PART_HEADERS = {**CORS, "Cache-Control": "max-age=60", "Accept-Ranges": "bytes"}
+
+
+def _media(request: web.Request, data: bytes) -> web.Response:
+    """A part, init or recent segment from memory, honouring a byte range as the disk's files do
+    (aiohttp's FileResponse): 206 with Content-Range for one range, 416 for one it cannot satisfy."""
+    if "Range" not in request.headers:
+        return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
+    size = len(data)
+    try:
+        wanted = request.http_range
+    except ValueError:  # not "bytes=first-last" (a list of ranges, another unit, garbage)
+        wanted = None
+    if wanted is not None and wanted.start is None and wanted.stop is None:
+        return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
+    if wanted is not None and wanted.start is not None and wanted.start < 0 and wanted.stop is None:
+        first, end = max(0, size + wanted.start), size  # "bytes=-N": the last N bytes
+    elif wanted is not None and wanted.start is not None:
+        first, end = wanted.start, min(size, wanted.stop if wanted.stop is not None else size)
+    else:
+        first, end = size, size
+    if first >= size or first >= end:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={**CORS, "Content-Range": f"bytes */{size}"})
+    return web.Response(
+        status=206,
+        body=data[first:end],
+        content_type=PART_TYPE,
+        headers={**_PART_HEADERS, "Content-Range": f"bytes {first}-{end - 1}/{size}"},
+    )
 
 
 class LlHlsHandler:
@@ -53,17 +81,17 @@ class LlHlsHandler:
             whole = ref.live.segment(ref.msn)
             if whole is None:
                 return None
-            return web.Response(body=whole, content_type=PART_TYPE, headers=_PART_HEADERS)
+            return _media(request, whole)
         if ref is not None:
             data = ref.live.parts.get((ref.msn, ref.index))
             if data is None and await ref.live.wait(ref.msn, ref.index, HOLD_TARGETS * ref.live.target):
                 data = ref.live.parts.get((ref.msn, ref.index))
             if data is None:
                 raise web.HTTPNotFound(text=f"part {rel} is gone or never came\n", headers=CORS)
-            return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
+            return _media(request, data)
         init = self.store.inits.get(rel)
         if init is not None:
-            return web.Response(body=init[1], content_type=PART_TYPE, headers=_PART_HEADERS)
+            return _media(request, init[1])
         return None
 
     async def _playlist(self, request: web.Request, rel: str) -> web.StreamResponse:
