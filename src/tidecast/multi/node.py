@@ -7,7 +7,6 @@ public HTTP listeners take `middlewares` and bind with SO_REUSEPORT.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import itertools
@@ -24,6 +23,7 @@ from tidecast.live import stream as live_stream
 from tidecast.multi.aggregate import Aggregator
 from tidecast.multi.relay import RELAY_TYPE, SiblingRelays, is_local_live
 from tidecast.multi.role import TOKEN_HEADER, WorkerRole
+from tidecast.net import acceptor
 from tidecast.net.api import Api
 from tidecast.net.metrics import make_registry, render
 from tidecast.net.node import ClusterDirectory, NodeStatus
@@ -67,7 +67,7 @@ class WorkerNode:
         self.cluster = cluster
         self.relays = SiblingRelays(app.hub, role)
         self.aggregator = Aggregator(role)
-        self.private_rtmp: asyncio.AbstractServer | None = None
+        self.private_rtmp: acceptor.Acceptor | None = None
         self.private_api: web.AppRunner | None = None
         live_stream._stream_ids = itertools.count(role.index * STREAM_ID_RANGE + 1)
 
@@ -97,9 +97,9 @@ class WorkerNode:
 
     async def start(self) -> None:
         me = self.role.me
-        loop = asyncio.get_running_loop()
-        self.private_rtmp = await loop.create_server(
-            lambda: RelayConnection(self.app.hub, self.app), "127.0.0.1", me.rtmp_port, reuse_address=True
+        # After a worker restarts, every stream it has players of is pulled again at once: a storm too.
+        self.private_rtmp = acceptor.listen(
+            lambda: RelayConnection(self.app.hub, self.app), "127.0.0.1", me.rtmp_port, f"worker relays {me.rtmp_port}"
         )
         api = Api(self.server, self.cluster)
         web_app = web.Application(middlewares=[self._token])
