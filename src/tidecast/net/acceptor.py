@@ -1,4 +1,4 @@
-"""Listening sockets that take every waiting connection each time the loop comes round.
+"""Listening sockets that take waiting connections in batches, not one per turn of the event loop.
 
 uvloop's servers accept one connection per event-loop iteration (libuv 1.45 dropped its accept
 loop, libuv#3696). On a busy server an iteration lasts milliseconds, and one that flushes a batch to
