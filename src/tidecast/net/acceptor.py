@@ -54,9 +54,7 @@ class Acceptor:
         self._starting: set[asyncio.Task[Any]] = set()
         self._retry: asyncio.TimerHandle | None = None
         self.closed = False
-        self.accepted = 0
-        for sock in sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._watch()
 
     def close(self) -> None:
         """Stop listening. Connections already taken carry on; the kernel resets those still waiting."""
@@ -84,7 +82,6 @@ class Acceptor:
                     return
                 _errors.error("%s: accept failed: %s", self._what, exc)
                 return
-            self.accepted += 1
             conn.setblocking(False)
             task = self._loop.create_task(self._start(conn))
             self._starting.add(task)
@@ -111,8 +108,11 @@ class Acceptor:
     def _resume(self) -> None:
         self._retry = None
         if not self.closed:
-            for sock in self.sockets:
-                self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+            self._watch()
+
+    def _watch(self) -> None:
+        for sock in self.sockets:
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
 
 
 def listen(

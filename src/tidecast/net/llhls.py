@@ -41,21 +41,17 @@ _PART_HEADERS = {**CORS, "Cache-Control": "max-age=60", "Accept-Ranges": "bytes"
 def _media(request: web.Request, data: bytes) -> web.Response:
     """A part, init or recent segment from memory, honouring a byte range as the disk's files do
     (aiohttp's FileResponse): 206 with Content-Range for one range, 416 for one it cannot satisfy."""
-    if "Range" not in request.headers:
-        return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
     size = len(data)
     try:
-        wanted = request.http_range
-    except ValueError:  # not "bytes=first-last" (a list of ranges, another unit, garbage)
-        wanted = None
-    if wanted is not None and wanted.start is None and wanted.stop is None:
+        wanted = request.http_range  # slice(None, None) without a range; "bytes=-N" is slice(-N, None)
+    except ValueError:  # not "bytes=first-last" (a list of ranges, another unit, garbage): unsatisfiable
+        wanted = slice(size, size)
+    if wanted.start is None:
         return web.Response(body=data, content_type=PART_TYPE, headers=_PART_HEADERS)
-    if wanted is not None and wanted.start is not None and wanted.start < 0 and wanted.stop is None:
-        first, end = max(0, size + wanted.start), size  # "bytes=-N": the last N bytes
-    elif wanted is not None and wanted.start is not None:
-        first, end = wanted.start, min(size, wanted.stop if wanted.stop is not None else size)
+    if wanted.start < 0 and wanted.stop is None:
+        first, end = max(0, size + wanted.start), size  # the last N bytes
     else:
-        first, end = size, size
+        first, end = wanted.start, min(size, size if wanted.stop is None else wanted.stop)
     if first >= size or first >= end:
         raise web.HTTPRequestRangeNotSatisfiable(headers={**CORS, "Content-Range": f"bytes */{size}"})
     return web.Response(
