@@ -1255,7 +1255,8 @@ def nginx_binary() -> str | None:
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 
 
-def start_nginx(workdir: Path, rtmp_port: int, core: int = 0) -> Server:
+def start_nginx(workdir: Path, rtmp_port: int, core: int = 0, application: str = "") -> Server:
+    """nginx-rtmp pinned to `core`; `application` adds directives to its one live application."""
     binary = nginx_binary()
     if binary is None:
         raise SystemExit("nginx with the RTMP module is not installed (apt-get install -y nginx libnginx-mod-rtmp)")
@@ -1263,7 +1264,10 @@ def start_nginx(workdir: Path, rtmp_port: int, core: int = 0) -> Server:
     template = (BENCH_DIR / "nginx-rtmp.conf").read_text()
     conf = workdir / "nginx.conf"
     conf.write_text(
-        template.replace("@MODULE@", NGINX_RTMP_MODULE).replace("@DIR@", str(workdir)).replace("@PORT@", str(rtmp_port))
+        template.replace("@MODULE@", NGINX_RTMP_MODULE)
+        .replace("@DIR@", str(workdir))
+        .replace("@PORT@", str(rtmp_port))
+        .replace("@APPLICATION@", application)
     )
     argv = _pinned([binary, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], core)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115

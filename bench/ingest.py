@@ -3,7 +3,8 @@
     python bench/ingest.py --publishers 50,100,300 --hls both
 
 nginx-rtmp (when installed: apt-get install -y nginx libnginx-mod-rtmp) runs the
-same ramp first, pinned to the same core, as the C baseline; it has no API, so
+same ramp first, pinned to the same core, as the C baseline, with HLS off and on
+as --hls asks (its `hls on` with the same fragment and playlist length); it has no API, so
 its "real time" is the publishers' pace alone (a server that falls behind
 stops reading and the publishers' backlog grows). `--servers tidecast` skips it.
 
@@ -122,11 +123,11 @@ async def run_mode(
     mr: bool = False,
     dvr: bool = False,
 ) -> dict[str, Any]:
-    label = "nginx-rtmp" if nginx else mode_label(hls, mr, dvr)
+    label = ("nginx-rtmp" + (", hls on" if hls else "")) if nginx else mode_label(hls, mr, dvr)
     rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
     hls_dir = (args.hls_dir or tmp) / label.replace(" ", "-").replace(",", "")
     body = ""
-    if hls:
+    if hls and not nginx:
         body = (
             f"hls {{ enabled on; hls_path {hls_dir}; hls_fragment {args.hls_fragment:g};"
             f" hls_window {args.hls_window:g}; hls_variant {args.hls_variant}; }}\n"
@@ -137,14 +138,24 @@ async def run_mode(
     if mr:
         body += f"publish {{ mr on; mr_latency {args.mr_latency}; }}\n"
     if nginx:
-        server = B.start_nginx(tmp / "nginx", rtmp)
+        # nginx-rtmp cuts at the first keyframe after hls_fragment, as tidecast does; hls_cleanup (on by
+        # default) deletes the segments that left the playlist.
+        application = (
+            f"hls on; hls_path {hls_dir / 'hls'}; hls_fragment {round(args.hls_fragment * 1000)}ms;"
+            f" hls_playlist_length {round(args.hls_window * 1000)}ms;"
+            if hls
+            else ""
+        )
+        if hls:
+            (hls_dir / "hls").mkdir(parents=True, exist_ok=True)  # nginx-rtmp makes the last level only
+        server = B.start_nginx(tmp / label.replace(" ", "-").replace(",", ""), rtmp, application=application)
         api = ""
     else:
         workdir = tmp / label.replace(" ", "-").replace(",", "")
         server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), workdir, rtmp)
         api = f"http://127.0.0.1:{api_port}"
     assert server.pid is not None
-    name = "nginx-rtmp" if nginx else f"tidecast, {label}"
+    name = label if nginx else f"tidecast, {label}"
     print(f"\n== {name}: publishers to rtmp://127.0.0.1:{rtmp}/live/benchK (server pid {server.pid})")
     base = B.Target("127.0.0.1", rtmp, http, "live", "bench")
     ticker = B.Ticker(args.tick)
@@ -211,12 +222,12 @@ async def run_mode(
             span = t1 - t0
             ratios = []
             for p, s0, s1 in zip(pubs, sent0, sent1, strict=True):
-                name = p.target.stream
+                stream = p.target.stream
                 written = s1 - s0
                 if not api:  # no API: the pace check below stands alone
                     ratios.append(1.0)
                     continue
-                taken = recv1.get(name, 0) - recv0.get(name, 0)
+                taken = recv1.get(stream, 0) - recv0.get(stream, 0)
                 ratios.append(taken / written if written else 0.0)
             expected = clip.media_bytes / (clip.period_ms / 1000.0) * span
             pace = [(s1 - s0) / expected for s0, s1 in zip(sent0, sent1, strict=True)]
@@ -293,15 +304,17 @@ async def run_mode(
 
 
 def cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each tidecast HLS-off run over nginx-rtmp, and HLS on over HLS off (same mr), at each M both ran."""
+    """Each tidecast run over nginx-rtmp's with the same sinks, and HLS on over HLS off, at each M both ran."""
     by = {r["server"]: {row["publishers"]: row["server_cpu_pct"] for row in r["rows"]} for r in results}
     pairs = []
     for mr in (False, True):
         off, on = f"tidecast, {mode_label(False, mr)}", f"tidecast, {mode_label(True, mr)}"
         pairs.append((f"{off} CPU / nginx-rtmp CPU", off, "nginx-rtmp"))
+        pairs.append((f"{on} CPU / nginx-rtmp, hls on CPU", on, "nginx-rtmp, hls on"))
         pairs.append((f"{on} CPU / {off} CPU", on, off))
         recorded = f"tidecast, {mode_label(False, mr, dvr=True)}"
         pairs.append((f"{recorded} CPU / {off} CPU", recorded, off))
+    pairs.append(("nginx-rtmp, hls on CPU / nginx-rtmp CPU", "nginx-rtmp, hls on", "nginx-rtmp"))
     out = []
     for what, top, bottom in pairs:
         for m, cpu in sorted(by.get(top, {}).items()):
@@ -328,7 +341,8 @@ async def main_async(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="tidecast-ingest-") as tmp:
         if with_nginx:
-            results.append(await run_mode(False, args, clip, counts, Path(tmp), nginx=True))
+            for hls in hls_modes:
+                results.append(await run_mode(hls, args, clip, counts, Path(tmp), nginx=True))
         for mr in mr_modes:
             for hls in hls_modes:
                 results.append(await run_mode(hls, args, clip, counts, Path(tmp), mr=mr))
