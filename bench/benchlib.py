@@ -1180,10 +1180,12 @@ def wait_port(port: int, server: Server, timeout: float = 30.0, host: str = "127
     raise SystemExit(f"{server.name} did not listen on {port} within {timeout} s:\n{server.log_tail()}")
 
 
-def tidecast_config(rtmp: int, api: int, http: int, vhost_body: str = "", extra: str = "") -> str:
+def tidecast_config(
+    rtmp: int, api: int, http: int, vhost_body: str = "", extra: str = "", max_connections: int = 18500
+) -> str:
     vhost = "http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }\n" + vhost_body
     return (
-        f"listen 127.0.0.1:{rtmp};\nmax_connections 18500;\ndaemon off;\nsrs_log_tank console;\n"
+        f"listen 127.0.0.1:{rtmp};\nmax_connections {max_connections};\ndaemon off;\nsrs_log_tank console;\n"
         f"srs_log_level warn;\npid ./tidecast.pid;\n"
         f"http_api {{ enabled on; listen 127.0.0.1:{api}; }}\n"
         f"http_server {{ enabled on; listen 127.0.0.1:{http}; dir ./html; }}\n"
