@@ -18,6 +18,10 @@ server with all of them; the combined row per step:
   RSS/player       the server's RSS growth over all players (a load's own figure divides by its players only)
   load CPU%        the loads' sum (all on core 1, with their publishers)
 
+The server's stall gauges (`tidecast_gc_pause_max_seconds`, `tidecast_loop_tick_late_max_seconds`)
+are read from /metrics every 5 s; the JSON keeps the worst of each and the collector's counters at
+the end.
+
 Writes bench/results/ceiling-PROTO-TIME.json with the combined rows and each load's own.
 """
 
@@ -30,6 +34,7 @@ import resource
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=B.BENCH_DIR / "results", help="where the JSON goes")
     p.add_argument("--tag", default="", help="a word added to the output file name")
     return p.parse_args(argv)
+
+
+STALLS = ("tidecast_gc_pause_max_seconds", "tidecast_loop_tick_late_max_seconds")
+COUNTERS = ("tidecast_gc_collections_total", "tidecast_gc_pause_seconds_total")
+
+
+def read_stalls(api: str) -> dict[str, float]:
+    """The stall gauges and the collector's counters, by series, from the server's /metrics."""
+    text = urllib.request.urlopen(f"{api}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(STALLS + COUNTERS):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+async def watch_stalls(api: str, worst: dict[str, float], last: dict[str, float]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            now = await loop.run_in_executor(None, read_stalls, api)
+        except OSError:
+            now = {}
+        for series, value in now.items():
+            if series.startswith(STALLS):
+                worst[series] = max(worst.get(series, 0.0), value)
+            else:
+                last[series] = value
+        await asyncio.sleep(5.0)
 
 
 def combine(step: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,6 +122,9 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tidecast-ceiling-") as tmp:
         server = B.start_tidecast(config, Path(tmp) / "tidecast", rtmp)
         print(f"tidecast pid {server.pid} on core 0: {args.loads} loads x {steps} {args.protocol} players")
+        worst: dict[str, float] = {}
+        counters: dict[str, float] = {}
+        watcher = asyncio.create_task(watch_stalls(f"http://127.0.0.1:{api}", worst, counters))
         procs = []
         try:
             for k in range(args.loads):
@@ -108,6 +146,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 raise SystemExit(f"a load process failed: exit codes {codes}")
             loads = [json.loads(f.read_text()) for f in sorted((Path(tmp) / "loads").glob("fanout-*.json"))]
         finally:
+            watcher.cancel()
             for p in procs:
                 if p.returncode is None:
                     p.kill()
@@ -122,6 +161,8 @@ async def main_async(args: argparse.Namespace) -> int:
             f"rss/player {row['rss_per_player_kb']} KB  load {row['load_cpu_pct']}%"
             + ("  LOAD SATURATED" if row["load_saturated"] else "")
         )
+    print("stalls, worst seen: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in sorted(worst.items())))
+    print("collector: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counters.items())))
     doc = {
         "tool": "bench/ceiling.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -129,6 +170,8 @@ async def main_async(args: argparse.Namespace) -> int:
         "machine": B.machine_facts(),
         "settings": B.settings_of(args),
         "combined": combined,
+        "stalls_worst_s": worst,
+        "collector_at_end": counters,
         "loads": [{"command": d["command"], "rows": rows} for d, rows in zip(loads, per_load, strict=True)],
     }
     tag = f"-{args.tag}" if args.tag else ""

@@ -173,6 +173,13 @@ def test_metrics_parse_and_move_while_playing(tidecast: Factory, clip: Path) -> 
             assert _stream_sample(second, name, "m") > _stream_sample(first, name, "m"), name
         assert _stream_sample(second, "tidecast_stream_ingest_kbps", "m") > 100
         assert "tidecast_reloads" in second and "tidecast_draining" in second
+        # The collector's runs (rare with the raised thresholds: none may fall in these seconds) and how late
+        # the housekeeping tick came; tests/test_pauses.py counts real collections.
+        for name in ("tidecast_gc_collections", "tidecast_gc_pause_seconds", "tidecast_gc_pause_max_seconds"):
+            by_generation = {s.labels["generation"]: s.value for s in second[name] if not s.name.endswith("_created")}
+            assert set(by_generation) == {"0", "1", "2"} and min(by_generation.values()) >= 0, (name, by_generation)
+        late = second["tidecast_loop_tick_late_max_seconds"][0].value
+        assert 0.0 <= late < 1.0, late
         player.close()
 
 

@@ -40,6 +40,7 @@ from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
 from tidecast.net.rtmp_server import RtmpConnection
+from tidecast.pauses import Pauses
 from tidecast.relay import Relays
 from tidecast.relay.api import relay_routes
 from tidecast.sysinfo import CpuSampler
@@ -99,6 +100,7 @@ class App:
         self._watcher: ConfigWatcher | None = None
         self.cpu = CpuSampler()
         self.rates = Rates()
+        self.pauses = Pauses()
         self.api_service_id = ""
         self.metric_sources: list[MetricSource] = []
         self.api_routes: list[ApiRoutes] = []
@@ -158,6 +160,8 @@ class App:
 
     async def start(self) -> None:
         self.loop.set_exception_handler(self._loop_error)
+        self.pauses.install()
+        self.metric_sources.append(self.pauses.metrics)
         hub = self.hub
         access = self.access = AccessSlot(hub, AccessControl(self.config, HookCaller(), service_id=hub.server_id))
         hub.gates.append(access)  # local checks and hooks before anything asks other nodes
@@ -301,8 +305,10 @@ class App:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            stalled = now - expected > TICK_STALL_S
+            late = now - expected
+            stalled = late > TICK_STALL_S
             expected = now + 1.0
+            self.pauses.tick(now, late)
             try:
                 if not stalled:
                     for conn in list(self.connections):
@@ -530,6 +536,7 @@ class App:
             client.kick()
 
     async def _dispose(self) -> None:
+        self.pauses.uninstall()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._watcher is not None:

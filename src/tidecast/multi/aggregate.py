@@ -139,7 +139,8 @@ def merge_vhosts(vhosts: list[Answer], streams: list[dict[str, Any]]) -> list[di
 # Prometheus text: families whose series are summed, except these.
 _FIRST_ONLY = {"srs_build_info", "srs_node_uname_info", "srs_node_uname"}
 _MIN = {"tidecast_ready"}
-_MAX = {"tidecast_draining"}
+# The worst of the workers' stalls is the server's: a player of either worker waited that long.
+_MAX = {"tidecast_draining", "tidecast_gc_pause_max_seconds", "tidecast_loop_tick_late_max_seconds"}
 _PUBLISHER_ONLY = {"tidecast_stream_receive_bytes", "tidecast_stream_frames", "tidecast_stream_ingest_kbps"}
 _HIDDEN = {"tidecast_worker_pulled", "tidecast_worker_relay_players"}
 
