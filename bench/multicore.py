@@ -15,6 +15,9 @@ How the 2 cores are shared is the point of this run and is printed with the
 figures: by default the load tool (and the publisher) are pinned to core 1 and
 the server to core 0 for `workers 1`, to cores 0-1 for `workers 2` (it then
 shares core 1 with the load). `--server-cores` and `--load-core` change that.
+`--load-cores 1:0,2:0-1` gives the load the server's cores in each run instead: the
+1-worker run is then one core for server and load together, the 2-worker run two,
+and the ratio compares a machine with twice the cores, load included.
 `--min-latency` (`min_latency on`: one write per message, as nginx-rtmp does)
 makes each player cost several times more, which brings one worker's ceiling
 within reach of the load tool's file-descriptor limit (about 20,000 here);
@@ -47,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocol", choices=("rtmp", "flv"), default="rtmp")
     p.add_argument("--server-cores", default="", help="taskset CPU list per worker count, e.g. '1:0,2:0-1' (default)")
     p.add_argument("--load-core", type=int, default=1, help="core of the load tool and the publisher (default 1)")
+    p.add_argument(
+        "--load-cores", default="", help="the load's CPU list per worker count, e.g. '1:0,2:0-1' (default: --load-core)"
+    )
     p.add_argument("--rate", type=float, default=200.0, help="new players per second during a ramp (200)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after a ramp before measuring (5)")
     p.add_argument("--window", type=float, default=15.0, help="measurement window in seconds (15)")
@@ -65,6 +71,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-latency", action="store_true", help="min_latency on: a write per message (costlier)")
     p.add_argument("--tcp-nodelay", action="store_true", help="tcp_nodelay on: Nagle off on players' sockets")
     return p.parse_args(argv)
+
+
+def cpu_list(spec: str) -> set[int]:
+    """taskset's CPU list syntax: '0', '0-1', '0,2-3'."""
+    out: set[int] = set()
+    for part in filter(None, spec.split(",")):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def load_cores(args: argparse.Namespace, workers: int) -> str:
+    for part in filter(None, args.load_cores.split(",")):
+        k, _, cores = part.partition(":")
+        if int(k) == workers:
+            return cores
+    return str(args.load_core)
 
 
 def server_cores(spec: str, workers: int) -> str:
@@ -160,17 +183,21 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"{'':10} players by worker: {row['players_by_worker']}", flush=True)
 
         fanout.print_row = print_row
-        print(f"\n== workers {workers}: server on cores {run.cores}, load and publisher on core {args.load_core}")
+        load = load_cores(args, workers)
+        os.sched_setaffinity(0, cpu_list(load))  # the publisher process, started in the run, inherits it
+        print(f"\n== workers {workers}: server on cores {run.cores}, load and publisher on cores {load}")
         with tempfile.TemporaryDirectory(prefix="tidecast-multicore-") as tmp:
             result = await fanout.measure_server("tidecast", args, clip, counts, Path(tmp))
         result["workers"] = workers
         result["server_cores"] = run.cores
+        result["load_cores"] = load
         kept = [r["players"] for r in result["rows"] if r["keepup_pct"] >= args.keepup and not r["load_saturated"]]
         result["players_kept_up"] = max(kept) if kept else 0
         results.append(result)
     base = next((r["players_kept_up"] for r in results if r["workers"] == 1), 0)
     summary = [
-        {"workers": r["workers"], "server_cores": r["server_cores"], "players_kept_up": r["players_kept_up"],
+        {"workers": r["workers"], "server_cores": r["server_cores"], "load_cores": r["load_cores"],
+         "players_kept_up": r["players_kept_up"],
          "ratio_to_1_worker": round(r["players_kept_up"] / base, 2) if base else None}
         for r in results
     ]  # fmt: skip
@@ -191,7 +218,7 @@ async def main_async(args: argparse.Namespace) -> int:
     B.write_json(path, doc)
     print(f"\nresults: {path}")
     for s in summary:
-        print(f"workers {s['workers']} (server cores {s['server_cores']}, load core {args.load_core}): "
+        print(f"workers {s['workers']} (server cores {s['server_cores']}, load cores {s['load_cores']}): "
               f"{s['players_kept_up']} players kept up (>= {args.keepup}%), x{s['ratio_to_1_worker']}")  # fmt: skip
     return 0
 
