@@ -247,7 +247,11 @@ def _serve(path: str | None, env_only: bool, worker: int | None = None) -> int:
 # CPython's default first threshold (700) the collector ran thousands of times a second under ingest
 # (6 % of the server's samples at 300 publishers). Cycles are rare here; collecting young objects ten times
 # less often costs at most ~10,000 objects' worth of memory before they are found.
-GC_THRESHOLDS = (10_000, 20, 20)
+# The second threshold bounds how many survivors one generation-1 collection walks, and so how long every
+# connection waits: while players pour in (a reconnect storm) each one's objects survive, and at 20 a
+# collection took up to 107 ms at 19,800 players; at 5 it takes up to 31 ms, for the same total time
+# (docs/performance.md, "Stalls").
+GC_THRESHOLDS = (10_000, 5, 20)
 
 
 def _tune_gc() -> None:
