@@ -128,8 +128,10 @@ async def main_async(args: argparse.Namespace) -> int:
         procs = []
         try:
             for k in range(args.loads):
+                # Run from the checkout by relative path: the loads' JSON (kept in ours) then names no
+                # machine's directories.
                 argv = [
-                    sys.executable, str(B.BENCH_DIR / "fanout.py"),
+                    sys.executable, "bench/fanout.py",
                     "--url", f"rtmp://127.0.0.1:{rtmp}/live/ceiling{k}", "--flv-port", str(http),
                     "--server-pid", str(server.pid), "--protocol", args.protocol,
                     "--players", args.players, "--rate", str(args.rate),
@@ -137,7 +139,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     "--out", str(Path(tmp) / "loads"), "--tag", f"load{k}",
                 ]  # fmt: skip
                 log = open(Path(tmp) / f"load{k}.log", "wb")  # noqa: SIM115 - the child keeps it
-                procs.append(await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=asyncio.subprocess.STDOUT))
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        *argv, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=B.REPO
+                    )
+                )
                 log.close()
             codes = [await p.wait() for p in procs]
             if any(codes):
