@@ -82,19 +82,21 @@ def cpu_list(spec: str) -> set[int]:
     return out
 
 
-def load_cores(args: argparse.Namespace, workers: int) -> str:
-    for part in filter(None, args.load_cores.split(",")):
-        k, _, cores = part.partition(":")
-        if int(k) == workers:
-            return cores
-    return str(args.load_core)
-
-
-def server_cores(spec: str, workers: int) -> str:
-    chosen = {1: "0", 2: "0-1"}
+def by_workers(spec: str) -> dict[int, str]:
+    """'1:0,2:0-1' -> {1: '0', 2: '0-1'}: a CPU list for each worker count."""
+    chosen: dict[int, str] = {}
     for part in filter(None, spec.split(",")):
         k, _, cores = part.partition(":")
         chosen[int(k)] = cores
+    return chosen
+
+
+def load_cores(args: argparse.Namespace, workers: int) -> str:
+    return by_workers(args.load_cores).get(workers, str(args.load_core))
+
+
+def server_cores(spec: str, workers: int) -> str:
+    chosen = {1: "0", 2: "0-1", **by_workers(spec)}
     return chosen.get(workers, f"0-{(os.cpu_count() or 1) - 1}")
 
 
