@@ -125,7 +125,8 @@ async def run_mode(
 ) -> dict[str, Any]:
     label = ("nginx-rtmp" + (", hls on" if hls else "")) if nginx else mode_label(hls, mr, dvr)
     rtmp, api_port, http = B.free_port(), B.free_port(), B.free_port()
-    hls_dir = (args.hls_dir or tmp) / label.replace(" ", "-").replace(",", "")
+    slug = label.replace(" ", "-").replace(",", "")  # the run's directory name
+    hls_dir = (args.hls_dir or tmp) / slug
     body = ""
     if hls and not nginx:
         body = (
@@ -148,11 +149,10 @@ async def run_mode(
         )
         if hls:
             (hls_dir / "hls").mkdir(parents=True, exist_ok=True)  # nginx-rtmp makes the last level only
-        server = B.start_nginx(tmp / label.replace(" ", "-").replace(",", ""), rtmp, application=application)
+        server = B.start_nginx(tmp / slug, rtmp, application=application)
         api = ""
     else:
-        workdir = tmp / label.replace(" ", "-").replace(",", "")
-        server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), workdir, rtmp)
+        server = B.start_tidecast(B.tidecast_config(rtmp, api_port, http, body), tmp / slug, rtmp)
         api = f"http://127.0.0.1:{api_port}"
     assert server.pid is not None
     name = label if nginx else f"tidecast, {label}"
