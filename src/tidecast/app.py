@@ -350,9 +350,8 @@ class App:
             if not self.config.path:
                 raise ConfigError("env-only mode: there is no config file to reload")
             # Parsing reads files (includes may name anything): off the loop, within a budget.
-            new = await asyncio.wait_for(
-                self.loop.run_in_executor(None, load_config, self.config.path), RELOAD_PARSE_BUDGET_S
-            )
+            async with asyncio.timeout(RELOAD_PARSE_BUDGET_S):
+                new = await self.loop.run_in_executor(None, load_config, self.config.path)
             state = RELOAD_CHECK_FAILED
             self._check_reload(new)
             access = None
@@ -470,7 +469,8 @@ class App:
         """Sleep, but return early when SIGINT asks for a fast quit."""
         self._quit.clear()
         try:
-            await asyncio.wait_for(self._quit.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._quit.wait()
         except TimeoutError:
             pass
 

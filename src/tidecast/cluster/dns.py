@@ -127,7 +127,8 @@ async def _ask(server: tuple[str, int], name: str, qtype: int, timeout: float) -
     transport, protocol = await loop.create_datagram_endpoint(lambda: _Query(qid), remote_addr=server)
     try:
         transport.sendto(encode_query(qid, name, qtype))
-        return await asyncio.wait_for(protocol.answer, timeout)
+        async with asyncio.timeout(timeout):
+            return await protocol.answer
     finally:
         transport.close()
 

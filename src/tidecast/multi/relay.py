@@ -231,7 +231,8 @@ class SiblingRelays(EdgeManager):
         ingester = self.ensure_pull(self.hub.stream(settings.name, request.app, request.stream))
         ingester.schedule_check()  # stops again if this play never joins
         try:
-            await asyncio.wait_for(ingester.live.wait(), FIRST_MEDIA_WAIT_S)
+            async with asyncio.timeout(FIRST_MEDIA_WAIT_S):
+                await ingester.live.wait()
         except TimeoutError:
             pass  # RTMP players wait anyway; HTTP-FLV answers 404 as for a stream not live
         return None

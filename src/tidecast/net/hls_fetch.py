@@ -311,7 +311,8 @@ class HlsFetcher:
         if slots is None:
             slots = self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         try:
-            await asyncio.wait_for(slots.acquire(), SLOT_WAIT_S)
+            async with asyncio.timeout(SLOT_WAIT_S):
+                await slots.acquire()
         except TimeoutError:
             raise _NoSlot() from None
         try:

@@ -230,7 +230,8 @@ async def open_connection(
         await protocol.connect_app(app, tc_url)
 
     try:
-        await asyncio.wait_for(establish(), timeout)
+        async with asyncio.timeout(timeout):
+            await establish()
     except BaseException:
         protocol.close()
         raise
@@ -268,7 +269,8 @@ async def open_upstream(
             await protocol.publish(stream)
 
     try:
-        await asyncio.wait_for(establish(), timeout)
+        async with asyncio.timeout(timeout):
+            await establish()
     except BaseException:
         protocol.close()
         raise

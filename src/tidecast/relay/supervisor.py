@@ -179,7 +179,8 @@ class Supervised:
         await self._terminate()
         if not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), self.stop_timeout)
+                async with asyncio.timeout(self.stop_timeout):
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -246,7 +247,8 @@ class Supervised:
                 )
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 if self._wanted:
                     self.restarts += 1
         finally:
@@ -300,7 +302,8 @@ class Supervised:
             if reader is not None and not reader.done():
                 # The last lines (why it died) are still in the pipe; read them, briefly.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(reader, 1.0)
+                    async with asyncio.timeout(1.0):
+                        await reader
         self.last_exit = rc
         if self.on_exit is not None:
             with contextlib.suppress(Exception):
@@ -347,7 +350,8 @@ class Supervised:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_timeout)
+            async with asyncio.timeout(self.stop_timeout):
+                await asyncio.shield(proc.wait())
         except TimeoutError:
             log.warning(
                 "%s %s: pid %d ignored SIGTERM for %.1fs, killing", self.kind, self.name, proc.pid, self.stop_timeout
