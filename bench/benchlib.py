@@ -596,10 +596,12 @@ async def start_publisher(
     clip: Clip, target: Target, on_send: Callable[[int, int, float], None] | None = None, timeout: float = 10.0
 ) -> RtmpPublisher:
     loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: RtmpPublisher(clip, target, on_send), target.host, target.rtmp_port), timeout
-    )
-    await asyncio.wait_for(proto.ready, timeout)
+    async with asyncio.timeout(timeout):
+        _, proto = await loop.create_connection(
+            lambda: RtmpPublisher(clip, target, on_send), target.host, target.rtmp_port
+        )
+    async with asyncio.timeout(timeout):
+        await proto.ready
     return proto
 
 
@@ -1035,11 +1037,13 @@ async def open_player(protocol: str, target: Target, probe: bool, timeout: float
         port = target.http_port
     started = time.monotonic()
     try:
-        _, player = await asyncio.wait_for(loop.create_connection(factory, target.host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, player = await loop.create_connection(factory, target.host, port)
     except (TimeoutError, OSError) as exc:
         return FailedPlayer(probe, PlayerStats(started=started, error=f"connect: {type(exc).__name__}: {exc}"))
     try:
-        await asyncio.wait_for(asyncio.shield(player.ready), max(0.1, timeout - (time.monotonic() - started)))
+        async with asyncio.timeout(max(0.1, timeout - (time.monotonic() - started))):
+            await asyncio.shield(player.ready)
     except TimeoutError:
         player.fail(f"set-up timed out at {player.stats.stage}")
     return player
@@ -1416,7 +1420,8 @@ class PublisherProcess:
             str(self.clip), str(self.log), stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await self.proc.stdout.readline()
         if not line.startswith(b"ready"):
             raise SystemExit(f"the publisher did not start: {line.decode(errors='replace').strip()}")
 
@@ -1430,8 +1435,9 @@ class PublisherProcess:
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 5)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.proc.wait()
 
 
 async def _publish_main(url: str, clip_path: str, log_path: str) -> None:

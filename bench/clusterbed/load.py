@@ -127,18 +127,21 @@ async def open_tracked(kind: str, target: benchlib.Target) -> RtmpPlayer | FlvPl
     )
     started = time.monotonic()
     try:
-        _, player = await asyncio.wait_for(loop.create_connection(factory, target.host, port), SETUP_TIMEOUT_S)
+        async with asyncio.timeout(SETUP_TIMEOUT_S):
+            _, player = await loop.create_connection(factory, target.host, port)
     except (TimeoutError, OSError) as exc:
         return f"connect: {type(exc).__name__}: {exc}"
     try:
-        await asyncio.wait_for(asyncio.shield(player.ready), max(0.1, SETUP_TIMEOUT_S - (time.monotonic() - started)))
+        async with asyncio.timeout(max(0.1, SETUP_TIMEOUT_S - (time.monotonic() - started))):
+            await asyncio.shield(player.ready)
     except TimeoutError:
         player.fail(f"set-up timed out at {player.stats.stage}")
     if player.stats.error:
         player.close()
         return player.stats.error
     try:
-        await asyncio.wait_for(player.got_media.wait(), FIRST_MEDIA_TIMEOUT_S)
+        async with asyncio.timeout(FIRST_MEDIA_TIMEOUT_S):
+            await player.got_media.wait()
     except TimeoutError:
         player.close()
         return f"no media {FIRST_MEDIA_TIMEOUT_S:.0f}s after the play started"
@@ -165,7 +168,8 @@ class Audience:
     async def _sleep(self, seconds: float) -> bool:
         """False when the run is stopping."""
         try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
         except TimeoutError:
             return True
         return False

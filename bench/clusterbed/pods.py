@@ -119,12 +119,14 @@ def pod_config(
 async def http_status(host: str, port: int, path: str, timeout: float) -> int:
     """Status code of a GET, 0 when the connection fails: the probe's view."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return 0
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
         parts = line.split()
         return int(parts[1]) if len(parts) >= 2 else 0
     except (OSError, TimeoutError, ValueError):
@@ -287,10 +289,12 @@ class Pod:
                 stderr=asyncio.subprocess.DEVNULL,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hook.wait(), max(0.1, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await hook.wait()
             if t.drain_pace_per_s > 0 and self.role == "edge":
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._paced_drain(), max(0.1, deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        await self._paced_drain()
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)

@@ -92,9 +92,8 @@ class Publishers:
             live: set[str] = set()
             for api in self.origin_apis():
                 with contextlib.suppress(Exception):
-                    doc = await asyncio.wait_for(
-                        asyncio.to_thread(benchlib.http_json, f"{api}/api/v1/streams", 1.0), 1.5
-                    )
+                    async with asyncio.timeout(1.5):
+                        doc = await asyncio.to_thread(benchlib.http_json, f"{api}/api/v1/streams", 1.0)
                     live |= {s["name"] for s in doc.get("streams", []) if (s.get("publish") or {}).get("active")}
             now = time.monotonic()
             for stream in self.streams:
@@ -119,9 +118,7 @@ class Publishers:
             await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        self.stopping = True
-        for task in self.tasks:
-            task.cancel()
+        self.stopping = True  # the tasks were ended in the loop (Bed._end_own_tasks); this ends the ffmpegs
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -374,6 +371,27 @@ class Bed:
     # ------------------------------------------------------------ run
 
     async def run(self) -> dict[str, Any]:
+        try:
+            return await self._run()
+        finally:
+            await self._end_own_tasks()
+
+    async def _end_own_tasks(self) -> None:
+        """End the bed's background loops while the event loop still runs. Left to asyncio.run's final
+        cancellation, one of them once outlived it (Python 3.11's wait_for loses a cancel that lands as its
+        inner call completes) and the run hung until the test's timeout."""
+        if self.publishers is not None:
+            self.publishers.stopping = True
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            if pending:
+                log.warning("%d background task(s) did not end when cancelled: %s", len(pending), pending)
+
+    async def _run(self) -> dict[str, Any]:
         a = self.args
         clip = benchlib.make_clip(benchlib.CACHE / f"clusterbed-{a.kbps}k.flv", seconds=20, kbps=a.kbps)
         self.haproxy.start()
