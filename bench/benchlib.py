@@ -1242,6 +1242,10 @@ def start_tidecast(config: str, workdir: Path, rtmp_port: int, core: int = 0) ->
     # A PYTHONPATH the caller set comes first: `PYTHONPATH=/tmp/old/src python bench/ingest.py ...` then
     # measures that build (an A/B against an older commit) instead of silently this checkout's.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(REPO / "src")) if p)
+    # An allocator (or any library) for the server alone: LD_PRELOAD in the bench's own environment
+    # would reach the load tool and nginx-rtmp too, and the comparison would no longer be like for like.
+    if os.environ.get("TIDECAST_BENCH_PRELOAD"):
+        env["LD_PRELOAD"] = os.environ["TIDECAST_BENCH_PRELOAD"]
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
