@@ -3,6 +3,7 @@
     PYTHONPATH=bench/gcprobe python bench/ceiling.py --loads 2 --players 5000,9900 --window 60
     touch /tmp/tidecast-gcprobe/go        # as often as wanted while it runs; one collection per touch
     echo types > /tmp/tidecast-gcprobe/go # the same, then the tracked objects' commonest types
+    echo owners > /tmp/tidecast-gcprobe/go  # ... and which types hold the lists, dicts, sets and tuples
 
 Python imports `sitecustomize` from PYTHONPATH at start-up, and the benches hand their PYTHONPATH to the
 servers they start, so this runs in the server (and in no other process: it checks the command line).
@@ -23,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import types
 
 _DIR = os.environ.get("TIDECAST_GCPROBE_DIR", "/tmp/tidecast-gcprobe")
 
@@ -48,6 +50,8 @@ def _collect_when_asked() -> None:
         )
         if "types" in ask:
             line += _histogram()
+        if "owners" in ask:
+            line += _owners()
         with open(os.path.join(_DIR, "pauses.txt"), "a") as out:
             out.write(line)
 
@@ -60,6 +64,20 @@ def _histogram(top: int = 30) -> str:
         counts[name] = counts.get(name, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
     return "".join(f"    {n:8d} {name}\n" for name, n in ranked)
+
+
+def _owners(top: int = 40) -> str:
+    """Who holds the tracked builtin containers: (container type, holder type) pairs, commonest first."""
+    containers = (list, dict, set, tuple, types.MethodType)
+    pairs: dict[str, int] = {}
+    for holder in gc.get_objects():
+        held_by = f"{type(holder).__module__}.{type(holder).__qualname__}"
+        for obj in gc.get_referents(holder):
+            if type(obj) in containers and gc.is_tracked(obj):
+                key = f"{type(obj).__name__} in {held_by}"
+                pairs[key] = pairs.get(key, 0) + 1
+    ranked = sorted(pairs.items(), key=lambda kv: -kv[1])[:top]
+    return "".join(f"    {n:8d} {key}\n" for key, n in ranked)
 
 
 def _is_server() -> bool:
