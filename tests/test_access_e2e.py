@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from testkit.attacks import publish_session
 from testkit.helpers import Publisher, TidecastProcess, free_port, http_get, wait_for, wait_stream_live
+from testkit.rtmpclient import RtmpTestClient
 
 Factory = Callable[..., TidecastProcess]
 
@@ -275,3 +277,29 @@ def test_hls_playlist_reloads_call_on_play_once_per_player(
     plays = hooks.actions("on_play")
     assert [p["param"] for p in plays] == ["?token=good", "?token=bad"], plays
     assert plays[0]["stream"] == "cam1" and plays[0]["app"] == "live"
+
+
+def test_media_sent_while_the_publish_hook_decides_is_all_kept(tidecast: Factory) -> None:
+    """An encoder that pipelines: publish, then media at once, in three writes while on_publish is still
+    out. What follows the publish in its read waits decoded, the later writes wait in the socket (reading
+    is paused); all of it reaches the stream once the hook admits."""
+    with HookServer(delay_for="slow=1", delay=2.0) as server:
+        srv = tidecast(vhost=hooked_vhost(server.url()))
+        client = RtmpTestClient(srv.host, srv.rtmp_port, connect=False)
+        session = publish_session("held?token=good&slow=1", f"{srv.rtmp}/live", frames=50)
+        third = len(session) // 3
+        try:
+            for i in range(3):
+                client.sock.sendall(session[i * third : (i + 1) * third if i < 2 else len(session)])
+                time.sleep(0.3)  # all three well inside the hook's two seconds
+            assert not active_streams(srv)
+
+            def frames() -> int:
+                streams = srv.api_json("/api/v1/streams?count=100")["streams"]
+                return next((s["frames"] for s in streams if s["name"] == "held" and s["publish"]["active"]), 0)
+
+            # Two sequence headers and 50 video and 50 audio frames: none lost while held.
+            wait_for(lambda: frames() == 102, timeout=10, what="all 102 media messages in the stream")
+            assert len(server.actions("on_publish")) == 1
+        finally:
+            client.close()

@@ -12,8 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine
-from functools import partial
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from tidecast import SERVER_NAME, __version__
@@ -69,8 +68,10 @@ class RtmpConnection(asyncio.Protocol):
         self.closed = False
         self.received_any = False
         self.gating = False  # a verdict is pending: hold input until it comes
-        self._held: list[bytes] = []
-        self._pending_events: list[Any] = []  # events decoded after one that started a verdict
+        # Both empty tuples until a verdict is pending: a connection holds as few objects as it can, since a
+        # full garbage collection walks every one of every connection.
+        self._held: tuple[bytes, ...] = ()
+        self._pending_events: Sequence[Any] = ()  # events decoded after one that started a verdict
 
     @property
     def client(self) -> Client | None:
@@ -97,7 +98,7 @@ class RtmpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received_any = True
         if self.gating:
-            self._held.append(data)
+            self._held = (*self._held, data)  # rare (while a hook decides) and short: no list kept for it
             return
         token = connection_id.set(self.cid)
         try:
@@ -179,7 +180,7 @@ class RtmpConnection(asyncio.Protocol):
         finally:
             connection_id.reset(token)
 
-    def _dispatch(self, events: list[Any]) -> None:
+    def _dispatch(self, events: Sequence[Any]) -> None:
         """Media to the stream, commands to their handlers; stops at a command that awaits a verdict."""
         publication = self.publication
         on_media = publication.stream.on_media if publication is not None else None
@@ -235,7 +236,7 @@ class RtmpConnection(asyncio.Protocol):
     def _gate(self, verdict: Coroutine[Any, Any, None]) -> None:
         """Run an admission step; input is held (and reading paused) until it is done."""
         self.gating = True
-        self._pending_events = []
+        self._pending_events = ()
         if self.transport is not None:
             self.transport.pause_reading()
         asyncio.get_running_loop().create_task(self._run_gate(verdict))
@@ -252,10 +253,11 @@ class RtmpConnection(asyncio.Protocol):
         token = connection_id.set(self.cid)
         try:
             self._flush()
-            events, self._pending_events = self._pending_events, []
+            events, self._pending_events = self._pending_events, ()
             self._dispatch(events)
             while self._held and not self.gating:
-                self._receive(self._held.pop(0))
+                data, self._held = self._held[0], self._held[1:]
+                self._receive(data)
             if self.gating:
                 return
             self._flush()
@@ -410,11 +412,16 @@ class RtmpConnection(asyncio.Protocol):
         self.session.reject_publish("NetStream.Publish.Rejected", reason)
         self.close()
 
+    def _set_nodelay(self, on: bool) -> None:
+        # A bound method rather than a partial: one object per player instead of two for the collector.
+        if self.transport is not None:
+            set_nodelay(self.transport, on)
+
     async def _play(self, target: Target) -> None:
         assert self.transport is not None
         player = self._describe(Player(self.cid, self.ip, "rtmp-play", self.transport, self.close, RTMP))
         assert isinstance(player, Player)
-        player.set_nodelay = partial(set_nodelay, self.transport)
+        player.set_nodelay = self._set_nodelay
         result = await self.hub.play(target, player, "rtmp")
         if isinstance(result, Refusal):
             self.session.reject_play("NetStream.Play.Rejected", result.reason)

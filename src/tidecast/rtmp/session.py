@@ -191,7 +191,9 @@ class RtmpSession:
 
     def __init__(self, client: bool = False, max_message_size: int = C.MAX_MESSAGE_SIZE) -> None:
         self.client = client
-        self._handshake: ServerHandshake | ClientHandshake
+        # Dropped once done: a long play should not keep it (a full garbage collection walks every
+        # connection's objects).
+        self._handshake: ServerHandshake | ClientHandshake | None
         self._handshake = ClientHandshake() if client else ServerHandshake()
         self._max_message_size = max_message_size
         if client:
@@ -340,18 +342,21 @@ class RtmpSession:
         events: list[Event] = []
         if self._state is State.CLOSED:
             return events  # refused already; the caller is closing the connection
+        handshake = self._handshake
+        assert handshake is not None  # kept until the state leaves HANDSHAKE
         try:
-            reply = self._handshake.feed(data)
+            reply = handshake.feed(data)
         except ProtocolError:
             self._state = State.CLOSED
             raise
         if reply:
             self._out.append(reply)
-        if not self._handshake.done:
+        if not handshake.done:
             return events
         self._state = State.CONNECTING
+        self._handshake = None
         events.append(HandshakeDone())
-        data = self._handshake.leftover
+        data = handshake.leftover
         if data:
             events += self.receive_data(data)
         return events
