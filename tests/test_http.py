@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -225,3 +226,32 @@ def _up(srv: TidecastProcess) -> bool:
         return True
     except (OSError, urllib.error.URLError):
         return False
+
+
+def test_kicking_an_http_flv_player_closes_its_connection(tidecast: Factory, clip: Path) -> None:
+    srv = tidecast(vhost=REMUX)
+    with Publisher(clip, f"{srv.rtmp}/live/kickflv"):
+        wait_stream_live(srv, "kickflv")
+        with urllib.request.urlopen(f"{srv.http}/live/kickflv.flv", timeout=5) as response:
+            assert response.read(3) == b"FLV"
+            play = wait_for(
+                lambda: next((c for c in srv.api_json("/api/v1/clients")["clients"] if c["type"] == "flv-play"), None),
+                what="the HTTP-FLV player in /api/v1/clients",
+            )
+            assert srv.api_json(f"/api/v1/clients/{play['id']}", method="DELETE")["code"] == 0
+            # The stream keeps sending to the others; this connection ends, so reading reaches its end.
+            deadline = time.monotonic() + 5
+            ended = False
+            while time.monotonic() < deadline:
+                try:
+                    if not response.read(65536):
+                        ended = True
+                        break
+                except (OSError, http.client.IncompleteRead):  # reset, or closed inside a chunk
+                    ended = True
+                    break
+            assert ended, "the kicked HTTP-FLV player is still being sent the stream"
+        wait_for(
+            lambda: all(c["id"] != play["id"] for c in srv.api_json("/api/v1/clients")["clients"]),
+            what="the kicked HTTP-FLV player to leave /api/v1/clients",
+        )
