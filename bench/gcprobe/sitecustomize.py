@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import types
+from collections import Counter
 
 _DIR = os.environ.get("TIDECAST_GCPROBE_DIR", "/tmp/tidecast-gcprobe")
 
@@ -56,28 +57,28 @@ def _collect_when_asked() -> None:
             out.write(line)
 
 
+def _type_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _ranked(counts: Counter[str], top: int) -> str:
+    return "".join(f"    {n:8d} {key}\n" for key, n in counts.most_common(top))
+
+
 def _histogram(top: int = 30) -> str:
     """The types the collector tracks most of, by count (this walk is not part of the timed pause)."""
-    counts: dict[str, int] = {}
-    for obj in gc.get_objects():
-        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-        counts[name] = counts.get(name, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-    return "".join(f"    {n:8d} {name}\n" for name, n in ranked)
+    return _ranked(Counter(_type_name(obj) for obj in gc.get_objects()), top)
 
 
 def _owners(top: int = 40) -> str:
     """Who holds the tracked builtin containers: (container type, holder type) pairs, commonest first."""
     containers = (list, dict, set, tuple, types.MethodType)
-    pairs: dict[str, int] = {}
+    pairs: Counter[str] = Counter()
     for holder in gc.get_objects():
-        held_by = f"{type(holder).__module__}.{type(holder).__qualname__}"
         for obj in gc.get_referents(holder):
             if type(obj) in containers and gc.is_tracked(obj):
-                key = f"{type(obj).__name__} in {held_by}"
-                pairs[key] = pairs.get(key, 0) + 1
-    ranked = sorted(pairs.items(), key=lambda kv: -kv[1])[:top]
-    return "".join(f"    {n:8d} {key}\n" for key, n in ranked)
+                pairs[f"{type(obj).__name__} in {_type_name(holder)}"] += 1
+    return _ranked(pairs, top)
 
 
 def _is_server() -> bool:
