@@ -36,6 +36,7 @@ from tidecast.net import acceptor
 from tidecast.net.hls_admission import HlsAdmission
 from tidecast.net.hls_fetch import HlsFetcher
 from tidecast.net.http import HlsServing, start_http
+from tidecast.net.http_lane import PlayLane
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.node import ApiRoutes, MetricSource, StreamDetails
 from tidecast.net.rates import Rates
@@ -193,13 +194,15 @@ class App:
         self.services.append(_Tick(None, fetch.reload, fetch.close))
         self.hls_admission = HlsAdmission(hub, access)  # HLS plays pass the same access checks
         serving = HlsServing(edge.keep_pulling, hls_live, fetch, hls.writing, self.hls_admission)
+        lane = PlayLane(hub)  # HTTP-FLV plays below aiohttp
+        self.services.append(_Tick(None, None, lane.close))
         if self.worker is not None:
             await self.worker.start()
             self.http_listeners, self.http_runners = await start_http(
-                self, origin, serving, self.worker.middlewares, reuse_port=True
+                self, origin, serving, self.worker.middlewares, reuse_port=True, lane=lane
             )
         else:
-            self.http_listeners, self.http_runners = await start_http(self, origin, serving)
+            self.http_listeners, self.http_runners = await start_http(self, origin, serving, lane=lane)
         relays.start()  # ingests publish to our own RTMP listener
         self._housekeeping = asyncio.create_task(self._tick())
         self._install_signals()

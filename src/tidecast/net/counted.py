@@ -8,6 +8,9 @@ after that aiohttp's keep-alive timeout closes it between requests. When a
 port's budget is full, a new connection takes the place of the oldest one
 still without a whole request, so sockets that say nothing cannot keep a
 probe or a player out even for the header timeout.
+
+A port that serves plays has a lane (`http_lane.PlayLane`): its connections' first request line is
+read here, and a request the lane wants is played by the lane's own protocol, not by aiohttp.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Protocol, cast
 HEADER_TIMEOUT_S = 10.0
 KEEPALIVE_TIMEOUT_S = 5.0
 MAX_HEADER_BYTES = 64 * 1024
+MAX_LANE_HEAD_BYTES = 8192  # past this without a decision, the head is aiohttp's to judge
 
 
 class Admission(Protocol):
@@ -27,17 +31,48 @@ class Admission(Protocol):
     def release(self, conn: object) -> None: ...
 
 
+class Lane(Protocol):
+    def wants(self, request_line: bytes) -> bool:
+        """Whether this first request line may be the lane's: wait for the whole head."""
+        ...
+
+    def take(self, head: bytes) -> asyncio.Protocol | None:
+        """The protocol that serves this whole head (the connection's from now on), or None for aiohttp."""
+        ...
+
+
 class CountedProtocol(asyncio.Protocol):
     """Wraps another protocol (aiohttp's request handler) so the server can count, refuse and time it out."""
 
-    __slots__ = ("_deadline", "_head", "admitted", "inner", "kind", "released", "server", "transport", "waiting")
+    __slots__ = (
+        "_deadline",
+        "_head",
+        "_pending",
+        "admitted",
+        "factory",
+        "inner",
+        "kind",
+        "lane",
+        "released",
+        "server",
+        "transport",
+        "waiting",
+    )
 
     def __init__(
-        self, server: Admission, inner: asyncio.Protocol, kind: str, waiting: dict[CountedProtocol, None]
+        self,
+        server: Admission,
+        factory: Callable[[], asyncio.Protocol],
+        kind: str,
+        waiting: dict[CountedProtocol, None],
+        lane: Lane | None = None,
     ) -> None:
         self.kind = kind  # which port's budget it counts against: "api", "http" or "exporter"
         self.server = server
-        self.inner = inner
+        self.factory = factory  # aiohttp's request handler, for every connection the lane does not take
+        self.lane = lane
+        self.inner: asyncio.Protocol | None = None  # with a lane, chosen once the first request line is in
+        self._pending = b""  # what arrived before that choice
         self.waiting = waiting  # this port's connections without a whole request yet, oldest first
         self.admitted = False
         self.released = False
@@ -53,7 +88,37 @@ class CountedProtocol(asyncio.Protocol):
         self.admitted = True
         self.waiting[self] = None
         self._deadline = asyncio.get_running_loop().call_later(HEADER_TIMEOUT_S, self._too_slow)
-        self.inner.connection_made(transport)
+        if self.lane is None:
+            self._serve_with(self.factory(), b"")
+
+    def _serve_with(self, inner: asyncio.Protocol, data: bytes) -> None:
+        self.inner = inner
+        assert self.transport is not None
+        inner.connection_made(self.transport)
+        if data:
+            inner.data_received(data)
+
+    def _choose(self, data: bytes) -> None:
+        lane = self.lane
+        assert lane is not None
+        pending = self._pending + data
+        line_end = pending.find(b"\r\n")
+        if line_end >= 0 and lane.wants(pending[:line_end]):
+            head_end = pending.find(b"\r\n\r\n", line_end)
+            if head_end >= 0:
+                taken = lane.take(pending[: head_end + 4])
+                if taken is not None:
+                    self._pending = b""
+                    self._serve_with(taken, b"")  # a play's request has no body: what follows is ignored
+                    return
+            elif len(pending) < MAX_LANE_HEAD_BYTES:
+                self._pending = pending
+                return
+        elif line_end < 0 and len(pending) < MAX_LANE_HEAD_BYTES:
+            self._pending = pending
+            return
+        self._pending = b""
+        self._serve_with(self.factory(), pending)
 
     def _evict_oldest_silent(self) -> bool:
         while self.waiting:
@@ -86,9 +151,16 @@ class CountedProtocol(asyncio.Protocol):
             self._head = (self._head + data)[-MAX_HEADER_BYTES:]
             if b"\r\n\r\n" in self._head:
                 self._stop_waiting()
-        self.inner.data_received(data)
+        inner = self.inner
+        if inner is None:
+            if self.transport is not None and not self.transport.is_closing():
+                self._choose(data)
+            return
+        inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self.inner is None:
+            return None  # closed before its first request line: nothing to answer
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -97,17 +169,21 @@ class CountedProtocol(asyncio.Protocol):
             if not self.released:
                 self.released = True
                 self.server.release(self)
-            self.inner.connection_lost(exc)
+            if self.inner is not None:
+                self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.inner is not None:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 def counted_factory(
-    server: Admission, factory: Callable[[], asyncio.Protocol], kind: str
+    server: Admission, factory: Callable[[], asyncio.Protocol], kind: str, lane: Lane | None = None
 ) -> Callable[[], asyncio.Protocol]:
+    """`lane`: the port's play lane, when it has one."""
     waiting: dict[CountedProtocol, None] = {}
-    return lambda: CountedProtocol(server, factory(), kind, waiting)
+    return lambda: CountedProtocol(server, factory, kind, waiting, lane)

@@ -34,6 +34,7 @@ from tidecast.net.counted import KEEPALIVE_TIMEOUT_S, counted_factory
 from tidecast.net.flv import HTTP_FLV
 from tidecast.net.hls_admission import HlsAdmission
 from tidecast.net.hls_fetch import HlsFetcher
+from tidecast.net.http_lane import PlayLane
 from tidecast.net.http_play import CORS, serve_http_play, split_stream_path
 from tidecast.net.llhls import LlHlsHandler
 from tidecast.net.metrics import make_registry, render
@@ -315,7 +316,10 @@ def build_apps(
     hls: HlsServing | None = None,
     api_middlewares: Sequence[Any] = (),
 ) -> list[tuple[Listen, web.Application, str]]:
-    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there."""
+    """`api_middlewares` wrap the API and exporter apps (after auth): a multi-worker server aggregates there.
+
+    Each app's kind: "http" for the port that serves static files and plays, "api" (or "api+http" when the
+    HTTP server shares the API's port), "exporter"."""
     hub = server.hub
     served = HlsServed()
     server.metric_sources.append(served.metrics)
@@ -333,7 +337,7 @@ def build_apps(
         app.add_routes([*api.routes(), web.get("/metrics", _metrics(server)), *health, *console_routes(server)])
         if shared:
             app.add_routes([web.route("*", "/{tail:.*}", static)])
-        apps.append((cfg.http_api.listen, app, "api"))
+        apps.append((cfg.http_api.listen, app, "api+http" if shared else "api"))
         if not cfg.http_api.auth.enabled and not _is_loopback(cfg.http_api.listen.host):
             log.warning(
                 "http_api listens on %s without auth: anyone who reaches it can kick clients; "
@@ -365,10 +369,12 @@ async def start_http(
     hls: HlsServing | None = None,
     api_middlewares: Sequence[Any] = (),
     reuse_port: bool = False,
+    lane: PlayLane | None = None,
 ) -> tuple[list[acceptor.Acceptor], list[web.AppRunner]]:
     """Bind every HTTP port; the caller closes the listeners and cleans the runners up.
 
-    `reuse_port`: the workers of one server bind the same ports (SO_REUSEPORT)."""
+    `reuse_port`: the workers of one server bind the same ports (SO_REUSEPORT). `lane`: HTTP-FLV plays
+    answered below aiohttp on the ports that serve plays."""
     listeners: list[acceptor.Acceptor] = []
     runners: list[web.AppRunner] = []
     for listen, app, kind in build_apps(server, cluster, hls, api_middlewares):
@@ -376,7 +382,8 @@ async def start_http(
         await runner.setup()
         runners.append(runner)
         assert runner.server is not None
-        factory = counted_factory(server, runner.server, kind)
+        plays = kind in ("http", "api+http")
+        factory = counted_factory(server, runner.server, kind.partition("+")[0], lane if plays else None)
         listener = acceptor.listen(factory, listen.host, listen.port, f"HTTP {listen}", reuse_port=reuse_port)
         listeners.append(listener)
         log.info("HTTP listen at %s", listen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ from tidecast.live.admission import (
     Refusal,
 )
 from tidecast.live.client import new_client_id
-from tidecast.live.hub import Hub, Target
+from tidecast.live.hub import Hub, PlayTicket, Subscription, Target
 from tidecast.live.limits import DEFAULT_VHOST
 from tidecast.live.names import sanitize
 from tidecast.live.player import OutputFormat, Player
@@ -51,15 +52,47 @@ def split_stream_path(path: str, ext: str, host: str, query_vhost: str) -> tuple
     return vhost or DEFAULT_VHOST, parts[-2], parts[-1]
 
 
-def refusal_response(refusal: Refusal) -> web.HTTPException:
+class Answer:
+    """A play not served: the HTTP status, one line of text, and for a 302 where to go.
+
+    Both HTTP adapters (aiohttp's and the play lane's) send it, each in its own way."""
+
+    __slots__ = ("location", "status", "text")
+
+    def __init__(self, status: int, text: str, location: str = "") -> None:
+        self.status = status
+        self.text = text
+        self.location = location
+
+
+def refusal_answer(refusal: Refusal) -> Answer:
     text = f"{refusal.reason}\n"
     if refusal.code in (ERROR_STREAM_NOT_FOUND, ERROR_VHOST_NOT_FOUND):
-        return web.HTTPNotFound(text=text, headers=CORS)
+        return Answer(404, text)
     if refusal.code == ERROR_BAD_NAME:
-        return web.HTTPBadRequest(text=text, headers=CORS)
+        return Answer(400, text)
     if refusal.code == ERROR_SERVER_DRAINING:
-        return web.HTTPServiceUnavailable(text=text, headers=CORS)
-    return web.HTTPForbidden(text=text, headers=CORS)
+        return Answer(503, text)
+    return Answer(403, text)
+
+
+_EXCEPTIONS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def answer_exception(answer: Answer) -> web.HTTPException:
+    """The answer as the exception an aiohttp handler raises."""
+    if answer.location:
+        return web.HTTPFound(answer.location, headers=CORS)
+    return _EXCEPTIONS[answer.status](text=answer.text, headers=CORS)
+
+
+def refusal_response(refusal: Refusal) -> web.HTTPException:
+    return answer_exception(refusal_answer(refusal))
 
 
 def redirect_url(redirect: Redirect, app: str, name: str, ext: str) -> str | None:
@@ -89,15 +122,89 @@ class HttpPlayFormat:
         self.preamble = preamble  # written once before the fan-out takes over (FLV's file header)
 
 
+class PlayEnd(Protocol):
+    """What a playing HTTP connection gives its player: how it is kicked, how it leaves, its socket's Nagle."""
+
+    def kick(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+    def set_nodelay(self, on: bool) -> None: ...
+
+
+def serving_refusal(hub: Hub, vhost_name: str) -> Answer | None:
+    """Why this server plays nothing over HTTP for that vhost now, or None."""
+    if not hub.accepting:
+        return Answer(503, "draining: this server is quitting; play from another one\n")
+    settings = hub.vhost_settings(vhost_name)
+    if not settings.http_remux.enabled:
+        return Answer(404, f"http_remux is off for vhost {sanitize(settings.name)}\n")
+    return None
+
+
+def new_player(
+    fmt: HttpPlayFormat, transport: asyncio.Transport, end: PlayEnd, remote: str, url: str, query: str, referer: str
+) -> Player:
+    # The output format is the stream's own, set just before joining; admission never reads it.
+    player = Player(new_client_id(), remote, fmt.kind, transport, end.kick, _UNSET)
+    player.set_nodelay = end.set_nodelay
+    player.tc_url = url
+    player.query = query
+    player.page_url = referer
+    return player
+
+
+async def admit(
+    hub: Hub, player: Player, fmt: HttpPlayFormat, vhost_name: str, app: str, name: str
+) -> PlayTicket | Answer:
+    verdict = await hub.play(Target(vhost_name, app, name, player.query), player, fmt.protocol, True)
+    if isinstance(verdict, Refusal):
+        log.info(
+            "client %s: %s play /%s/%s refused: %s", player.ip, fmt.protocol, sanitize(app), sanitize(name),
+            verdict.reason,
+        )  # fmt: skip
+        return refusal_answer(verdict)
+    if isinstance(verdict, Redirect):
+        url = redirect_url(verdict, app, name, fmt.ext)
+        if url is None:
+            return Answer(
+                404,
+                f"stream /{sanitize(app)}/{sanitize(name)} is on {verdict.host}, which does not say "
+                "where its HTTP server is; play it over RTMP\n",
+            )
+        return Answer(302, "302: Found", url)
+    return verdict
+
+
+def start_play(
+    hub: Hub, ticket: PlayTicket, fmt: HttpPlayFormat, transport: asyncio.Transport, end: PlayEnd
+) -> Subscription | None:
+    """Join the stream once its preamble is written; None when the player left while it was."""
+    player, target = ticket.player, ticket.target
+    if transport.is_closing():
+        hub.release(hub.stream(player.vhost, target.app, target.stream))
+        return None
+    player.on_leave = end.leave
+    # No await between these: the stream start() joins is the one whose format we take.
+    player.format = fmt.output(hub.stream(player.vhost, target.app, target.stream))
+    subscription = ticket.start()
+    stream = subscription.stream
+    log.info("client %s: %s play %s%s started", player.ip, fmt.protocol, stream.vhost, stream.url)
+    return subscription
+
+
+def preamble_for(hub: Hub, ticket: PlayTicket, fmt: HttpPlayFormat) -> bytes:
+    return fmt.preamble(hub.stream(ticket.player.vhost, ticket.target.app, ticket.target.stream))
+
+
 async def serve_http_play(
     hub: Hub, request: web.Request, fmt: HttpPlayFormat, vhost_name: str, app: str, name: str
 ) -> web.StreamResponse:
-    if not hub.accepting:
-        draining = "draining: this server is quitting; play from another one\n"
-        raise web.HTTPServiceUnavailable(text=draining, headers=CORS)
+    """A play through aiohttp: HEAD, HTTP/1.0, live MP4 and the odd request the play lane leaves to it."""
+    refused = serving_refusal(hub, vhost_name)
+    if refused is not None:
+        raise answer_exception(refused)
     settings = hub.vhost_settings(vhost_name)
-    if not settings.http_remux.enabled:
-        raise web.HTTPNotFound(text=f"http_remux is off for vhost {sanitize(settings.name)}\n", headers=CORS)
     headers = {"Content-Type": fmt.content_type, "Cache-Control": "no-cache", **CORS}
     transport = request.transport
     if request.method == "HEAD" or transport is None:
@@ -108,53 +215,34 @@ async def serve_http_play(
         resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         return resp
-    cid = new_client_id()
-    token = connection_id.set(cid)
+    if request.version < (1, 1):
+        raise web.HTTPVersionNotSupported(
+            text=f"{fmt.protocol} plays stream as a chunked HTTP/1.1 response: ask with HTTP/1.1\n", headers=CORS
+        )
+    end = _PlayEnd(transport)
+    player = new_player(
+        fmt, transport, end, request.remote or "", str(request.url), request.query_string,
+        request.headers.get("Referer", ""),
+    )  # fmt: skip
+    token = connection_id.set(player.id)
     try:
-        # The output format is the stream's own, set just before joining; admission never reads it.
-        play = _PlayEnd(transport)
-        done = play.done
-        player = Player(cid, request.remote or "", fmt.kind, transport, play.kick, _UNSET)
-        player.set_nodelay = play.set_nodelay
-        player.tc_url = str(request.url)
-        player.query = request.query_string
-        player.page_url = request.headers.get("Referer", "")
-        verdict = await hub.play(Target(vhost_name, app, name, request.query_string), player, fmt.protocol, True)
-        if isinstance(verdict, Refusal):
-            log.info(
-                "client %s: %s play /%s/%s refused: %s", player.ip, fmt.protocol, sanitize(app), sanitize(name),
-                verdict.reason,
-            )  # fmt: skip
-            raise refusal_response(verdict)
-        if isinstance(verdict, Redirect):
-            url = redirect_url(verdict, app, name, fmt.ext)
-            if url is None:
-                raise web.HTTPNotFound(
-                    text=f"stream /{sanitize(app)}/{sanitize(name)} is on {verdict.host}, which does not say "
-                    "where its HTTP server is; play it over RTMP\n",
-                    headers=CORS,
-                )
-            raise web.HTTPFound(url, headers=CORS)
+        verdict = await admit(hub, player, fmt, vhost_name, app, name)
+        if isinstance(verdict, Answer):
+            raise answer_exception(verdict)
         resp = web.StreamResponse(headers=headers)
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         # aiohttp holds the headers back until the first body write; after the preamble the
         # fan-out writes ready-framed chunks straight to the transport.
-        stream = hub.stream(player.vhost, app, name)
-        await resp.write(fmt.preamble(stream))
-        if transport.is_closing():
-            hub.release(stream)
+        await resp.write(preamble_for(hub, verdict, fmt))
+        subscription = start_play(hub, verdict, fmt, transport, end)
+        if subscription is None:
             return resp
-        player.on_leave = play.leave
-        # No await between these: the stream start() joins is the one whose format we take.
-        player.format = fmt.output(hub.stream(player.vhost, app, name))
-        subscription = verdict.start()
-        log.info("client %s: %s play %s/%s started", player.ip, fmt.protocol, settings.name, stream.url.lstrip("/"))
         try:
-            await done
+            await end.done
         finally:
             subscription.close()
-            log.info("client %s: %s play %s stopped", player.ip, fmt.protocol, stream.url)
+            log.info("client %s: %s play %s stopped", player.ip, fmt.protocol, subscription.stream.url)
         return resp
     finally:
         connection_id.reset(token)
