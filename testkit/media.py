@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,7 +30,9 @@ def make_clip(
     source = f"testsrc2=size={size}:rate=25" if noise else f"testsrc=size={size}:rate=25"
     filters = ["-vf", "noise=alls=12:allf=t"] if noise else []
     rate = ["-minrate", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k"] if cbr else []
-    tmp = path.with_suffix(".part.flv")
+    # Per-process temporary name: benches start several loads at once on a fresh machine, and each
+    # makes the clip; the last rename wins and every one finds a whole file.
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.flv")
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y",
          "-f", "lavfi", "-i", source,
