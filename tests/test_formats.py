@@ -6,7 +6,7 @@ import pytest
 
 from tidecast.codec.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, flv_tag, iter_flv_tags
 from tidecast.live.packet import Packet
-from tidecast.net.formats import FLV, RTMP
+from tidecast.net.formats import FLV, FLV_UNFRAMED, RTMP
 from tidecast.rtmp import constants as C
 from tidecast.rtmp.chunk import ChunkDecoder, encode_message
 from tidecast.rtmp.session import STREAM_ID
@@ -73,6 +73,15 @@ def test_flv_from_stream_time_is_one_http_chunk_of_classic_tags(start: int) -> N
     pkts = packets(start)
     assert flv_body(FLV.batch(pkts)) == b"".join(flv_tag(p.type_id, p.timestamp, p.payload) for p in pkts)
     assert FLV.batch([]) == b""
+
+
+@pytest.mark.parametrize("base", [0, 90_000])
+def test_flv_for_http10_players_is_the_same_tags_with_no_chunk_framing(base: int) -> None:
+    pkts = packets(90_000)
+    unframed = FLV_UNFRAMED.at(base)
+    assert type(unframed) is type(FLV_UNFRAMED) and unframed.base == base
+    assert unframed.batch(pkts) == flv_body(FLV.at(base).batch(pkts))
+    assert FLV_UNFRAMED.batch([]) == b""
 
 
 def test_flv_on_a_late_timeline_starts_at_zero() -> None:

@@ -133,9 +133,9 @@ def test_requests_the_lane_leaves_to_aiohttp_are_answered_as_before(tidecast: Fa
     (srv.html / "page.html").write_text("<p>hi</p>")
     with Publisher(clip, f"{srv.rtmp}/live/old"):
         wait_stream_live(srv, "old")
-        # HTTP/1.0 cannot carry a chunked stream: a clear 505, not a 500.
+        # Live MP4 is a chunked stream only: HTTP/1.0 gets a clear 505, not a 500.
         sock = _connect(srv)
-        sock.sendall(b"GET /live/old.flv HTTP/1.0\r\n\r\n")
+        sock.sendall(b"GET /live/old.mp4 HTTP/1.0\r\n\r\n")
         line, _, rest = _read_head(sock)
         assert line.endswith(" 505 HTTP Version Not Supported") and b"HTTP/1.1" in rest, (line, rest)
         sock.close()
@@ -168,6 +168,47 @@ def test_requests_the_lane_leaves_to_aiohttp_are_answered_as_before(tidecast: Fa
         line, headers, rest = _read_head(sock)
         assert line == "HTTP/1.1 200 OK" and _dechunk(sock, rest, 13).startswith(b"FLV")
         sock.close()
+
+
+def test_an_http10_player_gets_a_plain_flv_body_that_the_stream_s_end_closes(
+    tidecast: Factory, clip: Path, tmp_path: Path
+) -> None:
+    srv = tidecast(vhost=REMUX)
+    publisher = Publisher(clip, f"{srv.rtmp}/live/ten")
+    with publisher:
+        wait_stream_live(srv, "ten")
+        chunked = _connect(srv)  # a chunked player beside it, on its own timeline and batches
+        chunked.sendall(b"GET /live/ten.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_head(chunked)[1]["transfer-encoding"] == "chunked"
+        before = {c["id"] for c in srv.api_json("/api/v1/clients")["clients"]}
+        sock = _connect(srv)
+        sock.sendall(b"GET /live/ten.flv HTTP/1.0\r\nUser-Agent: old-box\r\n\r\n")
+        status, headers, body = _read_head(sock)
+        assert status == "HTTP/1.0 200 OK" and headers["content-type"] == "video/x-flv", (status, headers)
+        assert "transfer-encoding" not in headers and "content-length" not in headers, headers
+        assert headers["connection"].lower() == "close", headers
+        while len(body) < 200_000:
+            got = sock.recv(65536)
+            assert got, "the body ended early"
+            body += got
+        assert body.startswith(b"FLV\x01") and b"\r\n" not in body[:13], body[:16]
+        assert len(_dechunk(chunked, b"", 100_000)) >= 100_000, "the chunked player kept its framing"
+        recorded = tmp_path / "ten.flv"
+        recorded.write_bytes(body)
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(recorded)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert sorted(probe.stdout.split()) == ["aac", "h264"], probe.stderr
+        # With no length and no last chunk, the close is what ends the body: kicked, it is closed.
+        (ten,) = [c for c in srv.api_json("/api/v1/clients")["clients"] if c["id"] not in before]
+        assert ten["type"] == "flv-play", ten
+        assert srv.api_json(f"/api/v1/clients/{ten['id']}", method="DELETE")["code"] == 0
+        assert _closed(sock)
+        sock.close()
+        chunked.settimeout(5)
+        assert len(chunked.recv(65536)) > 0, "the chunked player did not notice"
+        chunked.close()
 
 
 def test_the_api_on_a_shared_port_keeps_its_auth_for_flv_looking_paths(tidecast: Factory, clip: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tidecast.codec.flv import flv_header
 from tidecast.live.stream import LiveStream
-from tidecast.net.formats import FLV
+from tidecast.net.formats import FLV, FLV_UNFRAMED
 from tidecast.net.http_play import HttpPlayFormat
 
 
@@ -21,6 +21,12 @@ def header_flags(stream: LiveStream | None) -> tuple[bool, bool]:
     return audio, video
 
 
+def _preamble(stream: LiveStream | None) -> bytes:
+    return flv_header(*header_flags(stream))
+
+
+# HTTP/1.0 has no chunked coding: its players get the same tags as a body the connection's close ends.
 HTTP_FLV = HttpPlayFormat(
-    "flv-play", ".flv", "video/x-flv", lambda stream: FLV, lambda stream: flv_header(*header_flags(stream))
-)
+    "flv-play", ".flv", "video/x-flv", lambda stream: FLV, _preamble,
+    http10=HttpPlayFormat("flv-play", ".flv", "video/x-flv", lambda stream: FLV_UNFRAMED, _preamble),
+)  # fmt: skip

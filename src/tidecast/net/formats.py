@@ -109,5 +109,29 @@ class FlvFormat:
         return b""
 
 
+class UnframedFlvFormat(FlvFormat):
+    """FLV tags as a plain body that ends when the connection closes: what an HTTP/1.0 player reads.
+
+    Its own format object, so its players share their own timelines and batches and the chunked
+    players' hot path carries no check for them."""
+
+    __slots__ = ()
+
+    def at(self, base: int) -> UnframedFlvFormat:
+        return self if base == self.base else UnframedFlvFormat(base)
+
+    def batch(self, packets: Iterable[Packet]) -> bytes:
+        parts: list[bytes] = []
+        append = parts.append
+        pack = _U32.pack
+        for p in packets:
+            payload = p.payload
+            append(p.encoded(self))
+            append(payload)
+            append(pack(11 + len(payload)))
+        return b"".join(parts)
+
+
 RTMP: Final = RtmpFormat()
 FLV: Final = FlvFormat()
+FLV_UNFRAMED: Final = UnframedFlvFormat()

@@ -113,6 +113,7 @@ class HttpPlayFormat:
         content_type: str,
         output: Callable[[LiveStream], OutputFormat],
         preamble: Callable[[LiveStream], bytes],
+        http10: HttpPlayFormat | None = None,
     ) -> None:
         self.kind = kind  # the client type in the API, e.g. "flv-play"
         self.ext = ext
@@ -120,6 +121,7 @@ class HttpPlayFormat:
         self.content_type = content_type
         self.output = output  # the stream's output format for this kind of player
         self.preamble = preamble  # written once before the fan-out takes over (FLV's file header)
+        self.http10 = http10  # the same without chunked coding, for HTTP/1.0 players; None: refuse them
 
 
 class PlayEnd(Protocol):
@@ -215,10 +217,13 @@ async def serve_http_play(
         resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         return resp
-    if request.version < (1, 1):
-        raise web.HTTPVersionNotSupported(
-            text=f"{fmt.protocol} plays stream as a chunked HTTP/1.1 response: ask with HTTP/1.1\n", headers=CORS
-        )
+    http10 = request.version < (1, 1)
+    if http10:
+        if fmt.http10 is None:
+            raise web.HTTPVersionNotSupported(
+                text=f"{fmt.protocol} plays stream as a chunked HTTP/1.1 response: ask with HTTP/1.1\n", headers=CORS
+            )
+        fmt = fmt.http10
     end = _PlayEnd(transport)
     player = new_player(
         fmt, transport, end, request.remote or "", str(request.url), request.query_string,
@@ -230,7 +235,11 @@ async def serve_http_play(
         if isinstance(verdict, Answer):
             raise answer_exception(verdict)
         resp = web.StreamResponse(headers=headers)
-        resp.enable_chunked_encoding()
+        if http10:
+            resp.force_close()  # the body has no length: its end is the connection's, and says so
+            resp.headers["Connection"] = "close"
+        else:
+            resp.enable_chunked_encoding()
         await resp.prepare(request)
         # aiohttp holds the headers back until the first body write; after the preamble the
         # fan-out writes ready-framed chunks straight to the transport.
