@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import time
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 
-from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
+from testkit.helpers import Publisher, TidecastProcess, ffprobe_json, http_get, wait_for, wait_stream_live
 
 from tidecast.net.http_lane import parse_head
 
@@ -92,11 +91,7 @@ def test_a_play_sent_a_byte_at_a_time_streams_flv_that_ffprobe_reads(
         sock.close()
         recorded = tmp_path / "lane.flv"
         recorded.write_bytes(body)
-        probe = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(recorded)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert sorted(probe.stdout.split()) == ["aac", "h264"], probe.stderr
+        assert sorted(s["codec_name"] for s in ffprobe_json(str(recorded))["streams"]) == ["aac", "h264"]
         wait_for(
             lambda: not any(c["type"] == "flv-play" for c in srv.api_json("/api/v1/clients")["clients"]),
             what="the closed player to leave /api/v1/clients",
@@ -170,12 +165,11 @@ def test_requests_the_lane_leaves_to_aiohttp_are_answered_as_before(tidecast: Fa
         sock.close()
 
 
-def test_an_http10_player_gets_a_plain_flv_body_that_the_stream_s_end_closes(
+def test_an_http10_player_gets_a_plain_flv_body_that_its_close_ends(
     tidecast: Factory, clip: Path, tmp_path: Path
 ) -> None:
     srv = tidecast(vhost=REMUX)
-    publisher = Publisher(clip, f"{srv.rtmp}/live/ten")
-    with publisher:
+    with Publisher(clip, f"{srv.rtmp}/live/ten"):
         wait_stream_live(srv, "ten")
         chunked = _connect(srv)  # a chunked player beside it, on its own timeline and batches
         chunked.sendall(b"GET /live/ten.flv HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -195,11 +189,7 @@ def test_an_http10_player_gets_a_plain_flv_body_that_the_stream_s_end_closes(
         assert len(_dechunk(chunked, b"", 100_000)) >= 100_000, "the chunked player kept its framing"
         recorded = tmp_path / "ten.flv"
         recorded.write_bytes(body)
-        probe = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(recorded)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert sorted(probe.stdout.split()) == ["aac", "h264"], probe.stderr
+        assert sorted(s["codec_name"] for s in ffprobe_json(str(recorded))["streams"]) == ["aac", "h264"]
         # With no length and no last chunk, the close is what ends the body: kicked, it is closed.
         (ten,) = [c for c in srv.api_json("/api/v1/clients")["clients"] if c["id"] not in before]
         assert ten["type"] == "flv-play", ten

@@ -89,20 +89,12 @@ class FlvFormat:
         return head.to_bytes(11, "big")
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
-        parts: list[bytes] = [b""]
-        append = parts.append
-        pack = _U32.pack
-        size = 0
-        for p in packets:
-            payload = p.payload
-            append(p.encoded(self))
-            append(payload)
-            append(pack(11 + len(payload)))
-            size += 15 + len(payload)
+        parts: list[bytes] = [b""]  # the chunk's size line, once the tags are counted
+        size = _append_tags(self, packets, parts)
         if not size:
             return b""
         parts[0] = b"%x\r\n" % size
-        append(b"\r\n")
+        parts.append(b"\r\n")
         return b"".join(parts)
 
     def notice(self, code: str, description: str, chunk_size: int) -> bytes:
@@ -122,14 +114,23 @@ class UnframedFlvFormat(FlvFormat):
 
     def batch(self, packets: Iterable[Packet]) -> bytes:
         parts: list[bytes] = []
-        append = parts.append
-        pack = _U32.pack
-        for p in packets:
-            payload = p.payload
-            append(p.encoded(self))
-            append(payload)
-            append(pack(11 + len(payload)))
+        _append_tags(self, packets, parts)
         return b"".join(parts)
+
+
+def _append_tags(fmt: FlvFormat, packets: Iterable[Packet], parts: list[bytes]) -> int:
+    """Each packet's tag header (shared by the players of `fmt`'s timeline), payload and PreviousTagSize
+    onto `parts`; returns their length in bytes."""
+    append = parts.append
+    pack = _U32.pack
+    size = 0
+    for p in packets:
+        payload = p.payload
+        append(p.encoded(fmt))
+        append(payload)
+        append(pack(11 + len(payload)))
+        size += 15 + len(payload)
+    return size
 
 
 RTMP: Final = RtmpFormat()

@@ -242,7 +242,7 @@ async def serve_http_play(
             resp.enable_chunked_encoding()
         await resp.prepare(request)
         # aiohttp holds the headers back until the first body write; after the preamble the
-        # fan-out writes ready-framed chunks straight to the transport.
+        # fan-out writes ready-framed chunks (HTTP/1.0: bare tags) straight to the transport.
         await resp.write(preamble_for(hub, verdict, fmt))
         subscription = start_play(hub, verdict, fmt, transport, end)
         if subscription is None:
