@@ -189,6 +189,17 @@ class TidecastProcess:
     def api_json(self, path: str, method: str = "GET") -> Any:
         return http_json(f"{self.api}{path}", method=method)
 
+    def metrics(self) -> dict[str, float]:
+        """/metrics as {'name{labels}': value}, the series spelled as the exposition writes them."""
+        status, body, _ = http_get(f"{self.api}/metrics")
+        assert status == 200, f"/metrics: HTTP {status} {body[:200]!r}"
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                out[series] = float(value)
+        return out
+
 
 class Publisher:
     """ffmpeg looping a clip in real time to an RTMP URL."""

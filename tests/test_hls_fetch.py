@@ -63,18 +63,8 @@ def playlist(srv: TidecastProcess, name: str = "tv") -> tuple[int, list[str], by
     return int(found.group(1)), [ln for ln in text.splitlines() if ln and not ln.startswith("#")], body
 
 
-def metrics(srv: TidecastProcess) -> dict[str, float]:
-    _, body = get(f"{srv.api}/metrics")
-    out: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def served_media(origin: TidecastProcess) -> float:
-    return metrics(origin)['tidecast_hls_files_served_total{kind="media"}']
+    return origin.metrics()['tidecast_hls_files_served_total{kind="media"}']
 
 
 def wait_segments(srv: TidecastProcess, count: int, name: str = "tv") -> tuple[int, list[str], bytes]:
@@ -121,14 +111,14 @@ def test_two_edges_serve_the_origins_names_and_bytes_once_per_segment(nodes: Fac
             lambda: next((u for u in playlist(origin)[1] if u not in fetched), None), 10, what="a new segment"
         )
         before = served_media(origin)
-        edge_before = [metrics(e) for e in edges]
+        edge_before = [e.metrics() for e in edges]
         with ThreadPoolExecutor(80) as pool:
             results = list(pool.map(lambda k: get(f"{edges[k % 2].http}/live/{fresh}"), range(80)))
         assert {status for status, _ in results} == {200}
         assert len({data for _, data in results}) == 1
         assert served_media(origin) - before == 2
         for edge, m0 in zip(edges, edge_before, strict=True):
-            m1 = metrics(edge)
+            m1 = edge.metrics()
             key = 'tidecast_hls_fetch_upstream_requests_total{kind="media"}'
             assert m1[key] - m0[key] == 1
             shared = sum(
@@ -192,7 +182,7 @@ def test_origin_down_last_playlist_then_a_clear_error(nodes: Factory, clip: Path
     # A segment it never had: a clear 502 at once.
     status, text = get(f"{edge.http}/live/tv-99999.ts")
     assert status == 502 and b"no origin answered" in text
-    m = metrics(edge)
+    m = edge.metrics()
     assert m["tidecast_hls_fetch_stale_total"] >= 5
     assert m['tidecast_hls_fetch_upstream_errors_total{kind="connect"}'] >= 2
     # One log line per failure kind, not one per request.
@@ -215,7 +205,7 @@ def test_hostile_paths_are_refused_and_a_404_storm_is_bounded(nodes: Factory) ->
     origin = nodes("origin", HLS.format(window=4))
     (origin.html / "secret.ts").write_bytes(b"secret")
     edge = nodes("edge", edge_of(origin))
-    before = metrics(origin)["tidecast_hls_files_missing_total"]
+    before = origin.metrics()["tidecast_hls_files_missing_total"]
     for path in (
         "/live/%2e%2e/%2e%2e/etc/passwd.m3u8",
         "/live/../secret.ts",
@@ -229,24 +219,24 @@ def test_hostile_paths_are_refused_and_a_404_storm_is_bounded(nodes: Factory) ->
         status, body = raw_get(edge, path)
         assert status in (400, 404), (path, status, body)
         assert body != b"secret"
-    assert metrics(origin)["tidecast_hls_files_missing_total"] - before <= 1  # /live/../secret.ts -> /secret.ts
+    assert origin.metrics()["tidecast_hls_files_missing_total"] - before <= 1  # /live/../secret.ts -> /secret.ts
 
     # 400 requests for two bogus names, 50 at a time: one upstream request per name per half second.
-    before = metrics(origin)["tidecast_hls_files_missing_total"]
+    before = origin.metrics()["tidecast_hls_files_missing_total"]
     started = time.monotonic()
     with ThreadPoolExecutor(50) as pool:
         names = ["/live/bogus.m3u8", "/live/bogus-7.ts"] * 200
         statuses = list(pool.map(lambda p: get(f"{edge.http}{p}")[0], names))
     elapsed = time.monotonic() - started
     assert set(statuses) == {404}
-    upstream = metrics(origin)["tidecast_hls_files_missing_total"] - before
+    upstream = origin.metrics()["tidecast_hls_files_missing_total"] - before
     assert upstream <= 2 * (elapsed / 0.5 + 2), (upstream, elapsed)
     # Distinct bogus names: at most one upstream request each, never more.
-    before = metrics(origin)["tidecast_hls_files_missing_total"]
+    before = origin.metrics()["tidecast_hls_files_missing_total"]
     with ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(lambda k: get(f"{edge.http}/live/nope-{k % 40}.ts")[0], range(200)))
     assert set(statuses) == {404}
-    assert metrics(origin)["tidecast_hls_files_missing_total"] - before <= 40 * 2
+    assert origin.metrics()["tidecast_hls_files_missing_total"] - before <= 40 * 2
     print(f"\n404 storm: {len(names)} requests in {elapsed:.2f} s cost the origin {upstream:.0f} requests")
 
 
@@ -266,7 +256,7 @@ def test_low_latency_blocking_reloads_pass_through_an_edge(nodes: Factory, clip:
         # The blocking reload came back once the origin had that part: it lists it.
         text = results[0][1].decode()
         assert f'URI="tv-{msn}.part0.m4s"' in text, text
-        m = metrics(edge)
+        m = edge.metrics()
         assert m.get('tidecast_hls_fetch_coalesced_total{kind="playlist"}', 0) >= 5
         part = re.findall(r'URI="([^"]+\.m4s)"', text)[-1]
         assert get(f"{edge.http}/live/{part}")[0] == 200
@@ -302,7 +292,7 @@ def test_stale_live_playlists_are_served_ended(nodes: Factory) -> None:
     edge = nodes("edge", edge_of(origin))
     status, got = get(f"{edge.http}/live/dead.m3u8")
     assert status == 200 and got.decode().endswith("#EXT-X-ENDLIST\n")
-    assert metrics(origin)["tidecast_hls_stale_playlists_ended_total"] == 2
+    assert origin.metrics()["tidecast_hls_stale_playlists_ended_total"] == 2
 
 
 class HlsWatcher(threading.Thread):
@@ -414,7 +404,7 @@ def test_a_new_owner_on_shared_storage_continues_and_edge_players_see_no_error(c
         time.sleep(0.3)
         with Publisher(clip, f"{origins[1].rtmp}/live/tv"):
             time.sleep(7.0)
-        stale = metrics(edge)["tidecast_hls_fetch_stale_total"]
+        stale = edge.metrics()["tidecast_hls_fetch_stale_total"]
     finally:
         watcher.stopping.set()
         watcher.join(10)
@@ -446,6 +436,6 @@ def test_a_reload_turns_it_on_and_off(nodes: Factory, clip: Path) -> None:
         assert get(f"{edge.http}/live/tv.m3u8")[0] == 404  # off, and no local HLS on this edge
         reload(fetching.replace("}", "hls_fetch_cache 2097152; }"))
         assert playlist(edge)[1]
-        assert metrics(edge)['tidecast_hls_fetch_misses_total{kind="playlist"}'] >= 1
+        assert edge.metrics()['tidecast_hls_fetch_misses_total{kind="playlist"}'] >= 1
         reload(fetching.replace("hls_fetch on;", "hls_fetch off;"))
         assert wait_for(lambda: get(f"{edge.http}/live/tv.m3u8")[0] == 404, 5, what="hls_fetch off again")

@@ -21,12 +21,16 @@ import pytest
 from testkit.helpers import Publisher, TidecastProcess, http_get, wait_for, wait_stream_live
 from testkit.players import read_fifo, serving_while
 
+from tidecast.hls.segmenter import FILE_BUFFER
+
 Factory = Callable[..., TidecastProcess]
 
 HLS = "hls {{ enabled on; hls_fragment 1; hls_window 20; hls_path {path}; }}"
 # Served by tidecast's own HTTP server (its root is ./html), which low-latency HLS needs.
 FMP4 = "hls {{ enabled on; hls_variant {variant}; hls_part 0.2; hls_fragment 1; hls_window 20; hls_path ./html; }}"
 BLOCKED_S = 4.0
+BACKLOG_HLS = 'tidecast_file_backlog_bytes{writer="hls"}'
+BACKLOG_DVR = 'tidecast_file_backlog_bytes{writer="dvr"}'
 
 
 def _listed(playlist: Path, suffix: str = ".ts") -> list[int]:
@@ -69,10 +73,14 @@ def test_blocked_segment_write_stalls_hls_but_not_players_or_api(tidecast: Facto
         assert max(_listed(playlist)) == stuck, "HLS went on while its disk was blocked"
         assert max(api_waits) < 1.0, f"the API took {max(api_waits):.2f}s while HLS was blocked"
         assert kept_up, "a player starved while HLS was blocked"
+        # What waits for the disk is on /metrics: BLOCKED_S of a ~1 Mbit/s clip, at least 100 kB.
+        waiting = srv.metrics()
+        assert waiting[BACKLOG_HLS] > 100_000 and waiting[BACKLOG_DVR] == 0, waiting
 
         reader, got = read_fifo(fifo)
         # Once the disk answers, the backlog is written in order and the playlist moves on past it.
         wait_for(lambda: max(_listed(playlist)) > blocked + 1, timeout=15, what="HLS to catch up")
+        wait_for(lambda: srv.metrics()[BACKLOG_HLS] < FILE_BUFFER, timeout=5, what="the backlog gauge to fall")
         reader.join(10)
         assert got and len(got[0]) % 188 == 0 and len(got[0]) > 0, (
             f"the blocked segment's bytes: {len(got[0]) if got else got}"

@@ -67,16 +67,6 @@ def media_count(player: RtmpPlayer | FlvPlayer) -> int:
     return len(player.timestamps())
 
 
-def metrics(srv: TidecastProcess) -> dict[str, float]:
-    text = urllib.request.urlopen(f"{srv.api}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            out[series] = float(value)
-    return out
-
-
 def close_all(players: list[Any]) -> None:
     for p in players:
         p.close()
@@ -166,7 +156,7 @@ def test_stream_plays_from_every_worker(server: TidecastProcess, clip: Path) -> 
             )
             assert {c["worker"] for c in clients if c["type"] == "flv-play"} == {0, 1}
             assert all(c["stream"] == stream["id"] for c in clients)
-            m = metrics(server)
+            m = server.metrics()
             assert m["srs_streams"] == 1
             assert m["srs_clients"] == total + 1
             assert m['tidecast_stream_players{app="live",stream="multi",vhost="__defaultVhost__"}'] == total
@@ -289,13 +279,13 @@ def test_an_api_answer_names_the_workers_that_did_not_answer(server: TidecastPro
 
 
 def test_sighup_and_api_reload_reach_every_worker(server: TidecastProcess) -> None:
-    assert metrics(server)["tidecast_reloads_total"] == 0
+    assert server.metrics()["tidecast_reloads_total"] == 0
     server.signal(signal.SIGHUP)
-    wait_for(lambda: metrics(server)["tidecast_reloads_total"] == 2, 10, what="both workers reloaded on SIGHUP")
+    wait_for(lambda: server.metrics()["tidecast_reloads_total"] == 2, 10, what="both workers reloaded on SIGHUP")
     assert server.api_json("/api/v1/raw?rpc=reload")["code"] == 0
-    assert metrics(server)["tidecast_reloads_total"] == 4
+    assert server.metrics()["tidecast_reloads_total"] == 4
     assert server.log().count("reload config success") == 4
-    assert metrics(server)['tidecast_worker_up{worker="0"}'] == 1
+    assert server.metrics()['tidecast_worker_up{worker="0"}'] == 1
 
 
 def test_sigquit_drains_every_worker_and_supervisor_exits_0(server: TidecastProcess, clip: Path) -> None:

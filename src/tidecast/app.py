@@ -45,7 +45,7 @@ from tidecast.pauses import Pauses
 from tidecast.relay import Relays
 from tidecast.relay.api import relay_routes
 from tidecast.sysinfo import CpuSampler
-from tidecast.wiring import AccessSlot, RelayObserver
+from tidecast.wiring import AccessSlot, RelayObserver, file_backlog_metrics
 
 log = logging.getLogger("tidecast.server")
 _loop_errors = RateLimitedLogger(log)
@@ -174,6 +174,7 @@ class App:
         dvr = self.dvr = DvrManager(lambda: hub.streams.values(), on_dvr=access.on_dvr)
         hub.observers += [hls, dvr, edge]
         self.services.append(_Tick(dvr.tick, dvr.reload, dvr.shutdown))
+        self.metric_sources.append(file_backlog_metrics({"hls": hls.file_backlog, "dvr": dvr.file_backlog}))
         hub.gates += [edge, origin]
         self.metric_sources.append(edge.metrics)
         self.services += [_Tick(hls.tick, hls.reload, hls.close), _Tick(None, None, edge.close)]

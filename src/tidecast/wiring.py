@@ -6,7 +6,10 @@ StreamEvents, so the parts stay ignorant of the hub and of each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tidecast.access import AccessControl
 from tidecast.access.hooks import segment_url
@@ -85,3 +88,18 @@ class AccessSlot:
             return
         target = Target(reaped.vhost, reaped.app, reaped.stream, publisher.query)
         hooks.on_dvr(self.hub.request("publish", publisher, target, "rtmp"), reaped.file)
+
+
+def file_backlog_metrics(writers: dict[str, Callable[[], int]]) -> Callable[[], Iterator[Metric]]:
+    """The bytes each file thread (HLS, DVR) still has to write: a disk falling behind shows here
+    before HLS skips segments or a recording stops."""
+
+    def metrics() -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "tidecast_file_backlog_bytes", "bytes waiting for a file thread to write them", labels=["writer"]
+        )
+        for writer, backlog in writers.items():
+            gauge.add_metric([writer], backlog())
+        yield gauge
+
+    return metrics

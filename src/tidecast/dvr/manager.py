@@ -85,6 +85,10 @@ class DvrManager(StreamEvents):
         self.publishers: dict[Key, Any] = {}
         self._worker: FileWorker | None = None  # made with the first recorder (it needs the loop)
 
+    def file_backlog(self) -> int:
+        """Recording bytes waiting for the disk (a recording stops past MAX_FILE_BACKLOG)."""
+        return 0 if self._worker is None else self._worker.backlog()
+
     def _files(self) -> FileWork:
         """The recordings' own file thread (a slow disk delays them, not the loop, nor HLS on another
         disk); INLINE where no event loop runs (tools, tests)."""

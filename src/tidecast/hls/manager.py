@@ -80,6 +80,10 @@ class HlsManager(StreamEvents):
             self._files = FileWorker(loop.call_soon_threadsafe, name="tidecast-hls-files", defer=loop.call_soon)
         return self._files
 
+    def file_backlog(self) -> int:
+        """Segment and playlist bytes waiting for the disk (at most MAX_FILE_BACKLOG and a segment)."""
+        return 0 if self._files is None else self._files.backlog()
+
     @staticmethod
     def muxes(stream: LiveStream) -> bool:
         """HLS on, and not an edge that fetches its HLS from the origins (`hls_fetch`)."""
