@@ -108,7 +108,7 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
         files.submit(release.wait)  # the disk stops answering
         for type_id, ts, payload in tags:
             muxer.on_message(type_id, ts, payload)
-        # Past the limit no segment opens: the backlog stops at about one segment over it.
+        # Past the limit no segment opens (and the open one is dropped): the backlog stops near it.
         assert muxer.file is None and muxer.sequence < keyframes - 1
         held = files.backlog()
         assert limit < held < 3 * limit
@@ -128,3 +128,51 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
 
     with caplog.at_level(logging.WARNING, "tidecast.hls"):
         asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("variant", ["mpegts", "lowlatency"])
+def test_a_segment_the_disk_falls_behind_on_is_dropped_not_held(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variant: str
+) -> None:
+    """One long segment (18 s of media, `hls_fragment` 60) while the disk stops answering: past the
+    limit the rest of it is not queued (before, all of it waited in memory for the disk); once the disk
+    is back the segment is not renamed into place but listed as a gap, and its temporary file is gone."""
+    clip_tags = [t for t in FlvReader().feed(clip.read_bytes()) if t[0] in (8, 9)]
+    span = clip_tags[-1][1] + 40
+    tags = [(t, ts + loop * span, p) for loop in range(3) for t, ts, p in clip_tags]
+    total = sum(len(p) for _, _, p in tags)
+    limit = 60_000
+    monkeypatch.setattr(segmenter, "MAX_FILE_BACKLOG", limit)
+
+    async def scenario() -> None:
+        files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
+        settings = dataclasses.replace(
+            config.Hls(enabled=True, hls_dispose=0.0, hls_variant=variant), hls_path=str(tmp_path), hls_fragment=60.0
+        )
+        muxer = (
+            HlsMuxer(settings, "v", "live", "long", files)
+            if variant == "mpegts"
+            else Fmp4Muxer(settings, "v", "live", "long", HlsStore(), files)
+        )
+        muxer.on_publish()
+        release = threading.Event()
+        files.submit(release.wait)  # the disk stops answering
+        for type_id, ts, payload in tags:
+            muxer.on_message(type_id, ts, payload)
+        assert muxer.file is not None and muxer.sequence == 0  # still the first segment
+        held = files.backlog()
+        biggest = max(len(p) for _, _, p in tags)
+        # At most what was queued before the limit was crossed: one hand-over of FILE_BUFFER (or an
+        # LL-HLS part) over it. Holding the segment would be all of the media, in TS or fMP4.
+        assert held <= limit + segmenter.FILE_BUFFER + 2 * biggest < total // 2, (held, total)
+        release.set()
+        muxer.on_unpublish()
+        assert await files.drain(10.0)
+        assert files.close(1.0)
+        (gap,) = muxer.playlist.segments
+        assert gap.gap and not (tmp_path / "live" / gap.uri).exists()
+        assert not list((tmp_path / "live").glob("*.tmp")), "the dropped segment's temporary file was left"
+
+    with caplog.at_level(logging.WARNING, "tidecast.hls"):
+        asyncio.run(scenario())
+    assert "MiB behind, so the segment was dropped" in caplog.text and "v/live/long" in caplog.text

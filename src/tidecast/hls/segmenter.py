@@ -38,6 +38,7 @@ the prefix, a slash and the segment's path under `hls_path`
 from __future__ import annotations
 
 import bisect
+import errno
 import glob
 import logging
 import os
@@ -99,8 +100,8 @@ TMP: Final = ".tmp"
 WALL_CUT_FACTOR: Final = 3.0
 WALL_CUT_MIN_S: Final = 10.0
 MAX_LEFTOVER_PLAYLIST: Final = 1024 * 1024  # what is read of a crashed run's playlist
-# Bytes the file worker may hold for a disk that does not keep up (all streams of the process) before
-# new segments are skipped: about 7 s of 300 streams at 1 Mbps.
+# Bytes the file worker may hold for a disk that does not keep up (all streams of the process): past it
+# the open segments are dropped and new ones skipped until it catches up. About 7 s of 300 streams at 1 Mbps.
 MAX_FILE_BACKLOG = 256 * 1024 * 1024
 
 
@@ -187,7 +188,7 @@ class SegmentFile:
     FILE_BUFFER at a time; `finish` closes it and renames it into place. The file descriptor and the
     error are the worker's (its thread, when there is one); the buffer is the muxer's."""
 
-    __slots__ = ("_error", "_fd", "_on_error", "_parts", "_size", "files", "path")
+    __slots__ = ("_dropped", "_error", "_fd", "_on_error", "_parts", "_size", "files", "path")
 
     def __init__(self, files: FileWork, path: str, create: Callable[[str], int], on_error: Done) -> None:
         self.files = files
@@ -197,6 +198,7 @@ class SegmentFile:
         self._fd = -1
         self._error: OSError | None = None
         self._on_error = on_error
+        self._dropped: OSError | None = None
         files.submit(partial(self._open, create), done=on_error, errors_only=True)
 
     def write(self, data: bytes | bytearray) -> None:
@@ -206,9 +208,13 @@ class SegmentFile:
             self._hand_over()
 
     def finish(self, final: str, done: Done) -> None:
-        """Write what is left, close, rename to `final`; `done` hears how it went."""
+        """Write what is left, close, rename to `final`; `done` hears how it went (a segment dropped for
+        a disk too far behind fails, so the playlist lists a gap where it was)."""
         self._hand_over()
-        self.files.submit(partial(self._finish, final), done=done)
+        if self._dropped is None:
+            self.files.submit(partial(self._finish, final), done=done)
+        else:
+            self.files.submit(partial(self._fail, self._dropped), done=done)
 
     def discard(self) -> None:
         """Close and delete: the segment is dropped."""
@@ -221,6 +227,14 @@ class SegmentFile:
             parts, size = self._parts, self._size
             self._parts = []
             self._size = 0
+            if self._dropped is not None:
+                return
+            backlog = self.files.backlog()
+            if backlog > MAX_FILE_BACKLOG:
+                # The disk is that far behind: queueing the rest of this segment would hold it all in
+                # memory (a stream whose timestamps never cut it, or every stream of a hung NAS at once).
+                self._dropped = disk_behind(backlog, self.path)
+                return
             self.files.submit(partial(self._write, parts, size), size, done=self._on_error, errors_only=True)
 
     # What follows runs in the worker.
@@ -262,6 +276,15 @@ class SegmentFile:
         error = remove_file(self.path)
         if error is not None:
             raise error
+
+    def _fail(self, error: OSError) -> None:
+        self._discard()
+        raise error
+
+
+def disk_behind(backlog: int, path: str) -> OSError:
+    """The error of a segment dropped while it was written: the file worker held more than MAX_FILE_BACKLOG."""
+    return OSError(errno.EAGAIN, f"the disk is {backlog / 2**20:.0f} MiB behind, so the segment was dropped", path)
 
 
 class HlsMuxer:
