@@ -113,6 +113,7 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
         held = files.backlog()
         assert limit < held < 3 * limit
         assert caplog.text.count("behind; skipping segments") == 1  # once, not per skipped keyframe
+        made = muxer.sequence
         release.set()
         assert await files.drain(10.0)
         # The disk caught up: the next keyframe opens a segment again, and it is written.
@@ -125,6 +126,10 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
         listed = muxer.playlist.segments
         assert len(listed) > muxer.sequence // 2
         assert all((tmp_path / "live" / seg.uri).is_file() for seg in listed)
+        # The skipped media is in no segment: the first one after it starts a new timeline. (Later ones
+        # may too: with a limit this small, the worker can be a hand-over behind again for a moment.)
+        new_timelines = [seg.sequence for seg in listed if seg.discontinuity]
+        assert new_timelines[:1] == [made], [(seg.sequence, seg.discontinuity) for seg in listed]
 
     with caplog.at_level(logging.WARNING, "tidecast.hls"):
         asyncio.run(scenario())

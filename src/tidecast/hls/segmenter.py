@@ -707,6 +707,9 @@ class HlsMuxer:
         if backlog <= MAX_FILE_BACKLOG:
             self._behind_logged = False
             return False
+        # The media until the disk is back is in no segment: the next one's timestamps jump, which
+        # players must be told (unannounced, the jump is a hole in their buffer).
+        self.next_discontinuity = True
         if not self._behind_logged:
             self._behind_logged = True
             log.warning(
@@ -870,8 +873,10 @@ class HlsMuxer:
         return sum(seg.duration_ms for seg in self.playlist.segments)
 
     def _abandon_segment(self) -> None:
-        """After a write error: drop the open segment; the next keyframe starts a new one."""
+        """After a write error: drop the open segment; the next keyframe starts a new one, after a
+        discontinuity (the dropped media is listed nowhere)."""
         self.audio_parts = []
+        self.next_discontinuity = True
         file = self.file
         if file is not None:
             self.file = None
