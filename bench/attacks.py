@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,18 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in ORDER if n in args.classes.split(",")]
     results: list[Result] = []
     started = time.strftime("%Y%m%d-%H%M%S")
-    with tempfile.TemporaryDirectory(prefix="tidecast-attacks-") as tmp:
-        for name in names:
-            print(f"== {name}: {CLASSES[name].finding}", flush=True)
-            bed = Bed(Path(tmp) / name, max_connections=1000, heavy=args.heavy)
-            try:
-                result = measure(bed, name, scale, settle=args.settle)
-            finally:
-                bed.close()
-            results.append(result)
-            print(f"   {result.line()}", flush=True)
-            for problem in result.problems(limit):
-                print(f"   PROBLEM: {problem}", flush=True)
+    for name in names:
+        print(f"== {name}: {CLASSES[name].finding}", flush=True)
+        bed = Bed(name, max_connections=1000, heavy=args.heavy)
+        try:
+            result = measure(bed, name, scale, settle=args.settle)
+        finally:
+            bed.close()
+        results.append(result)
+        print(f"   {result.line()}", flush=True)
+        for problem in result.problems(limit):
+            print(f"   PROBLEM: {problem}", flush=True)
     print()
     print(table(results, limit))
     args.out.mkdir(parents=True, exist_ok=True)

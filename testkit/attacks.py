@@ -1469,15 +1469,14 @@ class Bed:
     """A tidecast as the campaign runs it (HLS and HTTP-FLV on, `max_connections`), its RSS sampled,
     a healthy 1 Mbit/s publisher and player watching (and an 8 Mbit/s pair with `heavy`)."""
 
-    def __init__(self, workdir: Path, max_connections: int = 1000, heavy: bool = False) -> None:
-        # HLS goes to memory (./hls links there): with a loaded disk (CI's other test workers) the
-        # segments waiting for it are held by the server, up to MAX_FILE_BACKLOG, and would count as the
-        # attack's growth. A slow disk is its own bound (docs/security.md), not what these classes test.
-        self.hls_dir = Path(tempfile.mkdtemp(prefix="tidecast-attack-hls-", dir=SHM if os.path.isdir(SHM) else None))
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "hls").symlink_to(self.hls_dir)
+    def __init__(self, name: str, max_connections: int = 1000, heavy: bool = False) -> None:
+        # The server's directory (its HLS, the names class's victims) is in memory: with a loaded disk
+        # (CI's other test workers) the segments waiting for it are held by the server, up to
+        # MAX_FILE_BACKLOG, and would count as the attack's growth. A slow disk is its own bound
+        # (docs/security.md), not what these classes test.
+        self.root = Path(tempfile.mkdtemp(prefix="tidecast-attack-", dir=SHM if os.path.isdir(SHM) else None))
         self.server = TidecastProcess(
-            workdir,
+            self.root / name,
             globals_=f"max_connections {max_connections};",
             vhost="hls { enabled on; hls_path ./hls; hls_fragment 1; hls_window 4; }\nhttp_remux { enabled on; }",
         )
@@ -1499,7 +1498,7 @@ class Bed:
             meter.close()
         self.rss.close()
         self.server.stop()
-        shutil.rmtree(self.hls_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def measure(bed: Bed, name: str, scale: Scale, settle: float = 0.5) -> Result:

@@ -27,8 +27,8 @@ SETTLE_S = 0.5  # the healthy player is watched this long after each attack, for
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    bed = Bed(tmp_path_factory.mktemp("attacks") / "server", max_connections=400)
+def bed() -> Iterator[Bed]:
+    bed = Bed("server", max_connections=400)
     yield bed
     bed.close()
 
