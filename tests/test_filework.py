@@ -84,6 +84,26 @@ def test_inline_raises_where_it_runs() -> None:
         INLINE.submit(lambda: open("/nonexistent-dir/x", "rb").close())
 
 
+def _blocked_muxer(
+    tmp_path: Path, variant: str, name: str, fragment: float
+) -> tuple[FileWorker, HlsMuxer, threading.Event]:
+    """A publishing muxer of `variant` writing through a file worker whose disk has stopped answering
+    (until the event is set)."""
+    files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
+    settings = dataclasses.replace(
+        config.Hls(enabled=True, hls_dispose=0.0, hls_variant=variant), hls_path=str(tmp_path), hls_fragment=fragment
+    )
+    muxer = (
+        HlsMuxer(settings, "v", "live", name, files)
+        if variant == "mpegts"
+        else Fmp4Muxer(settings, "v", "live", name, HlsStore(), files)
+    )
+    muxer.on_publish()
+    release = threading.Event()
+    files.submit(release.wait)  # the disk stops answering
+    return files, muxer, release
+
+
 @pytest.mark.parametrize("variant", ["mpegts", "lowlatency"])
 def test_muxer_skips_segments_while_the_disk_is_behind(
     tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variant: str
@@ -94,18 +114,7 @@ def test_muxer_skips_segments_while_the_disk_is_behind(
     keyframes = sum(1 for t, _, p in tags if t == 9 and p[:2] == b"\x17\x01")
 
     async def scenario() -> None:
-        files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
-        settings = dataclasses.replace(
-            config.Hls(enabled=True, hls_dispose=0.0, hls_variant=variant), hls_path=str(tmp_path), hls_fragment=1.0
-        )
-        muxer = (
-            HlsMuxer(settings, "v", "live", "behind", files)
-            if variant == "mpegts"
-            else Fmp4Muxer(settings, "v", "live", "behind", HlsStore(), files)
-        )
-        muxer.on_publish()
-        release = threading.Event()
-        files.submit(release.wait)  # the disk stops answering
+        files, muxer, release = _blocked_muxer(tmp_path, variant, "behind", 1.0)
         for type_id, ts, payload in tags:
             muxer.on_message(type_id, ts, payload)
         # Past the limit no segment opens (and the open one is dropped): the backlog stops near it.
@@ -150,18 +159,7 @@ def test_a_segment_the_disk_falls_behind_on_is_dropped_not_held(
     monkeypatch.setattr(segmenter, "MAX_FILE_BACKLOG", limit)
 
     async def scenario() -> None:
-        files = FileWorker(asyncio.get_running_loop().call_soon_threadsafe)
-        settings = dataclasses.replace(
-            config.Hls(enabled=True, hls_dispose=0.0, hls_variant=variant), hls_path=str(tmp_path), hls_fragment=60.0
-        )
-        muxer = (
-            HlsMuxer(settings, "v", "live", "long", files)
-            if variant == "mpegts"
-            else Fmp4Muxer(settings, "v", "live", "long", HlsStore(), files)
-        )
-        muxer.on_publish()
-        release = threading.Event()
-        files.submit(release.wait)  # the disk stops answering
+        files, muxer, release = _blocked_muxer(tmp_path, variant, "long", 60.0)
         for type_id, ts, payload in tags:
             muxer.on_message(type_id, ts, payload)
         assert muxer.file is not None and muxer.sequence == 0  # still the first segment

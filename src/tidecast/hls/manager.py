@@ -81,7 +81,7 @@ class HlsManager(StreamEvents):
         return self._files
 
     def file_backlog(self) -> int:
-        """Segment and playlist bytes waiting for the disk (at most MAX_FILE_BACKLOG and a segment)."""
+        """Segment and playlist bytes waiting for the disk (at most MAX_FILE_BACKLOG and a hand-over per stream)."""
         return 0 if self._files is None else self._files.backlog()
 
     @staticmethod
